@@ -1,0 +1,42 @@
+"""cod_fast: fast, dependable inference for diffusion image codecs.
+
+The public API (``encode``, ``decode``, ``load_model``, ``optimize``) is imported lazily so that
+``import cod_fast`` stays cheap and works without a GPU, Triton or the compiled extension.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .errors import (
+    BitstreamError,
+    CodFastError,
+    ExtensionUnavailableError,
+    ModelMismatchError,
+)
+
+__all__ = [
+    "__version__",
+    "BitstreamError",
+    "CodFastError",
+    "ExtensionUnavailableError",
+    "ModelMismatchError",
+]
+
+# name -> module that defines it; resolved on first attribute access.
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cod_fast' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,25 @@
+"""Exception types shared by every layer of cod_fast."""
+
+
+class CodFastError(Exception):
+    """Base class of every error cod_fast raises on purpose."""
+
+
+class BitstreamError(CodFastError, ValueError):
+    """A stream is truncated, corrupted, hostile or of an unsupported format/version."""
+
+
+class ModelMismatchError(CodFastError, ValueError):
+    """A stream was written by a different model than the one asked to decode it."""
+
+    def __init__(self, expected: str, found: str, message: str | None = None) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            message
+            or f"stream was written by model {found}, but the decoder holds model {expected}"
+        )
+
+
+class ExtensionUnavailableError(CodFastError, ImportError):
+    """A compiled component (cod_fast._C / _C_cuda) or Triton is needed but is not available."""
