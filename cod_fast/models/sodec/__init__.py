@@ -1,0 +1,40 @@
+"""SODEC's one-step diffusion decoder parts (arXiv 2508.04979; no official code or weights).
+
+- ``unet``: SD 1.x/2.x ``UNet2DConditionModel`` mirror with diffusers' state-dict keys, and a
+  diffusers-folder loader that needs no diffusers.
+- ``lora``: PEFT-style LoRA adapters (inject, load, merge into the base weights).
+- ``vit``: the fidelity-guidance ViT (timm layout) and the trainable projection to UNet tokens.
+- ``one_step``: the SD DDPM schedule (float64) and the OSEDiff-style one-step denoise at t=999.
+- ``configs``: configurations and presets (SD 2.1-base, ViT-B/16, tiny test sizes).
+"""
+from __future__ import annotations
+
+from .configs import SD21_BASE_UNET, TINY_UNET, TINY_VIT, VIT_B16, ProjectionConfig, UNetConfig, ViTConfig
+from .lora import fold_lora, inject_lora, load_lora, merge_lora, split_lora_state_dict
+from .one_step import SD21_BASE_SCHEDULE, DDPMSchedule, one_step_denoise, x0_from_prediction
+from .unet import UNet2DConditionModel, load_unet
+from .vit import FidelityGuidance, FidelityProjection, FidelityViT
+
+__all__ = [
+    "SD21_BASE_UNET",
+    "TINY_UNET",
+    "TINY_VIT",
+    "VIT_B16",
+    "ProjectionConfig",
+    "UNetConfig",
+    "ViTConfig",
+    "UNet2DConditionModel",
+    "load_unet",
+    "fold_lora",
+    "inject_lora",
+    "load_lora",
+    "merge_lora",
+    "split_lora_state_dict",
+    "SD21_BASE_SCHEDULE",
+    "DDPMSchedule",
+    "one_step_denoise",
+    "x0_from_prediction",
+    "FidelityGuidance",
+    "FidelityProjection",
+    "FidelityViT",
+]
