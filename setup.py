@@ -10,6 +10,7 @@ Environment knobs:
   COD_FAST_JOBS         parallel compile jobs (default: number of CPUs)
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,22 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("COD_FAST_JOBS", str(os.cpu_count() or 1))
         subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)
         subprocess.run(["cmake", "--build", ".", "-j", jobs], cwd=build_temp, check=True)
+        self._cuda_libs = list(extdir.glob("_C_cuda*"))
+        if getattr(self, "editable_mode", False):
+            self._copy_cuda_ext()
+
+    # The same CMake run builds cod_fast._C_cuda when nvcc is found. setuptools copies only
+    # declared extensions back into the source tree for in-place/editable builds, and _C_cuda is
+    # optional, so it is copied here (wheels pick it up from the build directory as it is).
+    def _copy_cuda_ext(self) -> None:
+        for lib in getattr(self, "_cuda_libs", []):
+            target = ROOT / "cod_fast" / lib.name
+            if lib.resolve() != target.resolve():
+                shutil.copy2(lib, target)
+
+    def copy_extensions_to_source(self) -> None:
+        super().copy_extensions_to_source()
+        self._copy_cuda_ext()
 
 
 packages = find_packages(include=["cod_fast", "cod_fast.*"]) + ["cod_fast.kernels"]

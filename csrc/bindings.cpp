@@ -4,6 +4,9 @@
 
 namespace py = pybind11;
 
+void init_rans(py::module_ m);  // csrc/rans/bind_rans.cpp
+void init_rcc(py::module_& m);  // csrc/rcc/bind_rcc.cpp
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cod_fast native CPU extension (no libtorch; buffers via the buffer protocol)";
 #ifdef NDEBUG
@@ -11,4 +14,9 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("build_type") = "debug";
 #endif
+  init_rans(m.def_submodule("rans"));
+  {
+    py::module_ rcc = m.def_submodule("rcc");
+    init_rcc(rcc);
+  }
 }
