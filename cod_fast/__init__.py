@@ -24,7 +24,12 @@ __all__ = [
 ]
 
 # name -> module that defines it; resolved on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "encode": ".api",
+    "decode": ".api",
+    "load_model": ".loading",
+    "optimize": ".fast",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,254 @@
+"""``cod-fast`` command line: compress / decompress / info over files and folders, selfcheck.
+
+Exit codes: 0 success, 2 usage error (argparse), 1 bad input or a failed check (one-line error
+on stderr; ``--debug`` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ._version import __version__
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+STREAM_SUFFIX = ".codf"  # our container
+OFFICIAL_SUFFIX = ".cod"  # GenCodec's files
+
+
+class UsageError(Exception):
+    """Bad combination of arguments (exit code 2)."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cod-fast", description="Diffusion image codecs (CoD, CoD-Lite), fast.")
+    p.add_argument("--version", action="version", version=f"cod-fast {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("selfcheck", help="check the native parts and print what is available")
+
+    def model_args(sp: argparse.ArgumentParser, required: bool) -> None:
+        sp.add_argument("--model", required=required,
+                        help="preset name, official YAML config, or our .safetensors model")
+        sp.add_argument("--checkpoint", help="weights (official .pt/.ckpt or .safetensors) for a YAML/preset --model")
+        sp.add_argument("--vae", help="SD-VAE diffusers folder (latent models)")
+        sp.add_argument("--device", default="cpu")
+        sp.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+        sp.add_argument("--allow-pickle", action="store_true",
+                        help="read a trusted pickled checkpoint without weights_only")
+
+    def params(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--steps", type=int, help="sampler steps (multi-step models)")
+        sp.add_argument("--cfg", type=float, help="classifier-free guidance scale")
+        sp.add_argument("--sampler", choices=["adam2", "euler"], help="sampler (multi-step models)")
+        sp.add_argument("--seed", type=int, help="seed of the starting noise")
+
+    c = sub.add_parser("compress", help="images (files or folders) -> .codf streams")
+    c.add_argument("inputs", nargs="+", type=Path)
+    c.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    c.add_argument("--official", nargs="?", const="auto", choices=["auto", "cod", "cod_lite"],
+                   help="write official .cod files instead of .codf, in the given writer's layout "
+                        "(auto: the layout of the model family's official writer)")
+    model_args(c, required=True)
+    params(c)
+
+    d = sub.add_parser("decompress", help=".codf (or official .cod) files or folders -> PNG images")
+    d.add_argument("inputs", nargs="+", type=Path)
+    d.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    d.add_argument("--layout", choices=["cod", "cod_lite"],
+                   help="layout of official .cod inputs, i.e. which official writer made them "
+                        "(default: the model family's)")
+    model_args(d, required=False)
+    params(d)
+
+    i = sub.add_parser("info", help="print the header of .codf or official .cod files")
+    i.add_argument("inputs", nargs="+", type=Path)
+    i.add_argument("--layout", choices=["cod", "cod_lite"], default="cod",
+                   help="layout of official .cod inputs")
+    return p
+
+
+def _expand(inputs: Iterable[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            files += sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"{path} does not exist")
+    if not files:
+        raise ValueError(f"no input files (looked for {', '.join(suffixes)})")
+    return files
+
+
+def _read_stream(f: Path) -> bytes:
+    """A stream file's bytes, refusing files larger than any valid container or .cod file."""
+    from .bitstream import MAX_CONTAINER_BYTES
+    from .errors import BitstreamError
+
+    size = f.stat().st_size
+    if size > MAX_CONTAINER_BYTES:
+        raise BitstreamError(f"{f} is {size} bytes, larger than any valid stream")
+    return f.read_bytes()
+
+
+def _progress(files: list[Path], desc: str) -> Iterable[Path]:
+    from tqdm import tqdm
+
+    return tqdm(files, desc=desc, unit="img", disable=len(files) < 2, file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .loading import load_model
+
+    model = args.model
+    if model is not None and Path(model).suffix == ".safetensors" and args.checkpoint is None:
+        return load_model(checkpoint=model, device=args.device, dtype=args.dtype, vae=args.vae,
+                          allow_pickle=args.allow_pickle)
+    if model is not None and Path(model).suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        raise UsageError("--model takes a preset, YAML or .safetensors; give official weights with --checkpoint")
+    if args.checkpoint is None:
+        raise UsageError("--checkpoint is required with a YAML or preset --model")
+    return load_model(model, args.checkpoint, device=args.device, dtype=args.dtype, vae=args.vae,
+                      allow_pickle=args.allow_pickle)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("steps", "cfg", "sampler", "seed") if getattr(args, k) is not None}
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    files = _expand(args.inputs, IMAGE_SUFFIXES)
+    codec = _load(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for f in _progress(files, "compress"):
+        if args.official:
+            data = codec.encode_cod(f, layout=None if args.official == "auto" else args.official)
+            (args.output / (f.name + OFFICIAL_SUFFIX)).write_bytes(data)
+        else:
+            data = codec.encode(f, **_params(args))
+            (args.output / (f.name + STREAM_SUFFIX)).write_bytes(data)
+    return 0
+
+
+def _out_name(f: Path) -> str:
+    stem = f.name[: -len(f.suffix)] if f.suffix.lower() in (STREAM_SUFFIX, OFFICIAL_SUFFIX) else f.name
+    return stem if Path(stem).suffix.lower() == ".png" else stem + ".png"
+
+
+def _cmd_decompress(args: argparse.Namespace) -> int:
+    from . import api
+    from .bitstream import MAGIC
+    from .image_io import save_image
+
+    files = _expand(args.inputs, (STREAM_SUFFIX, OFFICIAL_SUFFIX))
+    codec = _load(args) if args.model is not None else None
+    args.output.mkdir(parents=True, exist_ok=True)
+    for f in _progress(files, "decompress"):
+        data = _read_stream(f)
+        if data[:4] == MAGIC:
+            img = api.decode(data, codec, **_params(args))
+        else:
+            if codec is None:
+                raise UsageError(f"{f} is an official .cod file: it carries no model id, pass --model")
+            img = codec.decode_cod(data, layout=args.layout, **_params(args))
+        save_image(img, args.output / _out_name(f))
+    return 0
+
+
+def _info(f: Path, layout: str) -> dict[str, Any]:
+    from .bitstream import MAGIC, CodecId, DecodeParams, SectionType, read_container, unpack_indices_section
+    from .compat import read_cod
+
+    data = _read_stream(f)
+    if data[:4] == MAGIC:
+        c = read_container(data)
+        try:
+            codec = CodecId(c.codec_id).name
+        except ValueError:
+            codec = f"unknown ({c.codec_id})"
+        out: dict[str, Any] = {
+            "file": str(f), "format": f"cod_fast container v{c.version}", "codec": codec,
+            "fingerprint": c.fingerprint.hex(), "height": c.height, "width": c.width,
+            "channels": c.channels, "bytes": len(data),
+            "bpp": round(8 * len(data) / (c.height * c.width), 6),
+            "sections": {(SectionType(t).name if t in SectionType._value2member_map_ else str(t)): len(p)
+                         for t, p in c.sections.items()},
+        }
+        if SectionType.INDICES in c.sections:
+            bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
+            out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        if SectionType.DECODE_PARAMS in c.sections:
+            out["decode_params"] = vars(DecodeParams.from_bytes(c.sections[SectionType.DECODE_PARAMS]))
+        return out
+    cod = read_cod(data, layout=layout)  # type: ignore[arg-type]
+    return {"file": str(f), "format": f"official .cod (layout {layout})", "height": cod.height,
+            "width": cod.width, "payload_bytes": len(cod.payload), "bytes": len(data)}
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    for f in _expand(args.inputs, (STREAM_SUFFIX, OFFICIAL_SUFFIX)):
+        print(json.dumps(_info(f, args.layout)))
+    return 0
+
+
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    import importlib
+
+    from ._ext import availability
+
+    ok = True
+    try:
+        entropy = importlib.import_module("cod_fast.entropy")
+    except ImportError as exc:
+        print(f"entropy: not available ({exc})")
+    else:
+        check = getattr(entropy, "selfcheck", None)
+        if check is None:
+            print("entropy: no selfcheck in this build")
+        else:
+            try:
+                result = check()
+                print("entropy: ok" if result in (None, True) else f"entropy: {result}")
+            except Exception as exc:  # a failed check is reported, not raised
+                ok = False
+                print(f"entropy: FAILED: {type(exc).__name__}: {exc}")
+    for name, state in availability().items():
+        print(f"{name}: {state}")
+    return 0 if ok else 1
+
+
+_COMMANDS = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info,
+             "selfcheck": _cmd_selfcheck}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except UsageError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"cod-fast: usage error: {exc}", file=sys.stderr)
+        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"cod-fast: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

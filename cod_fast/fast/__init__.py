@@ -1,0 +1,101 @@
+"""The optimized path: ``optimize(model_or_codec, backend)`` swaps reference blocks for fast ones.
+
+Backends:
+  "reference"  the plain-PyTorch modules, unchanged (a structural copy is still returned).
+  "triton"     fused Triton kernels (kernels/); needs Triton and a CUDA device, or
+               ``TRITON_INTERPRET=1`` on CPU (the interpreter: slow, for tests).
+  "cpu"        the fastest exact-enough CPU route (see ``cod_fast.fast.cpu_blocks``).
+  "auto"       "triton" when the model's parameters are on a CUDA device and Triton imports,
+               else "cpu" on CPU; the one-line reason is in ``explain_backend``.
+
+The returned model shares its parameter tensors with the input (no weight memory is duplicated) and
+has identical ``state_dict()`` keys; the input model is left as it was. ``replaced(model)`` lists
+what was swapped and why.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from .swap import Replacement, replaced, shallow_model_copy, swap_modules
+
+__all__ = ["optimize", "replaced", "Replacement", "choose_backend", "BACKENDS"]
+
+BACKENDS = ("auto", "triton", "cpu", "reference")
+
+
+def _device_of(model: nn.Module) -> str:
+    for p in model.parameters():
+        return p.device.type
+    return "cpu"
+
+
+def _triton_problem(device: str) -> str | None:
+    """None when the Triton backend can run on `device`, else the one-line reason it cannot."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not importable: {exc}"
+    if device == "cuda":
+        return None
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return f"the model is on {device}; Triton kernels need CUDA (or TRITON_INTERPRET=1 to interpret them on CPU)"
+
+
+def choose_backend(model: nn.Module, backend: str = "auto") -> tuple[str, str]:
+    """Resolve ``backend`` for ``model``: returns (backend, one-line reason)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    device = _device_of(model)
+    if backend != "auto":
+        return backend, "asked for"
+    if device == "cuda":
+        problem = _triton_problem(device)
+        if problem is None:
+            return "triton", "CUDA device and Triton available"
+        return "reference", problem
+    return "cpu", f"model on {device}"
+
+
+def _swap_table(backend: str) -> dict:
+    if backend == "triton":
+        from .triton_blocks import TABLE
+    elif backend == "cpu":
+        from .cpu_blocks import TABLE
+    else:
+        TABLE = {}
+    return TABLE
+
+
+def optimize(model_or_codec: Any, backend: str = "auto") -> Any:
+    """An equivalent model (or codec) whose blocks run on ``backend``; see the module docstring.
+
+    A codec (an object with a ``.net`` module) is shallow-copied with its ``.net`` optimized.
+    Raises ``ExtensionUnavailableError`` when "triton" is asked for and cannot run.
+    """
+    from ..errors import ExtensionUnavailableError
+
+    if isinstance(model_or_codec, nn.Module):
+        model = model_or_codec
+        codec = None
+    elif isinstance(getattr(model_or_codec, "net", None), nn.Module):
+        codec, model = model_or_codec, model_or_codec.net
+    else:
+        raise TypeError(f"optimize() takes an nn.Module or a codec with .net, got {type(model_or_codec).__name__}")
+    chosen, _ = choose_backend(model, backend)
+    if chosen == "triton":
+        problem = _triton_problem(_device_of(model))
+        if problem is not None:
+            raise ExtensionUnavailableError(f"backend 'triton' unavailable: {problem}")
+    fast = shallow_model_copy(model)
+    swap_modules(fast, _swap_table(chosen))
+    if codec is None:
+        return fast
+    import copy
+
+    out = copy.copy(codec)
+    out.net = fast
+    return out

@@ -1,0 +1,175 @@
+"""CUDA graphs around fixed-shape decoders (one-step decoders, few-step sampling loops).
+
+A CUDA graph replays a recorded sequence of kernels with no Python and no launch overhead, but it
+is tied to fixed shapes and fixed memory addresses. `GraphRunner` turns a pure tensor function into
+a cache of graphs, one per input signature (shape, dtype, device) -- the shape buckets -- each with
+static input and output buffers:
+
+    runner = GraphRunner(lambda x, c: model(x, c), max_graphs=4)
+    y = runner(x, c)          # first call per signature: warm up on a side stream, capture, replay
+    y = runner(x2, c2)        # same signature: copy into the static inputs, replay
+
+Rules the wrapped function must follow (checked where it can be):
+- inputs and outputs are tensors (or tuples of tensors) on one CUDA device;
+- no host synchronisation inside (`.item()`, `.cpu()`, printing tensors, data-dependent Python
+  control flow) and no CPU-side randomness: draw noise outside and pass it in;
+- anything that varies between calls is an input; Python scalars are baked in at capture time and
+  must therefore be part of `key_extra` when they change (e.g. the step count of a sampler).
+
+The cache logic (signatures, LRU eviction, warm-up count, buffer reuse) is independent of CUDA and
+is tested on CPU through the `capture` hook; on a machine without CUDA, `GraphRunner` with
+``enabled="auto"`` simply calls the function (the eager path).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Sequence
+
+import torch
+
+Tensors = tuple[torch.Tensor, ...]
+Signature = tuple[Hashable, ...]
+
+
+def signature_of(tensors: Sequence[torch.Tensor], extra: Hashable = None) -> Signature:
+    """The cache key of a call: shape, dtype and device of every input, plus `extra`."""
+    sig: list[Hashable] = []
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"graph inputs must be tensors, got {type(t).__name__}")
+        sig.append((tuple(t.shape), t.dtype, str(t.device)))
+    sig.append(extra)
+    return tuple(sig)
+
+
+def _as_tuple(out: Any) -> tuple[Tensors, bool]:
+    """Normalise a function output to a tuple of tensors; the flag says whether it was one tensor."""
+    if isinstance(out, torch.Tensor):
+        return (out,), True
+    if isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
+        return tuple(out), False
+    raise TypeError("a captured function must return a tensor or a tuple of tensors")
+
+
+@dataclass
+class CapturedGraph:
+    """One captured signature: static buffers and the replay callable."""
+
+    static_inputs: Tensors
+    static_outputs: Tensors
+    single: bool
+    replay: Callable[[], None]
+    replays: int = field(default=0)
+
+
+def cuda_capture(
+    fn: Callable[..., Any], static_inputs: Tensors, warmup: int, pool: Any
+) -> tuple[Any, Callable[[], None]]:
+    """Warm up `fn` on a side stream (JIT compilation, cuBLAS handles, allocator), then record it.
+
+    Returns (raw outputs of the captured call, replay function).
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn(*static_inputs)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn(*static_inputs)
+    return out, graph.replay
+
+
+class GraphRunner:
+    """Cache of CUDA graphs of `fn`, one per input signature, least recently used evicted first.
+
+    Args:
+        fn: pure tensor function (see the module docstring for the rules).
+        max_graphs: number of signatures kept captured (each holds its static buffers and pool).
+        warmup: eager calls on a side stream before capture (>= 1; Triton/cuBLAS initialise there).
+        enabled: True to require CUDA graphs, False to always run eagerly, "auto" to use graphs when
+            the inputs are on a CUDA device.
+        copy_outputs: return clones of the static outputs (safe: a later replay overwrites the
+            static buffers). With False the caller gets the static buffers themselves, valid until
+            the next call with the same signature.
+        capture: the capture function, `(fn, static_inputs, warmup, pool) -> (out, replay)`; the
+            default records a CUDA graph. Tests on CPU inject a recording fake here.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        max_graphs: int = 4,
+        warmup: int = 2,
+        enabled: bool | str = "auto",
+        copy_outputs: bool = True,
+        capture: Callable[..., tuple[Any, Callable[[], None]]] | None = None,
+    ) -> None:
+        if max_graphs < 1:
+            raise ValueError("max_graphs must be >= 1")
+        if warmup < 1:
+            raise ValueError("warmup must be >= 1 (kernels must compile before capture)")
+        if enabled not in (True, False, "auto"):
+            raise ValueError("enabled must be True, False or 'auto'")
+        self.fn = fn
+        self.max_graphs = max_graphs
+        self.warmup = warmup
+        self.enabled = enabled
+        self.copy_outputs = copy_outputs
+        self._capture = capture or cuda_capture
+        self._graphs: OrderedDict[Signature, CapturedGraph] = OrderedDict()
+        self._pool: Any = None
+        self.captures = 0  # number of captures done (a test and tuning aid)
+
+    # -- policy -------------------------------------------------------------------------------
+    def uses_graphs(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """Whether a call with these inputs goes through a graph (else it runs eagerly)."""
+        if self.enabled is False:
+            return False
+        on_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
+        if self.enabled is True and not on_cuda and self._capture is cuda_capture:
+            raise RuntimeError("GraphRunner(enabled=True) needs CUDA tensors")
+        return on_cuda or self._capture is not cuda_capture
+
+    @property
+    def signatures(self) -> list[Signature]:
+        """Captured signatures, least recently used first."""
+        return list(self._graphs)
+
+    def clear(self) -> None:
+        """Drop every captured graph and its buffers."""
+        self._graphs.clear()
+        self._pool = None
+
+    # -- calls --------------------------------------------------------------------------------
+    def __call__(self, *inputs: torch.Tensor, key_extra: Hashable = None) -> Any:
+        if not self.uses_graphs(inputs):
+            return self.fn(*inputs)
+        sig = signature_of(inputs, key_extra)
+        entry = self._graphs.get(sig)
+        if entry is None:
+            entry = self._new_graph(sig, inputs)
+        else:
+            self._graphs.move_to_end(sig)
+            for static, new in zip(entry.static_inputs, inputs):
+                static.copy_(new)
+        entry.replay()
+        entry.replays += 1
+        outs = tuple(o.clone() for o in entry.static_outputs) if self.copy_outputs else entry.static_outputs
+        return outs[0] if entry.single else outs
+
+    def _new_graph(self, sig: Signature, inputs: Sequence[torch.Tensor]) -> CapturedGraph:
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.popitem(last=False)
+        static_inputs = tuple(t.detach().clone() for t in inputs)
+        if self._pool is None and self._capture is cuda_capture:
+            self._pool = torch.cuda.graph_pool_handle()
+        out, replay = self._capture(self.fn, static_inputs, self.warmup, self._pool)
+        static_outputs, single = _as_tuple(out)
+        entry = CapturedGraph(static_inputs, static_outputs, single, replay)
+        self._graphs[sig] = entry
+        self.captures += 1
+        return entry

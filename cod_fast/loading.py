@@ -1,0 +1,467 @@
+"""``load_model``: official GenCodec configs/checkpoints or our safetensors -> a ready codec.
+
+Configs (``config=``):
+
+* an official YAML path. Three shapes are understood, as the official loaders read them:
+  ``model.denoiser`` (``class_path`` + ``init_args``; multi-step CoD / CoD-Lite, weights under
+  ``ema_denoiser.``), ``model.net`` (one-step CoD-Lite, weights under ``net.``), and the one-step
+  CoD config (``model.init_args`` + top-level ``ckpt_prefix``; class ``OneStepCoD``);
+* a preset name from the model packages' presets;
+* a dict in any of the YAML shapes, or the flat form ``{"class_path", "init_args"[, "latent",
+  "prefix"]}``.
+
+``class_path`` strings are the official ones; they are mapped to our classes through the
+``CLASS_PATHS`` dicts of ``cod_fast.models.cod`` and ``cod_fast.models.cod_lite``.
+
+Checkpoints (``checkpoint=``):
+
+* an official pickled checkpoint, read with ``torch.load(weights_only=True)``; the weights may be
+  nested under ``module`` or ``state_dict`` (checked in that order, as the official loader does)
+  and carry the config's prefix, which is stripped; un-prefixed keys are accepted when no key
+  has the prefix;
+* our own ``.safetensors`` (``save_model``): un-prefixed keys, and the config in the metadata
+  entry ``cod_fast.config`` so that no ``config=`` is needed.
+
+Loading is strict: a missing or unexpected weight, or a shape mismatch, raises
+``ModelMismatchError`` naming the first offending keys. The fingerprint is computed over the
+config and the checkpoint's tensors before any dtype cast (see ``bitstream.compute_fingerprint``).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+
+from .bitstream import canonical_json, compute_fingerprint
+from .errors import CodFastError, ModelMismatchError
+
+PathLike = Union[str, os.PathLike]
+METADATA_KEY = "cod_fast.config"
+
+# init_args of the official configs that only matter for training; dropped when our class
+# does not take them.
+TRAINING_ONLY_ARGS = frozenset({"use_checkpoint", "fix_encoder", "net_ckpt_path", "pretrain_prefix"})
+
+# Prefixes of the official checkpoints: multi-step models (EMA weights), one-step CoD-Lite.
+KNOWN_PREFIXES = ("ema_denoiser.", "net.")
+
+# class_path of the official one-step CoD (its YAML gives only model.init_args).
+ONE_STEP_COD_CLASS_PATH = "downstream.finetuned_one_step_cod.OneStepCoD"
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+class NoDefaultModelError(CodFastError, ValueError):
+    """``load_model()`` was called without a model and none is bundled."""
+
+
+@dataclass
+class ModelSpec:
+    """A resolved model description.
+
+    ``class_path``: official class path; ``init_args``: constructor arguments; ``prefix``: key
+    prefix of the weights in official checkpoints; ``latent``: SD-VAE latent model;
+    ``vae``: the official ``model.vae`` entry (latent models), kept for information.
+    """
+
+    class_path: str
+    init_args: dict[str, Any]
+    prefix: str = "ema_denoiser."
+    latent: bool = False
+    vae: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint_config(self, cls: type) -> dict[str, Any]:
+        """The canonical config hashed into the fingerprint: class path, init args with our
+        class's defaults applied (so a YAML that omits a default equals one that states it), and
+        the latent flag."""
+        args = _bind_defaults(cls, self.init_args)
+        return {"class_path": self.class_path, "init_args": args, "latent": self.latent}
+
+
+def _bind_defaults(cls: type, init_args: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(init_args)
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return out
+    for name, p in sig.parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if name not in out and p.default is not p.empty:
+            out[name] = p.default
+    return json.loads(canonical_json(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# class registry and presets (owned by the model packages)
+# ----------------------------------------------------------------------------------------------
+
+def class_paths() -> dict[str, type]:
+    """Official class_path -> our class, merged from the model packages that are importable."""
+    import importlib
+
+    out: dict[str, type] = {}
+    for mod in ("cod_fast.models.cod", "cod_fast.models.cod_lite"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        out.update(getattr(m, "CLASS_PATHS", {}))
+    return out
+
+
+def _resolve_class(class_path: str) -> type:
+    table = class_paths()
+    if class_path in table:
+        return table[class_path]
+    # the same class name under another module path (e.g. a renamed package) is accepted only
+    # when the short name is unambiguous
+    short = class_path.rsplit(".", 1)[-1]
+    hits = {k: v for k, v in table.items() if k.rsplit(".", 1)[-1] == short}
+    if len(hits) == 1:
+        return next(iter(hits.values()))
+    known = ", ".join(sorted(table)) or "none (model packages not importable)"
+    raise ModelMismatchError("", class_path, f"unknown model class_path {class_path!r}; known: {known}")
+
+
+def presets() -> dict[str, Any]:
+    """Preset name -> preset config, merged from the model packages' ``configs.PRESETS``."""
+    import importlib
+
+    out: dict[str, Any] = {}
+    for mod in ("cod_fast.models.cod.configs", "cod_fast.models.cod_lite.configs"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        out.update(getattr(m, "PRESETS", {}))
+        out.update(getattr(m, "ONE_STEP_PRESETS", {}))
+    return out
+
+
+def preset_cfg_scale(name: str) -> float | None:
+    """The official guidance scale of a CoD preset name, or None when the package gives none."""
+    try:
+        from .models.cod.configs import default_cfg
+    except ImportError:
+        return None
+    try:
+        return float(default_cfg(name))
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# config parsing
+# ----------------------------------------------------------------------------------------------
+
+def _preset_to_dict(preset: Any) -> dict[str, Any]:
+    if isinstance(preset, Mapping):
+        return dict(preset)
+    for attr in ("to_config", "to_dict", "as_dict"):
+        fn = getattr(preset, attr, None)
+        if callable(fn):
+            return dict(fn())
+    import dataclasses
+
+    if dataclasses.is_dataclass(preset):
+        return dataclasses.asdict(preset)
+    raise TypeError(f"cannot read preset of type {type(preset).__name__}")
+
+
+def parse_config(config: Union[PathLike, Mapping[str, Any]]) -> ModelSpec:
+    """Resolve a YAML path, preset name or dict into a ModelSpec (see the module docstring)."""
+    if isinstance(config, (str, os.PathLike)):
+        p = Path(config)
+        if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
+            if not p.is_file():
+                raise ValueError(f"config file {p} does not exist")
+            import yaml
+
+            try:
+                data = yaml.safe_load(p.read_text())
+            except yaml.YAMLError as exc:
+                raise ValueError(f"config {p} is not valid YAML: {exc}") from None
+            if not isinstance(data, Mapping):
+                raise ValueError(f"config {p} does not hold a mapping")
+            return _spec_from_dict(data, source=str(p))
+        table = presets()
+        if str(config) in table:
+            spec = _spec_from_dict(_preset_to_dict(table[str(config)]), source=f"preset {config}")
+            spec.extra["preset"] = str(config)
+            return spec
+        raise ValueError(
+            f"{config!r} is neither a config file nor a preset; presets: {', '.join(sorted(table)) or 'none'}")
+    if isinstance(config, Mapping):
+        return _spec_from_dict(config, source="dict")
+    raise TypeError(f"config must be a path, preset name or dict, got {type(config).__name__}")
+
+
+def _spec_from_dict(data: Mapping[str, Any], source: str) -> ModelSpec:
+    data = copy.deepcopy(dict(data))
+    model = data.get("model")
+    if isinstance(model, Mapping):
+        latent = bool(model.get("latent", False))
+        vae = model.get("vae")
+        if isinstance(model.get("denoiser"), Mapping):
+            entry, prefix = model["denoiser"], "ema_denoiser."
+        elif isinstance(model.get("net"), Mapping):
+            entry, prefix = model["net"], "net."
+        elif isinstance(model.get("init_args"), Mapping):  # official one-step CoD config
+            entry = {"class_path": model.get("class_path", ONE_STEP_COD_CLASS_PATH),
+                     "init_args": model["init_args"]}
+            prefix = data.get("ckpt_prefix", "")
+        else:
+            raise ValueError(f"{source}: model section has none of denoiser / net / init_args")
+        if "ckpt_prefix" in data:
+            prefix = data["ckpt_prefix"]
+    else:
+        entry, vae = data, data.get("vae")
+        latent = bool(data.get("latent", str(data.get("class_path", "")).endswith("latent_dit.DDT")))
+        default_prefix = "net." if str(data.get("class_path", "")).startswith("finetuned_one_step_codec.") else "ema_denoiser."
+        prefix = data.get("prefix", default_prefix)
+    if not isinstance(entry.get("class_path"), str):
+        raise ValueError(f"{source}: no class_path string")
+    init_args = entry.get("init_args") or {}
+    if not isinstance(init_args, Mapping):
+        raise ValueError(f"{source}: init_args must be a mapping")
+    if not isinstance(prefix, str):
+        raise ValueError(f"{source}: checkpoint prefix must be a string")
+    return ModelSpec(class_path=entry["class_path"], init_args=dict(init_args), prefix=prefix,
+                     latent=latent, vae=dict(vae) if isinstance(vae, Mapping) else None)
+
+
+def build_net(spec: ModelSpec) -> tuple[torch.nn.Module, type]:
+    """Instantiate our mirror of ``spec.class_path`` with ``spec.init_args`` (training-only
+    arguments our class does not take are dropped; other unknown arguments are an error)."""
+    cls = _resolve_class(spec.class_path)
+    sig = inspect.signature(cls.__init__)
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    args = {}
+    for k, v in spec.init_args.items():
+        if k == "net_ckpt_path":
+            continue  # never load weights from a path named inside a config: checkpoint= does that
+        if k in sig.parameters or takes_kwargs:
+            args[k] = v
+        elif k not in TRAINING_ONLY_ARGS:
+            raise ValueError(f"{cls.__name__} does not take the argument {k!r} given in the config")
+    try:
+        net = cls(**args)
+    except TypeError as exc:
+        raise ValueError(f"cannot build {cls.__name__} from the config: {exc}") from None
+    return net, cls
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Read weights and (safetensors only) our stored config. Returns (state_dict, config or None).
+
+    Pickled checkpoints are read with ``weights_only=True`` unless ``allow_pickle`` (only for
+    files you trust); ``module`` / ``state_dict`` nesting is unwrapped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint {p} does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"cannot read safetensors {p}: {exc}") from None
+        cfg = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+        return sd, cfg
+    import pickle
+
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"checkpoint {p} holds objects that weights_only loading refuses ({exc}); if you trust "
+            "the file, pass allow_pickle=True, or convert it once with cod_fast.loading.save_model"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot read checkpoint {p}: {exc}") from None
+    return _unwrap(state, f"checkpoint {p}"), None
+
+
+def _unwrap(state: Any, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, unwrapping ``module`` then ``state_dict`` (official order)."""
+    if isinstance(state, Mapping):
+        if "module" in state:
+            state = state["module"]
+        elif "state_dict" in state:
+            state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what} does not hold a dict of weights")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def select_weights(state: Mapping[str, torch.Tensor], prefix: str,
+                   model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Weights for the model: the keys under ``prefix`` with it stripped; if no key has the
+    prefix, the keys as they are (our own files). Raises ModelMismatchError when nothing fits."""
+    if prefix:
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked:
+            return picked
+    if model_keys & set(state):
+        return dict(state)
+    # the config named no prefix (or another one): try the official ones, first that fits
+    for other in KNOWN_PREFIXES:
+        picked = {k[len(other):]: v for k, v in state.items() if k.startswith(other)}
+        if model_keys & set(picked):
+            return picked
+    tops = sorted({k.split(".", 1)[0] + "." for k in state})[:8]
+    raise ModelMismatchError(
+        "", "", f"checkpoint has no weights under the prefix {prefix!r} and none of the model's "
+        f"keys; its top-level prefixes are {tops}")
+
+
+def load_weights_strict(net: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``weights`` into ``net``; ModelMismatchError on missing/unexpected keys or shapes."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (e.g. {k}: checkpoint "
+                         f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)})")
+        raise ModelMismatchError("", "", "checkpoint does not fit the config: " + "; ".join(parts))
+    net.load_state_dict(dict(weights), strict=True)
+
+
+def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """torch dtype from a dtype or one of the names float32/fp32/bfloat16/bf16/float16/fp16."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# public entry points
+# ----------------------------------------------------------------------------------------------
+
+def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
+               checkpoint: Union[PathLike, Mapping[str, Any], None] = None, device: Union[str, torch.device] = "cpu",
+               dtype: Union[str, torch.dtype] = torch.float32, *, vae: PathLike | None = None,
+               allow_pickle: bool = False, random_init_seed: int | None = None) -> Any:
+    """Load a model and wrap it in its codec (``CoDCodec`` or ``OneStepCoDCodec``).
+
+    Args:
+        config: official YAML path, preset name or dict (optional with our safetensors).
+        checkpoint: official pickled checkpoint or our ``.safetensors`` (a path), or a dict of
+            tensors in memory (same nesting and prefix rules).
+        device, dtype: where and in which float dtype the networks run.
+        vae: diffusers-format SD-VAE folder (``config.json`` + weights; latent CoD only).
+        allow_pickle: read a pickled checkpoint with ``weights_only=False`` (trusted files only).
+        random_init_seed: with no checkpoint, build the model with weights from
+            ``torch.manual_seed(random_init_seed)`` (tests and benchmarks); without it a
+            checkpoint is required.
+
+    Returns a codec with ``.net``, ``.encode(image) -> bytes``, ``.decode(data) -> uint8 [3,H,W]``
+    and ``.fingerprint`` (16 bytes); the codec is registered for ``cod_fast.decode``.
+    """
+    dt = parse_dtype(dtype)
+    if config is None and checkpoint is None:
+        raise NoDefaultModelError(
+            "no default model is bundled with this version of cod_fast; pass a model, e.g. "
+            "load_model('path/to/config.yaml', 'path/to/checkpoint.pt') or "
+            "load_model(checkpoint='model.safetensors'), or a preset name with a checkpoint")
+    stored_cfg = None
+    state = None
+    spec = parse_config(config) if config is not None else None  # cheap checks first
+    if isinstance(checkpoint, Mapping):  # weights already in memory (same nesting/prefix rules)
+        state = _unwrap(checkpoint, "checkpoint dict")
+    elif checkpoint is not None:
+        state, stored_cfg = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
+    if spec is None and stored_cfg is not None:
+        spec = _spec_from_dict(stored_cfg, source=str(checkpoint))
+    elif spec is None:
+        raise ValueError(f"checkpoint {checkpoint} carries no config; pass config= (YAML, preset or dict)")
+    if state is None and random_init_seed is None:
+        raise ValueError("a checkpoint is required (or random_init_seed= for random weights)")
+    vae_model, vae_weights = _load_vae(spec, vae)  # before the (slow) denoiser build: fail fast
+
+    if state is None:
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(int(random_init_seed))  # type: ignore[arg-type]
+            net, cls = build_net(spec)
+    else:
+        net, cls = build_net(spec)
+    if state is not None:
+        weights = select_weights(state, spec.prefix, set(net.state_dict()))
+        load_weights_strict(net, weights)
+    else:
+        weights = net.state_dict()
+    hashed = dict(weights)
+    if vae_weights is not None:
+        hashed.update({"vae." + k: v for k, v in vae_weights.items()})
+    fp = compute_fingerprint(spec.fingerprint_config(cls), hashed)
+    from .codecs import make_codec
+
+    return make_codec(spec, net, cls, fingerprint=fp, vae=vae_model, device=device, dtype=dt)
+
+
+def _load_vae(spec: ModelSpec, vae: PathLike | None) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    if not spec.latent:
+        if vae is not None:
+            raise ValueError("vae= is only for latent models; this config is a pixel model")
+        return None, None
+    if vae is None:
+        raise ValueError(
+            "latent CoD needs the SD-VAE (stabilityai/sd-vae-ft-ema): pass vae= with its diffusers "
+            "folder (config.json + diffusion_pytorch_model.safetensors)")
+    try:
+        from .models.vae import load_diffusers_vae
+    except ImportError as exc:
+        raise ValueError(f"the SD-VAE model is not available in this build: {exc}") from None
+    try:
+        model = load_diffusers_vae(str(vae))
+    except FileNotFoundError as exc:
+        raise ValueError(f"cannot load the SD-VAE from {vae}: {exc}") from None
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(codec: Any, path: PathLike) -> None:
+    """Save ``codec.net``'s weights and config to a ``.safetensors`` that ``load_model`` reads
+    alone. The weights are saved in the dtype they have now (a model loaded in bf16 from fp32
+    weights is saved in bf16, and gets another fingerprint)."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise ValueError("save_model writes .safetensors files")
+    spec: ModelSpec = codec.spec
+    cfg = {"class_path": spec.class_path, "init_args": spec.init_args, "latent": spec.latent,
+           "prefix": spec.prefix}
+    sd = {k: v.detach().to("cpu").clone().contiguous() for k, v in codec.net.state_dict().items()}
+    save_file(sd, str(p), metadata={METADATA_KEY: canonical_json(cfg).decode("ascii")})

@@ -1,0 +1,122 @@
+"""Regenerate the golden streams in tests/golden/ (a format change: bump the container version).
+
+Usage: .venv/bin/python tools/make_golden.py [--check]
+
+For each golden case: a tiny model with seeded weights (``golden_weights``), a synthetic image
+(``golden_image``), the container bytes written to ``tests/golden/<name>.codf`` and, in
+``tests/golden/golden.json``, the SHA-256 of those bytes and of the decoded pixels (uint8
+[3, H, W], C-contiguous). ``--check`` compares instead of writing (what tests/io/test_golden.py
+does). Everything runs on the CPU in float32.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+
+_PIXNERDIT = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size=64, hidden_size_x=8,
+                  num_blocks=2, num_cond_blocks=1, nerf_mlpratio=1, ds=32, codebook_bits=4, up2x=True)
+
+# name -> (config, weight seed, image size (H, W), encode parameters)
+CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = {
+    "cod_pixel_tiny": ({"class_path": "cod.models.pixel_dit.PixNerDiT", "init_args": _PIXNERDIT},
+                       11, (40, 52), {"steps": 2, "cfg": 3.0, "seed": 1, "sampler": "adam2"}),
+    "cod_one_step_tiny": ({"class_path": "downstream.finetuned_one_step_cod.OneStepCoD",
+                           "init_args": {**_PIXNERDIT, "noise_level": 0.0}},
+                          12, (33, 70), {}),
+}
+
+
+def golden_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded weights for ``config``, drawn in sorted key order from one CPU generator:
+    codebook N(0, 1), norm weights 1 + N(0, 0.05), everything else N(0, 0.05)."""
+    from cod_fast.loading import build_net, parse_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net, _ = build_net(parse_config(copy.deepcopy(config)))
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in sorted(net.state_dict().items()):
+        r = torch.randn(t.shape, generator=g, dtype=torch.float32)
+        if "embedding" in name:
+            out[name] = r
+        elif "norm" in name and name.endswith("weight"):
+            out[name] = 1 + 0.05 * r
+        else:
+            out[name] = 0.05 * r
+    return out
+
+
+def golden_image(height: int, width: int) -> torch.Tensor:
+    """A deterministic uint8 [3, H, W] image: gradients plus a checkerboard."""
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    r = xx * 255 // max(width - 1, 1)
+    g = yy * 255 // max(height - 1, 1)
+    b = ((xx // 4 + yy // 4) % 2) * 200 + 20
+    return torch.stack([r, g, b]).to(torch.uint8)
+
+
+def golden_codec(name: str) -> Any:
+    """The codec of golden case ``name`` (CPU, float32)."""
+    from cod_fast.loading import load_model
+
+    config, seed, _, _ = CASES[name]
+    return load_model(copy.deepcopy(config), golden_weights(config, seed))
+
+
+def sha256(data: bytes | torch.Tensor) -> str:
+    """SHA-256 hex digest of bytes, or of a tensor's C-contiguous bytes."""
+    if isinstance(data, torch.Tensor):
+        data = data.contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def generate(name: str) -> tuple[bytes, dict[str, Any]]:
+    """(stream bytes, record) of one case: the record holds the hashes and the fingerprint."""
+    codec = golden_codec(name)
+    _, _, (h, w), params = CASES[name]
+    stream = codec.encode(golden_image(h, w), **params)
+    pixels = codec.decode(stream)
+    return stream, {"fingerprint": codec.fingerprint_hex, "height": h, "width": w, "params": params,
+                    "stream_sha256": sha256(stream), "pixels_sha256": sha256(pixels)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed files")
+    args = ap.parse_args(argv)
+    from cod_fast.bitstream import FORMAT_VERSION
+
+    records: dict[str, Any] = {"format_version": FORMAT_VERSION, "cases": {}}
+    ok = True
+    old = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else None
+    for name in CASES:
+        stream, rec = generate(name)
+        records["cases"][name] = rec
+        path = GOLDEN / f"{name}.codf"
+        if args.check:
+            same = path.exists() and path.read_bytes() == stream and old is not None \
+                and old["cases"].get(name) == rec
+            print(f"{name}: {'ok' if same else 'DIFFERS'}")
+            ok &= same
+        else:
+            path.write_bytes(stream)
+            print(f"{name}: wrote {path} ({len(stream)} bytes)")
+    if not args.check:
+        (GOLDEN / "golden.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
