@@ -6,6 +6,7 @@ namespace py = pybind11;
 
 void init_rans(py::module_ m);  // csrc/rans/bind_rans.cpp
 void init_rcc(py::module_& m);  // csrc/rcc/bind_rcc.cpp
+void init_sodec(py::module_& m);  // csrc/sodec/bind_sodec.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "cod_fast native CPU extension (no libtorch; buffers via the buffer protocol)";
@@ -18,5 +19,9 @@ PYBIND11_MODULE(_C, m) {
   {
     py::module_ rcc = m.def_submodule("rcc");
     init_rcc(rcc);
+  }
+  {
+    py::module_ sodec = m.def_submodule("sodec");
+    init_sodec(sodec);
   }
 }

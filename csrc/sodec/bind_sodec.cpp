@@ -1,0 +1,78 @@
+// Python bindings of the SODEC fixed-point entropy parameters: cod_fast._C.sodec.
+// Arrays cross as C-contiguous numpy arrays of the exact dtype (no silent casts); every bound of
+// the spec's overflow proof is re-checked here, so a bad call raises instead of overflowing.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "sodec/int_params.hpp"
+
+namespace py = pybind11;
+using namespace cod_fast::sodec;
+
+namespace {
+
+using I32 = py::array_t<int32_t, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw py::value_error(message);
+}
+
+I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64& mult,
+                    const I64& shift, int64_t up, int64_t lo, int64_t hi) {
+  require(a.ndim() == 4, "a must be [N, CI, h, w]");
+  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
+  const int64_t n = a.shape(0), ci = a.shape(1), h = a.shape(2), w = a.shape(3);
+  const int64_t co = weight.shape(0), k = weight.shape(2);
+  require(weight.shape(1) == ci, "weight input channels differ from a's channels");
+  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
+  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
+  require(bias.ndim() == 1 && mult.ndim() == 1 && shift.ndim() == 1 && bias.shape(0) == co &&
+              mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
+  require(up == 1 || up == 2, "up must be 1 or 2");
+  require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
+  require(h * up * w * up <= (int64_t{1} << 28), "output plane too large");
+  const int32_t* pa = a.data();
+  for (int64_t j = 0; j < a.size(); ++j) require(pa[j] >= -ACT_MAX && pa[j] <= ACT_MAX, "|a| must be <= 32767");
+  const int32_t* pw = weight.data();
+  for (int64_t j = 0; j < weight.size(); ++j) require(pw[j] >= -127 && pw[j] <= 127, "weights must lie in [-127, 127]");
+  for (int64_t o = 0; o < co; ++o) {
+    require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
+    require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
+    require(shift.data()[o] >= 1 && shift.data()[o] <= MAX_SHIFT, "shift must lie in [1, 62]");
+  }
+  I32 out({n, co, h * up, w * up});
+  int32_t* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    conv_requant(pa, n, ci, h, w, pw, co, k, bias.data(), mult.data(), shift.data(), up, lo, hi, po);
+  }
+  return out;
+}
+
+I32 scale_index_py(const I32& s, const I64& thresholds) {
+  require(thresholds.ndim() == 1, "thresholds must be 1-D");
+  const int64_t* t = thresholds.data();
+  for (int64_t j = 1; j < thresholds.size(); ++j) require(t[j - 1] <= t[j], "thresholds must be non-decreasing");
+  std::vector<py::ssize_t> shape(s.shape(), s.shape() + s.ndim());
+  I32 out(shape);
+  {
+    py::gil_scoped_release release;
+    scale_index(s.data(), static_cast<size_t>(s.size()), t, static_cast<size_t>(thresholds.size()),
+                out.mutable_data());
+  }
+  return out;
+}
+
+}  // namespace
+
+void init_sodec(py::module_& m) {
+  m.doc() = "SODEC fixed-point entropy parameters (the 'cpp' backend)";
+  m.def("conv_requant", &conv_requant_py, py::arg("a"), py::arg("weight"), py::arg("bias"),
+        py::arg("mult"), py::arg("shift"), py::arg("up"), py::arg("lo"), py::arg("hi"),
+        "One IntegerConv layer: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up] (see integer_params.py).");
+  m.def("scale_index", &scale_index_py, py::arg("s"), py::arg("thresholds"),
+        "#{k : s > thresholds[k]} for int32 scale codes (any shape) -> int32.");
+}

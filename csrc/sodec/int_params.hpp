@@ -1,0 +1,39 @@
+// SODEC fixed-point entropy parameters (spec: cod_fast/models/sodec/integer_params.py and
+// docs/sodec_integer_params.md). Plain C++, no Python: the bindings validate every argument
+// against the spec's bounds before calling these functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace cod_fast::sodec {
+
+// Spec bounds the overflow proof relies on: |a| <= ACT_MAX, |w| <= 127, K = CI*k*k <= MAX_REDUCTION,
+// |bias| <= MAX_ABS_BIAS, 1 <= mult < MAX_MULT, 1 <= shift <= MAX_SHIFT. Then |acc| < 2^43,
+// |acc * mult| < 2^58 and |acc * mult + 2^(shift-1)| < 2^63: no int64 overflow.
+constexpr int64_t ACT_MAX = (1 << 15) - 1;
+constexpr int64_t MAX_REDUCTION = int64_t{1} << 20;
+constexpr int64_t MAX_ABS_BIAS = int64_t{1} << 40;
+constexpr int64_t MAX_MULT = int64_t{1} << 15;
+constexpr int64_t MAX_SHIFT = 62;
+
+// floor(v / 2^s) for 0 <= s <= 62 without relying on >> of a negative value (implementation-
+// defined before C++20). Requires v > INT64_MIN (true under the bounds above).
+inline int64_t floor_shift(int64_t v, int s) {
+  return v >= 0 ? (v >> s) : -(((-v) - 1) >> s) - 1;
+}
+
+// One IntegerConv layer. a: [n, ci, h, w] activations (|a| <= ACT_MAX); weight: [co, ci, k, k];
+// bias, mult, shift: [co]; out: [n, co, h*up, w*up]. All row-major contiguous.
+// out = clamp(floor((acc * mult + 2^(shift-1)) / 2^shift), lo, hi) with
+// acc = bias + sum_{i,ky,kx} weight * a_up(zero padded), a_up the nearest upsampling of a by up.
+void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
+                  const int32_t* weight, int64_t co, int64_t k,
+                  const int64_t* bias, const int64_t* mult, const int64_t* shift,
+                  int64_t up, int64_t lo, int64_t hi, int32_t* out);
+
+// out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
+void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
+                 int32_t* out);
+
+}  // namespace cod_fast::sodec

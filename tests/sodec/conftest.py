@@ -1,0 +1,12 @@
+"""SODEC entropy-parameter tests: the Triton backend runs in the CPU interpreter without a GPU.
+
+TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it is set here, at conftest
+import, before any test imports ``cod_fast.kernels.int_entropy_params``.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
