@@ -6,9 +6,13 @@
 - ``vit``: the fidelity-guidance ViT (timm layout) and the trainable projection to UNet tokens.
 - ``one_step``: the SD DDPM schedule (float64) and the OSEDiff-style one-step denoise at t=999.
 - ``configs``: configurations and presets (SD 2.1-base, ViT-B/16, tiny test sizes).
+- ``hyperprior``: the entropy-coded latent (analysis, hyper analysis, factorized z prior, mean-scale
+  y prior) whose entropy parameters run in fixed point (``integer_params``, identical on every
+  backend).
 """
 from __future__ import annotations
 
+from .hyperprior import TINY_HYPERPRIOR, FactorizedPrior, HyperpriorConfig, SodecHyperprior
 from .configs import SD21_BASE_UNET, TINY_UNET, TINY_VIT, VIT_B16, ProjectionConfig, UNetConfig, ViTConfig
 from .lora import fold_lora, inject_lora, load_lora, merge_lora, split_lora_state_dict
 from .one_step import SD21_BASE_SCHEDULE, DDPMSchedule, one_step_denoise, x0_from_prediction
@@ -37,4 +41,8 @@ __all__ = [
     "FidelityGuidance",
     "FidelityProjection",
     "FidelityViT",
+    "TINY_HYPERPRIOR",
+    "FactorizedPrior",
+    "HyperpriorConfig",
+    "SodecHyperprior",
 ]
