@@ -1,0 +1,66 @@
+"""The default cod_fast model: a small variable-rate hyperprior codec trained on openly
+licensed wallpapers (see ``cod_fast/weights/MODEL_CARD.md``), shipped with the package so that
+cod_fast works without downloading anything.
+
+``load_default_model(device="cpu")`` returns the ``DefaultCodecModel`` with the shipped
+weights (``cod_fast/weights/default.safetensors`` + ``default.json``), in eval mode.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import STRIDE, DefaultCodecModel, DefaultConfig, pad_to_stride
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+WEIGHTS_FILE = "default.safetensors"
+CONFIG_FILE = "default.json"
+
+__all__ = [
+    "STRIDE",
+    "DefaultCodecModel",
+    "DefaultConfig",
+    "pad_to_stride",
+    "load_default_model",
+    "default_model_info",
+    "WEIGHTS_DIR",
+]
+
+
+def default_model_info(weights_dir: Path | str | None = None) -> dict[str, Any]:
+    """The JSON metadata shipped with the weights (config, lambdas, training run, sha256)."""
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = d / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"default model metadata not found at {path}")
+    return json.loads(path.read_text())
+
+
+def load_default_model(device: str | torch.device = "cpu", weights_dir: Path | str | None = None) -> DefaultCodecModel:
+    """Build the default model and load the shipped weights (stored float16, loaded as float32).
+
+    Returns the model on ``device`` in eval mode. Raises ``FileNotFoundError`` if the weights are
+    missing and ``cod_fast.errors.ModelMismatchError`` if they do not fit the recorded config.
+    """
+    from safetensors.torch import load_file
+
+    from cod_fast.errors import ModelMismatchError
+
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    info = default_model_info(d)
+    cfg = DefaultConfig.from_dict(info["config"])
+    model = DefaultCodecModel(cfg)
+    path = d / WEIGHTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"default model weights not found at {path}")
+    state = {k: v.to(torch.float32) for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelMismatchError(
+            "config", "weights",
+            f"default weights do not fit their config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}",
+        )
+    return model.to(device).eval()

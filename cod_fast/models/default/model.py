@@ -1,0 +1,501 @@
+"""The default codec: a small variable-rate mean-scale hyperprior with a DiCo-block decoder.
+
+Data flow for an image x (B, 3, H, W) float32 in [0, 1], H and W multiples of 64:
+
+* ``g_a`` (analysis): x -> y (B, M, H/16, W/16): a fixed orthonormal 16x16 block transform
+  (opponent colours x DCT, M = 768, ``dct_base``) plus a learned nonlinear conv branch;
+* gain unit: y is multiplied by a positive per-channel gain for the rate level q (``gain``
+  (Q, M)); the synthesis side divides by ``inv_gain`` (Q, M). Fractional q interpolates the
+  gains geometrically, so one model covers a continuous range of rates;
+* ``h_a``: y -> z (B, Nz, H/64, W/64); z is rounded and coded with the learned factorized
+  density ``density_z``;
+* ``h_s``: z_hat -> (scales, means) of y, each (B, M, H/16, W/16); y is coded as
+  round(y - means) under N(0, scales^2) and reconstructed as y_hat = symbols + means;
+* ``g_s`` (synthesis, a one-step decoder): y_hat -> x_hat (B, 3, H, W): the inverse block
+  transform plus a learned refinement branch whose blocks are
+  CoD-Lite ``DiCoBlock``s (channel LayerNorm2d, 1x1 + depthwise 3x3 convs, channel attention,
+  conv FFN) modulated by a learned per-rate-level embedding instead of a timestep embedding, so
+  the fast path written for CoD-Lite (norm kernels, cached modulation) applies unchanged.
+
+Padding policy of ``compress``: the image is padded at the bottom and right by replicating its
+last row/column up to a multiple of 64; ``decompress`` crops back to the recorded size.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
+
+from .entropy_models import SCALE_MIN, FactorizedDensity, gaussian_likelihood, quantize
+
+#: Total downsampling of the model (analysis 16 x hyper-analysis 4): images are padded to it.
+STRIDE = 64
+
+#: Probability mass left outside the coded range of every table (escaped symbols beyond it).
+TAIL_MASS = 1e-9
+
+#: Largest z grid ``decompress`` accepts (2^16 positions, e.g. a 16384 x 16384 image), so a
+#: corrupt shape cannot ask for a giant allocation.
+MAX_Z_POSITIONS = 1 << 16
+
+
+@dataclass(frozen=True)
+class DefaultConfig:
+    """Architecture of the default codec (all widths are channel counts).
+
+    enc: widths of the analysis stages at 1/2, 1/4, 1/8; latent: M (channels of y);
+    hyper: width inside h_a/h_s; hyper_latent: Nz (channels of z); dec: widths of the synthesis
+    stages at 1/16, 1/8, 1/4, 1/2; dec_blocks: DiCoBlocks per synthesis stage; enc_blocks:
+    DiCoBlocks after each analysis stage at 1/4 and 1/8; mlp_ratio: DiCoBlock FFN expansion;
+    lambdas: the rate-distortion weights of the rate levels, lowest rate first;
+    dct_base: add a linear path to both transforms, initialised as an orthonormal colour
+    transform + 16x16 DCT (then latent must be 768 = 3 * 16 * 16): the untrained model is then
+    already a transform codec with uniform quantizers, and the nonlinear branches (whose last
+    layers start at zero) learn corrections on top; step0: quantizer step of that linear codec
+    at the highest rate level (image scaled to [-1, 1]); lower levels start with steps growing
+    as 1/sqrt(lambda).
+    """
+
+    enc: tuple[int, int, int] = (48, 96, 128)
+    latent: int = 768
+    hyper: int = 128
+    hyper_latent: int = 96
+    dec: tuple[int, int, int, int] = (160, 128, 96, 48)
+    dec_blocks: tuple[int, int, int, int] = (2, 2, 1, 1)
+    enc_blocks: tuple[int, int] = (1, 1)
+    mlp_ratio: float = 2.0
+    lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025)
+    dct_base: bool = True
+    step0: float = 0.4
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DefaultConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown default-model config keys: {sorted(unknown)}")
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        if cfg.dct_base and cfg.latent != 3 * BASE_BLOCK * BASE_BLOCK:
+            raise ValueError(f"dct_base needs latent == {3 * BASE_BLOCK * BASE_BLOCK}, got {cfg.latent}")
+        return cfg
+
+
+#: Block size of the linear base transform (= the analysis stride).
+BASE_BLOCK = 16
+
+
+def orthonormal_block_transform(block: int = BASE_BLOCK) -> torch.Tensor:
+    """Weights (3 * block^2, 3, block, block) float32 of an orthonormal per-block transform.
+
+    Output channel c * block^2 + k is colour component c of an orthonormal opponent-colour
+    transform (rows (1,1,1)/sqrt3, (1,0,-1)/sqrt2, (1,-2,1)/sqrt6) times the k-th 2D DCT-II basis
+    function, frequencies ordered by u + v then u. As a stride-``block`` convolution it is an
+    orthogonal map of each block, so a ConvTranspose2d with the same weights inverts it.
+    """
+    n = torch.arange(block, dtype=torch.float64)
+    basis_1d = torch.cos(math.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * block))
+    basis_1d[0] *= 1.0 / math.sqrt(2.0)
+    basis_1d *= math.sqrt(2.0 / block)
+    freqs = sorted(((u, v) for u in range(block) for v in range(block)), key=lambda f: (f[0] + f[1], f[0]))
+    dct = torch.stack([torch.outer(basis_1d[u], basis_1d[v]) for u, v in freqs])
+    colour = torch.tensor(
+        [[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]], dtype=torch.float64
+    )
+    colour = colour / colour.norm(dim=1, keepdim=True)
+    w = colour[:, None, :, None, None] * dct[None, :, None, :, :]
+    return w.reshape(3 * block * block, 3, block, block).to(torch.float32)
+
+
+class ConditionedStage(nn.Module):
+    """A chain of DiCoBlocks of width ``width`` sharing one conditioning vector.
+
+    ``embedding`` (levels, width): the vector fed to every block's adaLN for rate level q
+    (interpolated linearly for fractional q). forward(x (B, width, h, w), q (B,) float) -> same.
+    """
+
+    def __init__(self, width: int, blocks: int, levels: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(levels, width) * 0.02)
+        self.blocks = nn.ModuleList(DiCoBlock(width, mlp_ratio=mlp_ratio) for _ in range(blocks))
+        for blk in self.blocks:
+            # Start each block close to identity with a small residual gate, so the untrained
+            # stack passes its input through.
+            lin = blk.adaLN_modulation[1]
+            nn.init.zeros_(lin.weight)
+            with torch.no_grad():
+                lin.bias.zero_()
+                lin.bias.view(6, width)[2].fill_(0.1)
+                lin.bias.view(6, width)[5].fill_(0.1)
+
+    def condition(self, q: torch.Tensor) -> torch.Tensor:
+        """Embedding for rate levels q (B,) float in [0, levels-1] -> (B, width)."""
+        lo = q.floor().clamp(0, self.embedding.shape[0] - 1)
+        hi = (lo + 1).clamp(max=self.embedding.shape[0] - 1)
+        t = (q - lo).unsqueeze(1)
+        return self.embedding[lo.long()] * (1 - t) + self.embedding[hi.long()] * t
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        if len(self.blocks) == 0:
+            return x
+        c = self.condition(q)
+        for blk in self.blocks:
+            x = blk(x, c)
+        return x
+
+
+class Upsample2x(nn.Module):
+    """1x1 conv to 4*c_out channels then PixelShuffle(2): (B, c_in, h, w) -> (B, c_out, 2h, 2w)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, 4 * c_out, kernel_size=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.proj(x))
+
+
+class Analysis(nn.Module):
+    """g_a: x (B, 3, H, W) in [0, 1] -> y (B, M, H/16, W/16)."""
+
+    def __init__(self, cfg: DefaultConfig) -> None:
+        super().__init__()
+        c0, c1, c2 = cfg.enc
+        self.stem = nn.Conv2d(3, c0, kernel_size=5, stride=2, padding=2)
+        self.down1 = nn.Conv2d(c0, c1, kernel_size=3, stride=2, padding=1)
+        self.stage1 = ConditionedStage(c1, cfg.enc_blocks[0], 1, cfg.mlp_ratio)
+        self.down2 = nn.Conv2d(c1, c2, kernel_size=3, stride=2, padding=1)
+        self.stage2 = ConditionedStage(c2, cfg.enc_blocks[1], 1, cfg.mlp_ratio)
+        self.down3 = nn.Conv2d(c2, cfg.latent, kernel_size=3, stride=2, padding=1)
+        self.base: nn.Conv2d | None = None
+        if cfg.dct_base:
+            self.base = nn.Conv2d(3, cfg.latent, kernel_size=BASE_BLOCK, stride=BASE_BLOCK, bias=False)
+            # Fixed (not trained): Adam's per-weight steps would soon swamp the ~1/16-sized
+            # basis weights; the nonlinear branch learns the corrections instead.
+            self.base.weight.requires_grad_(False)
+            with torch.no_grad():
+                self.base.weight.copy_(orthonormal_block_transform())
+                # The nonlinear branch starts silent: y is the linear transform alone.
+                self.down3.weight.zero_()
+                self.down3.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q0 = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        xs = x * 2.0 - 1.0
+        h = F.gelu(self.stem(xs))
+        h = self.stage1(self.down1(h), q0)
+        h = self.stage2(self.down2(h), q0)
+        y = self.down3(h)
+        return y if self.base is None else y + self.base(xs)
+
+
+class Synthesis(nn.Module):
+    """g_s: y_hat (B, M, h, w) and rate levels q (B,) -> x_hat (B, 3, 16h, 16w), roughly in [0, 1]."""
+
+    def __init__(self, cfg: DefaultConfig) -> None:
+        super().__init__()
+        d0, d1, d2, d3 = cfg.dec
+        n0, n1, n2, n3 = cfg.dec_blocks
+        self.proj_in = nn.Conv2d(cfg.latent, d0, kernel_size=1)
+        self.stage0 = ConditionedStage(d0, n0, cfg.levels, cfg.mlp_ratio)
+        self.up1 = Upsample2x(d0, d1)
+        self.stage1 = ConditionedStage(d1, n1, cfg.levels, cfg.mlp_ratio)
+        self.up2 = Upsample2x(d1, d2)
+        self.stage2 = ConditionedStage(d2, n2, cfg.levels, cfg.mlp_ratio)
+        self.up3 = Upsample2x(d2, d3)
+        self.stage3 = ConditionedStage(d3, n3, cfg.levels, cfg.mlp_ratio)
+        self.proj_out = nn.ConvTranspose2d(d3, 3, kernel_size=5, stride=2, padding=2, output_padding=1)
+        self.base: nn.ConvTranspose2d | None = None
+        if cfg.dct_base:
+            self.base = nn.ConvTranspose2d(cfg.latent, 3, kernel_size=BASE_BLOCK, stride=BASE_BLOCK, bias=False)
+            self.base.weight.requires_grad_(False)  # fixed, as in Analysis
+            with torch.no_grad():
+                self.base.weight.copy_(orthonormal_block_transform())
+                self.proj_out.weight.zero_()
+                self.proj_out.bias.zero_()
+
+    def forward(self, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        h = self.stage0(self.proj_in(y), q)
+        h = self.stage1(self.up1(h), q)
+        h = self.stage2(self.up2(h), q)
+        h = self.stage3(self.up3(h), q)
+        out = self.proj_out(h)
+        if self.base is not None:
+            out = out + self.base(y)
+        return out * 0.5 + 0.5
+
+
+class HyperAnalysis(nn.Module):
+    """h_a: y (B, M, h, w) -> z (B, Nz, h/4, w/4)."""
+
+    def __init__(self, cfg: DefaultConfig) -> None:
+        super().__init__()
+        n = cfg.hyper
+        self.conv1 = nn.Conv2d(cfg.latent, n, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(n, n, kernel_size=5, stride=2, padding=2)
+        self.conv3 = nn.Conv2d(n, cfg.hyper_latent, kernel_size=5, stride=2, padding=2)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(y)))))
+
+
+class HyperSynthesis(nn.Module):
+    """h_s: z_hat (B, Nz, h, w) -> (scales, means), each (B, M, 4h, 4w); scales >= 0.11."""
+
+    def __init__(self, cfg: DefaultConfig) -> None:
+        super().__init__()
+        n = cfg.hyper
+        self.latent = cfg.latent
+        self.conv1 = nn.ConvTranspose2d(cfg.hyper_latent, n, kernel_size=5, stride=2, padding=2, output_padding=1)
+        self.conv2 = nn.ConvTranspose2d(n, n * 3 // 2, kernel_size=5, stride=2, padding=2, output_padding=1)
+        # With the 768-channel DCT latent a 3x3 output layer would hold most of the weights.
+        k = 1 if cfg.dct_base else 3
+        self.conv3 = nn.Conv2d(n * 3 // 2, 2 * cfg.latent, kernel_size=k, padding=k // 2)
+        with torch.no_grad():
+            # Start with broad scales (softplus(4) + 0.11 ~ 4.1) so the first rates are finite.
+            self.conv3.bias[: cfg.latent].fill_(4.0)
+
+    def forward(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(z_hat)))))
+        raw_scales, means = h.split(self.latent, dim=1)
+        return F.softplus(raw_scales) + SCALE_MIN, means
+
+
+class DefaultCodecModel(nn.Module):
+    """Variable-rate mean-scale hyperprior (see the module docstring).
+
+    Parameters worth naming: ``gain`` and ``inv_gain`` (levels, M), stored as logs
+    (``log_gain``, ``log_inv_gain``) so they stay positive.
+    """
+
+    def __init__(self, cfg: DefaultConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or DefaultConfig()
+        c = self.cfg
+        self.g_a = Analysis(c)
+        self.g_s = Synthesis(c)
+        self.h_a = HyperAnalysis(c)
+        self.h_s = HyperSynthesis(c)
+        self.density_z = FactorizedDensity(c.hyper_latent)
+        # Initial gains spread the rate levels apart: doubling lambda roughly scales the
+        # optimal step by 2^(-1/2), so the gains start at sqrt(lambda / lambda_max).
+        lam = torch.tensor(c.lambdas, dtype=torch.float32)
+        log_g = 0.5 * torch.log(lam / lam.max())
+        if c.dct_base:
+            # Gain = 1 / quantizer step of the linear codec: step0 at the top level.
+            log_g = log_g - math.log(c.step0)
+        self.log_gain = nn.Parameter(log_g.view(-1, 1).repeat(1, c.latent))
+        self.log_inv_gain = nn.Parameter((-log_g).view(-1, 1).repeat(1, c.latent))
+        self._tables_z: Any = None
+        self._tables_y: Any = None
+
+    # -- rate levels -----------------------------------------------------------------------
+    def _check_levels(self, q: torch.Tensor | float | int, batch: int, device: torch.device) -> torch.Tensor:
+        q = torch.as_tensor(q, dtype=torch.float32, device=device)
+        if q.dim() == 0:
+            q = q.expand(batch)
+        if q.shape != (batch,):
+            raise ValueError(f"quality must be a scalar or a ({batch},) tensor, got shape {tuple(q.shape)}")
+        if not bool(torch.isfinite(q).all()) or bool((q < 0).any()) or bool((q > self.cfg.levels - 1).any()):
+            raise ValueError(f"quality must lie in [0, {self.cfg.levels - 1}]")
+        return q
+
+    def _gain(self, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Geometric interpolation of a log-gain table (levels, M) at q (B,) -> (B, M, 1, 1)."""
+        lo = q.floor().clamp(0, self.cfg.levels - 1)
+        hi = (lo + 1).clamp(max=self.cfg.levels - 1)
+        t = (q - lo).unsqueeze(1)
+        log_g = table[lo.long()] * (1 - t) + table[hi.long()] * t
+        return torch.exp(log_g)[:, :, None, None]
+
+    @torch.no_grad()
+    def calibrate_scales(self, x: torch.Tensor) -> None:
+        """Data-dependent start of the entropy model: set h_s's scale biases from the data.
+
+        For a batch x (B, 3, H, W) in [0, 1], computes the per-channel RMS of y at the middle
+        rate level and sets the scale half of ``h_s.conv3.bias`` so that every channel's
+        predicted scale starts near it (the bias would otherwise need thousands of small
+        optimizer steps to get there: DC-like channels need scales of tens, most others ~0.1).
+        """
+        self._check_image(x)
+        q = torch.full((x.shape[0],), (self.cfg.levels - 1) / 2.0, device=x.device)
+        y = self.g_a(x) * self._gain(self.log_gain, q)
+        rms = y.pow(2).mean(dim=(0, 2, 3)).sqrt()
+        target = (rms - SCALE_MIN).clamp_min(0.02)
+        bias = target + torch.log(-torch.expm1(-target))  # softplus^-1(target)
+        self.h_s.conv3.bias[: self.cfg.latent].copy_(bias)
+
+    # -- training --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, q: torch.Tensor | float | int) -> dict[str, torch.Tensor]:
+        """Training/evaluation pass with the noise proxy for the rates.
+
+        x (B, 3, H, W) float32 in [0, 1], H, W multiples of 64; q rate levels (scalar or (B,)).
+        Returns x_hat (B, 3, H, W), likelihoods_y (B, M, H/16, W/16) and likelihoods_z
+        (B, Nz, H/64, W/64) (floats in (0, 1]). The decoder sees y rounded around the predicted
+        means with a straight-through gradient; the rate uses additive uniform noise.
+        """
+        self._check_image(x)
+        q = self._check_levels(q, x.shape[0], x.device)
+        y = self.g_a(x) * self._gain(self.log_gain, q)
+        z = self.h_a(y)
+        z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
+        lik_z = self.density_z.likelihood(z_tilde)
+        scales, means = self.h_s(z_tilde)
+        y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
+        lik_y = gaussian_likelihood(y_rate, means, scales)
+        y_hat = quantize(y, "ste", means) if self.training else y_rate
+        x_hat = self.g_s(y_hat * self._gain(self.log_inv_gain, q), q)
+        return {"x_hat": x_hat, "likelihoods_y": lik_y, "likelihoods_z": lik_z}
+
+    @staticmethod
+    def _check_image(x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor image, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an image tensor of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[2] % STRIDE or x.shape[3] % STRIDE:
+            raise ValueError(f"height and width must be multiples of {STRIDE}, got {tuple(x.shape[2:])}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point image in [0, 1], got {x.dtype}")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- entropy coding (inference) ----------------------------------------------------------
+    def _hyper_params_cpu(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_s on the CPU in float32 whatever device the model is on.
+
+        The scales decide how y's stream is parsed, so encoder and decoder must compute them
+        identically: both run this same CPU float32 path (a CPU copy of h_s when the model
+        lives elsewhere).
+        """
+        h_s = self.h_s
+        p = next(h_s.parameters())
+        if p.device.type != "cpu" or p.dtype != torch.float32:
+            h_s = copy.deepcopy(h_s).to(device="cpu", dtype=torch.float32)
+        return h_s(z_hat.to(device="cpu", dtype=torch.float32).contiguous())
+
+    def _z_tables(self) -> Any:
+        """rANS tables of z's factorized density (built once per weights; see ``reset_tables``)."""
+        if self._tables_z is None:
+            from cod_fast.entropy import CdfTables
+
+            pmfs, offsets = self.density_z.pmf_table(tail_mass=TAIL_MASS)
+            self._tables_z = CdfTables.from_pmfs(pmfs, offsets, tail_mass=TAIL_MASS)
+        return self._tables_z
+
+    def _y_tables(self) -> Any:
+        if self._tables_y is None:
+            from cod_fast.entropy import GaussianConditionalTables
+
+            self._tables_y = GaussianConditionalTables(tail_mass=TAIL_MASS)
+        return self._tables_y
+
+    def reset_tables(self) -> None:
+        """Forget the cached entropy tables (call after changing the weights)."""
+        self._tables_z = None
+        self._tables_y = None
+
+    def _z_indexes(self, shape: tuple[int, int]) -> torch.Tensor:
+        c = self.cfg.hyper_latent
+        return torch.arange(c, dtype=torch.int32).view(c, 1).expand(c, shape[0] * shape[1]).reshape(-1)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None) -> dict[str, Any]:
+        """Entropy-code one image.
+
+        x: (1, 3, H, W) float in [0, 1] (any H, W >= 1; padded bottom/right by replication to
+        multiples of 64 and cropped back by ``decompress``); quality: rate level in
+        [0, levels - 1] (fractional values interpolate). Returns ``{"strings": [y_bytes,
+        z_bytes], "shape": (H/64, W/64) of z (padded), "image_size": (H, W), "quality": q}``.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"compress expects one image of shape (1, 3, H, W), got {getattr(x, 'shape', type(x))}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point image in [0, 1], got {x.dtype}")
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if h < 1 or w < 1:
+            raise ValueError("image must be at least 1x1")
+        dev = next(self.parameters()).device
+        q = self._check_levels(quality, 1, dev)
+        xp = pad_to_stride(x.to(device=dev, dtype=torch.float32))
+        y = self.g_a(xp) * self._gain(self.log_gain, q)
+        z = self.h_a(y)
+        z_sym = torch.round(z).to("cpu", torch.float32)
+        scales, means = self._hyper_params_cpu(z_sym)
+        y_sym = torch.round(y.to("cpu", torch.float32) - means).to(torch.int32)
+        z_shape = (int(z.shape[2]), int(z.shape[3]))
+        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        y_bytes = self._y_tables().encode(y_sym.reshape(-1), y_idx, threads=threads)
+        z_bytes = self._z_tables().encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
+        return {"strings": [bytes(y_bytes), bytes(z_bytes)], "shape": z_shape, "image_size": (h, w), "quality": float(q[0])}
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        strings: list[bytes],
+        z_shape: tuple[int, int],
+        quality: float = 3.0,
+        image_size: tuple[int, int] | None = None,
+        threads: int | None = None,
+    ) -> torch.Tensor:
+        """Inverse of ``compress``: returns x_hat (1, 3, H, W) float32 in [0, 1] on the model's
+        device, cropped to ``image_size`` when given (else the padded size 64 * z_shape)."""
+        if not isinstance(strings, (list, tuple)) or len(strings) != 2 or not all(
+            isinstance(s, (bytes, bytearray, memoryview)) for s in strings
+        ):
+            raise TypeError("strings must be a list of two byte strings [y, z]")
+        if len(z_shape) != 2 or any(int(v) < 1 for v in z_shape):
+            raise ValueError(f"z_shape must be two positive integers, got {z_shape!r}")
+        zh, zw = int(z_shape[0]), int(z_shape[1])
+        if zh * zw > MAX_Z_POSITIONS:
+            raise ValueError(f"z_shape {z_shape} exceeds the largest supported image ({MAX_Z_POSITIONS} z positions)")
+        if image_size is not None:
+            ih, iw = int(image_size[0]), int(image_size[1])
+            if not (0 < ih <= zh * STRIDE and 0 < iw <= zw * STRIDE and ih > (zh - 1) * STRIDE and iw > (zw - 1) * STRIDE):
+                raise ValueError(f"image_size {image_size} does not match z_shape {z_shape}")
+        dev = next(self.parameters()).device
+        q = self._check_levels(quality, 1, dev)
+        c = self.cfg.hyper_latent
+        z_sym = self._z_tables().decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
+        z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
+        scales, means = self._hyper_params_cpu(z_hat)
+        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        y_sym = self._y_tables().decode(bytes(strings[0]), y_idx, threads=threads)
+        y_hat = y_sym.to(torch.float32).reshape(means.shape) + means
+        x_hat = self.g_s(y_hat.to(dev) * self._gain(self.log_inv_gain, q), q).clamp_(0.0, 1.0)
+        if image_size is not None:
+            x_hat = x_hat[:, :, : int(image_size[0]), : int(image_size[1])]
+        return x_hat
+
+
+def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    """Replicate-pad x (B, C, H, W) at the bottom/right up to multiples of ``stride``."""
+    h, w = x.shape[-2:]
+    ph = (-h) % stride
+    pw = (-w) % stride
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def bits_of(likelihoods: torch.Tensor) -> torch.Tensor:
+    """Information content in bits, summed per batch element: (B, ...) -> (B,)."""
+    return -torch.log2(likelihoods).flatten(1).sum(1)
+
+
+__all__ = ["DefaultConfig", "DefaultCodecModel", "STRIDE", "pad_to_stride", "bits_of"]
