@@ -82,6 +82,7 @@ class CodecId(enum.IntEnum):
     COD_ONE_STEP = 2  # one-step CoD (PixNerDiT distilled), VQ indices
     COD_LITE_ONE_STEP = 3  # one-step CoD-Lite (DConv distilled), VQ indices
     DIFFC = 4  # DiffC over a CoD denoiser (cod_fast.codecs.diffc): per-step channel-simulation indices
+    DEFAULT_HYPERPRIOR = 5  # the bundled default hyperprior model (cod_fast.codecs.default)
 
 
 class SectionType(enum.IntEnum):
@@ -91,6 +92,9 @@ class SectionType(enum.IntEnum):
     DECODE_PARAMS = 2  # sampler settings chosen by the encoder, see ``DecodeParams``
     DIFFC_PARAMS = 3  # DiffC schedule ids, seed, step count, guidance (cod_fast.codecs.diffc)
     DIFFC_STEPS = 4  # DiffC per-step records (KL budget + coded indices); the last section
+    HYPERPRIOR_Y = 5  # rANS stream of the y symbols (cod_fast.codecs.default)
+    HYPERPRIOR_Z = 6  # rANS stream of the z symbols (cod_fast.codecs.default)
+    HYPERPRIOR_PARAMS = 7  # f32 quality, u16 z rows, u16 z cols (cod_fast.codecs.default)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``cod-fast`` command line: compress / decompress / info over files and folders, selfcheck.
+"""``cod-fast`` command line: compress / decompress / info over files and folders, selfcheck,
+and ``demo`` (a round trip of a bundled image through the bundled default model).
 
 Exit codes: 0 success, 2 usage error (argparse), 1 bad input or a failed check (one-line error
 on stderr; ``--debug`` shows the traceback instead).
@@ -33,7 +34,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def model_args(sp: argparse.ArgumentParser, required: bool) -> None:
         sp.add_argument("--model", required=required,
-                        help="preset name, official YAML config, or our .safetensors model")
+                        help="preset name, official YAML config, or our .safetensors model "
+                             "(default: the bundled default model)")
         sp.add_argument("--checkpoint", help="weights (official .pt/.ckpt or .safetensors) for a YAML/preset --model")
         sp.add_argument("--vae", help="SD-VAE diffusers folder (latent models)")
         sp.add_argument("--device", default="cpu")
@@ -53,8 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--official", nargs="?", const="auto", choices=["auto", "cod", "cod_lite"],
                    help="write official .cod files instead of .codf, in the given writer's layout "
                         "(auto: the layout of the model family's official writer)")
-    model_args(c, required=True)
+    model_args(c, required=False)
     params(c)
+    c.add_argument("--quality", type=float,
+                   help="rate level of the default model, 0..4 (default 3; higher = more bits)")
 
     d = sub.add_parser("decompress", help=".codf (or official .cod) files or folders -> PNG images")
     d.add_argument("inputs", nargs="+", type=Path)
@@ -64,6 +68,13 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(default: the model family's)")
     model_args(d, required=False)
     params(d)
+
+    m = sub.add_parser("demo", help="compress and decompress a bundled image with the default model, "
+                                    "write the result and print bpp, PSNR, MS-SSIM and times")
+    m.add_argument("--image", type=Path, help="image to use instead of the bundled one")
+    m.add_argument("--out", type=Path, default=Path("cod_fast_demo"), help="output folder (default ./cod_fast_demo)")
+    m.add_argument("--quality", type=float, default=3.0, help="rate level 0..4 (default 3)")
+    m.add_argument("--device", default="cpu")
 
     i = sub.add_parser("info", help="print the header of .codf or official .cod files")
     i.add_argument("inputs", nargs="+", type=Path)
@@ -107,6 +118,10 @@ def _load(args: argparse.Namespace) -> Any:
     from .loading import load_model
 
     model = args.model
+    if model is None and args.checkpoint is None:  # the bundled default model
+        if args.vae is not None or args.dtype not in ("float32", "fp32"):
+            raise UsageError("the default model runs in float32 and takes no --vae; pass --model for others")
+        return load_model(device=args.device)
     if model is not None and Path(model).suffix == ".safetensors" and args.checkpoint is None:
         return load_model(checkpoint=model, device=args.device, dtype=args.dtype, vae=args.vae,
                           allow_pickle=args.allow_pickle)
@@ -122,16 +137,32 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("steps", "cfg", "sampler", "seed") if getattr(args, k) is not None}
 
 
+def _encode_params(args: argparse.Namespace, codec: Any) -> dict[str, Any]:
+    """Encoder settings for ``codec``: ``quality`` for the default model, sampler settings otherwise."""
+    from .codecs.default import DefaultCodec
+
+    if isinstance(codec, DefaultCodec):
+        if _params(args):
+            raise UsageError("--steps/--cfg/--sampler/--seed are for diffusion models, not the default model")
+        return {} if args.quality is None else {"quality": args.quality}
+    if args.quality is not None:
+        raise UsageError("--quality is for the default model; diffusion models have a fixed rate")
+    return _params(args)
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
     files = _expand(args.inputs, IMAGE_SUFFIXES)
     codec = _load(args)
+    enc_params = _encode_params(args, codec)
+    if args.official and not hasattr(codec, "encode_cod"):
+        raise UsageError("--official writes GenCodec .cod files: it needs a CoD --model")
     args.output.mkdir(parents=True, exist_ok=True)
     for f in _progress(files, "compress"):
         if args.official:
             data = codec.encode_cod(f, layout=None if args.official == "auto" else args.official)
             (args.output / (f.name + OFFICIAL_SUFFIX)).write_bytes(data)
         else:
-            data = codec.encode(f, **_params(args))
+            data = codec.encode(f, **enc_params)
             (args.output / (f.name + STREAM_SUFFIX)).write_bytes(data)
     return 0
 
@@ -223,8 +254,44 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .image_io import save_image, to_uint8_chw
+    from .loading import load_model
+    from .metrics import ms_ssim, psnr
+
+    src = args.image if args.image is not None else DEMO_IMAGE
+    img = to_uint8_chw(src)
+    _, h, w = img.shape
+    t0 = time.perf_counter()
+    codec = load_model(device=args.device)
+    t1 = time.perf_counter()
+    data = codec.encode(img, quality=args.quality)
+    t2 = time.perf_counter()
+    rec = codec.decode(data)
+    t3 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = Path(src).stem
+    (args.out / (stem + STREAM_SUFFIX)).write_bytes(data)
+    save_image(rec, args.out / (stem + "_decoded.png"))
+    save_image(torch.cat([img, rec], dim=2), args.out / (stem + "_side_by_side.png"))
+    print(f"image: {src} ({w}x{h})")
+    print(f"quality: {args.quality:g}  bytes: {len(data)}  bpp: {8 * len(data) / (h * w):.4f}")
+    print(f"PSNR: {psnr(img, rec):.2f} dB  MS-SSIM: {ms_ssim(img, rec):.4f}")
+    print(f"load: {t1 - t0:.2f} s  encode: {t2 - t1:.2f} s  decode: {t3 - t2:.2f} s")
+    print(f"wrote {args.out / (stem + '_decoded.png')} and {args.out / (stem + '_side_by_side.png')} "
+          "(left: original, right: decoded)")
+    return 0
+
+
+#: The bundled demo image (CC-BY-4.0, see cod_fast/data/README.md).
+DEMO_IMAGE = Path(__file__).resolve().parent / "data" / "picosdeeuropa_512x384.png"
+
 _COMMANDS = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info,
-             "selfcheck": _cmd_selfcheck}
+             "selfcheck": _cmd_selfcheck, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -387,15 +387,23 @@ def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
             ``torch.manual_seed(random_init_seed)`` (tests and benchmarks); without it a
             checkpoint is required.
 
+    With no config and no checkpoint, returns the bundled default model's ``DefaultCodec``
+    (``cod_fast.codecs.default``; cached, registered).
+
     Returns a codec with ``.net``, ``.encode(image) -> bytes``, ``.decode(data) -> uint8 [3,H,W]``
     and ``.fingerprint`` (16 bytes); the codec is registered for ``cod_fast.decode``.
     """
     dt = parse_dtype(dtype)
+    if config is None and checkpoint is None and random_init_seed is None:
+        if vae is not None or dt != torch.float32:
+            raise ValueError("the bundled default model runs in float32 and takes no vae=")
+        from .codecs.default import load_default_codec
+
+        return load_default_codec(device)  # cached per device and registered
     if config is None and checkpoint is None:
         raise NoDefaultModelError(
-            "no default model is bundled with this version of cod_fast; pass a model, e.g. "
-            "load_model('path/to/config.yaml', 'path/to/checkpoint.pt') or "
-            "load_model(checkpoint='model.safetensors'), or a preset name with a checkpoint")
+            "random_init_seed= needs a config (YAML, preset or dict): the bundled default model "
+            "has trained weights only")
     stored_cfg = None
     state = None
     spec = parse_config(config) if config is not None else None  # cheap checks first

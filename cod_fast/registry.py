@@ -80,3 +80,13 @@ def find(fingerprint: bytes) -> Any | None:
         if entry.fingerprint == fp:
             return entry.instance
     return None
+
+
+def _load_default() -> Any:
+    """Loader of the bundled default model (named "default"): built on first use, on the CPU."""
+    from .codecs.default import load_default_codec
+
+    return load_default_codec()
+
+
+register_named("default", _load_default)

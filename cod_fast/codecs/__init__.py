@@ -2,6 +2,7 @@
 
 * :class:`CoDCodec` -- multi-step CoD (pixel PixNerDiT, latent DDT, CoD-Lite DConv);
 * :class:`OneStepCoDCodec` -- one-step CoD and one-step CoD-Lite.
+* :class:`DefaultCodec` -- the bundled default hyperprior model (``load_default_codec``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import torch
 
 from .base import VQCodec
 from .cod import CoDCodec
+from .default import DefaultCodec, load_default_codec
 from .one_step import OneStepCoDCodec
 
-__all__ = ["CoDCodec", "OneStepCoDCodec", "VQCodec", "make_codec"]
+__all__ = ["CoDCodec", "DefaultCodec", "OneStepCoDCodec", "VQCodec", "load_default_codec", "make_codec"]
 
 
 def _is_one_step(cls: type) -> bool:

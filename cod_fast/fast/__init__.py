@@ -8,6 +8,10 @@ Backends:
   "auto"       "triton" when the model's parameters are on a CUDA device and Triton imports,
                else "cpu" on CPU; the one-line reason is in ``explain_backend``.
 
+``quantize="int8"`` additionally runs the big Linears (and CoD-Lite's 1x1 convs) as int8 fbgemm
+matmuls (``cod_fast.fast.quant``): about 1.4-2.7x on CPU for 3-5 % relative error, so it is opt-in
+and never chosen by "auto" (see BENCHMARKS.md, "Optimized path (CPU)").
+
 The returned model shares its parameter tensors with the input (no weight memory is duplicated) and
 has identical ``state_dict()`` keys; the input model is left as it was. ``replaced(model)`` lists
 what was swapped and why.
@@ -70,8 +74,10 @@ def _swap_table(backend: str) -> dict:
     return TABLE
 
 
-def optimize(model_or_codec: Any, backend: str = "auto") -> Any:
+def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None = None) -> Any:
     """An equivalent model (or codec) whose blocks run on ``backend``; see the module docstring.
+
+    ``quantize``: None (exact to fp32 rounding) or "int8" (CPU only, approximate; see above).
 
     A codec (an object with a ``.net`` module) is shallow-copied with its ``.net`` optimized.
     Raises ``ExtensionUnavailableError`` when "triton" is asked for and cannot run.
@@ -90,8 +96,16 @@ def optimize(model_or_codec: Any, backend: str = "auto") -> Any:
         problem = _triton_problem(_device_of(model))
         if problem is not None:
             raise ExtensionUnavailableError(f"backend 'triton' unavailable: {problem}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize == "int8" and _device_of(model) != "cpu":
+        raise ValueError("quantize='int8' runs on the CPU (fbgemm); the model is on " + _device_of(model))
     fast = shallow_model_copy(model)
     swap_modules(fast, _swap_table(chosen))
+    if quantize == "int8":
+        from .quant import quantize_int8
+
+        quantize_int8(fast)
     if codec is None:
         return fast
     import copy

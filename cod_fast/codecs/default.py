@@ -1,0 +1,181 @@
+"""The codec of the bundled default model (``cod_fast.models.default``): image <-> container.
+
+Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true image size, then
+
+* ``HYPERPRIOR_PARAMS`` (8 bytes): f32 quality (rate level in [0, levels - 1]), u16 z rows,
+  u16 z cols (the z grid of the image padded to multiples of 64);
+* ``HYPERPRIOR_Y``: the rANS stream of the y symbols;
+* ``HYPERPRIOR_Z``: the rANS stream of the z symbols.
+
+The parser checks the quality range and that the z grid is the one the header's image size
+implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import threading
+from typing import Any, Union
+
+import torch
+
+from ..bitstream import (
+    CodecId,
+    Container,
+    LimitExceededError,
+    SectionType,
+    compute_fingerprint,
+    read_container,
+    write_container,
+)
+from ..errors import BitstreamError, ModelMismatchError
+from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
+
+#: Class path hashed into the fingerprint (the model is ours; there is no official one).
+CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
+
+_PARAMS = struct.Struct("<fHH")  # quality, z rows, z cols
+_SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z}
+
+
+def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor]) -> bytes:
+    """16-byte fingerprint of the default model from its config dict and its tensors as stored
+    (float16 in the shipped file: hashed before the cast to float32, as ``load_model`` does)."""
+    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
+
+
+class DefaultCodec:
+    """Codec over a ``DefaultCodecModel``.
+
+    Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,
+    ``levels`` (number of rate levels; quality lies in [0, levels - 1]), ``stride`` (64).
+    """
+
+    codec_id = CodecId.DEFAULT_HYPERPRIOR
+
+    def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None) -> None:
+        from ..models.default import STRIDE
+
+        if len(fingerprint) != 16:
+            raise ValueError("fingerprint must be 16 bytes")
+        self.net = net.eval()
+        self.fingerprint = bytes(fingerprint)
+        self.device = next(net.parameters()).device
+        self.levels = int(net.cfg.levels)
+        self.stride = int(STRIDE)
+        self.threads = threads
+        self._lock = threading.Lock()  # the model caches its entropy tables lazily
+
+    @property
+    def fingerprint_hex(self) -> str:
+        """The fingerprint as 32 hex digits."""
+        return self.fingerprint.hex()
+
+    def __repr__(self) -> str:
+        return f"DefaultCodec(fingerprint={self.fingerprint_hex}, device={self.device}, levels={self.levels})"
+
+    def _z_shape(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // self.stride), -(-width // self.stride)
+
+    def _check_quality(self, quality: float) -> float:
+        q = float(quality)
+        if not (math.isfinite(q) and 0.0 <= q <= self.levels - 1):
+            raise ValueError(f"quality must lie in [0, {self.levels - 1}], got {quality}")
+        return q
+
+    def encode(self, image: ImageLike, quality: float = 3.0) -> bytes:
+        """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
+
+        ``quality``: rate level in [0, levels - 1] (higher = more bits); fractional values
+        interpolate between levels. ValueError outside the range.
+        """
+        q = self._check_quality(quality)
+        img = to_uint8_chw(image)
+        _, h, w = img.shape
+        x = uint8_to_unit(img).to(self.device)
+        with self._lock:
+            out = self.net.compress(x, quality=q, threads=self.threads)
+        zh, zw = out["shape"]
+        if (zh, zw) != self._z_shape(h, w):  # invariant of the model's padding policy
+            raise RuntimeError(f"model returned z grid {zh}x{zw} for a {h}x{w} image")
+        y_bytes, z_bytes = out["strings"]
+        sections = {
+            SectionType.HYPERPRIOR_PARAMS: _PARAMS.pack(q, zh, zw),
+            SectionType.HYPERPRIOR_Y: bytes(y_bytes),
+            SectionType.HYPERPRIOR_Z: bytes(z_bytes),
+        }
+        return write_container(Container(codec_id=self.codec_id, fingerprint=self.fingerprint,
+                                         height=h, width=w, sections=sections))
+
+    def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int]]:
+        """Parse and check a stream for this model: (container, quality, z shape).
+
+        BitstreamError for malformed streams, ModelMismatchError for another model or codec.
+        """
+        from ..models.default.model import MAX_Z_POSITIONS
+
+        c = read_container(data)
+        if c.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                self.fingerprint_hex, c.fingerprint.hex(),
+                f"stream was written by model {c.fingerprint.hex()}, but this decoder holds the "
+                f"default model {self.fingerprint_hex}")
+        if c.codec_id != self.codec_id:
+            raise ModelMismatchError(
+                self.fingerprint_hex, c.fingerprint.hex(),
+                f"stream holds codec id {c.codec_id}, the default model decodes codec id {int(self.codec_id)}")
+        unknown = set(c.sections) - _SECTIONS
+        if unknown:
+            raise BitstreamError(f"stream holds section types {sorted(unknown)} this codec does not define")
+        payload = c.section(SectionType.HYPERPRIOR_PARAMS)
+        if len(payload) != _PARAMS.size:
+            raise BitstreamError(f"HYPERPRIOR_PARAMS section must be {_PARAMS.size} bytes, got {len(payload)}")
+        q, zh, zw = _PARAMS.unpack(payload)
+        if not (math.isfinite(q) and 0.0 <= q <= self.levels - 1):
+            raise BitstreamError(f"HYPERPRIOR_PARAMS quality {q} outside [0, {self.levels - 1}]")
+        if (zh, zw) != self._z_shape(c.height, c.width):
+            raise BitstreamError(f"HYPERPRIOR_PARAMS z grid {zh}x{zw} does not fit a {c.height}x{c.width} image")
+        if zh * zw > MAX_Z_POSITIONS:
+            raise LimitExceededError(
+                f"image of {c.height}x{c.width} exceeds the default model's limit of {MAX_Z_POSITIONS} z positions")
+        return c, q, (zh, zw)
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
+        c, q, z_shape = self.parse(data)
+        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        try:
+            with self._lock:
+                x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
+                                            threads=self.threads)
+        except BitstreamError:
+            raise
+        except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
+            raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
+        img = (x_hat[0].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return img.to("cpu").contiguous()
+
+
+_cache: dict[str, DefaultCodec] = {}
+_cache_lock = threading.Lock()
+
+
+def load_default_codec(device: Union[str, torch.device] = "cpu") -> DefaultCodec:
+    """The ``DefaultCodec`` with the shipped weights on ``device``: built once per device,
+    cached, and registered so that ``cod_fast.decode(data)`` finds it."""
+    from safetensors.torch import load_file
+
+    from .. import registry
+    from ..models.default import WEIGHTS_DIR, WEIGHTS_FILE, default_model_info, load_default_model
+
+    key = str(torch.device(device))
+    with _cache_lock:
+        codec = _cache.get(key)
+        if codec is None:
+            net = load_default_model(device=device)
+            info = default_model_info()
+            stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
+            codec = DefaultCodec(net, default_fingerprint(info["config"], stored))
+            _cache[key] = codec
+    registry.register(codec)
+    return codec

@@ -1,0 +1,242 @@
+"""CPU variants of the reference blocks: the same fp32 maths with fewer passes over memory.
+
+Route "cpu" (what ``optimize(model, "cpu")`` swaps in; the TABLE below). Every variant computes
+what the reference computes, in fp32, with the same operations up to summation order, so outputs
+agree to fp32 rounding: tolerance ``rtol 1e-4, atol 1e-4 * max|ref|`` on the tiny test models
+(tests/fast/test_cpu_backend.py); measured at full size in BENCHMARKS.md ("Optimized path (CPU)").
+What changes is the number of passes over memory:
+
+- modulation and gated residuals are single ``addcmul``/in-place passes instead of 2-3 temporaries;
+- ``torch.nn.functional.rms_norm`` (one fused kernel) replaces pow/mean/rsqrt/mul chains;
+- SwiGLU and SiLU run in place on freshly produced activations;
+- CoD-Lite's ``DiCoBlock`` runs token-major: its activations stay channels-last between blocks,
+  LayerNorm2d is a plain last-dim ``layer_norm``, the 1x1 convs are GEMMs on the (B, H, W, C) view
+  and the depthwise 3x3 runs on the channels-last view (no NCHW <-> NHWC copies);
+- the NeRF embedders' DCT half of ``x_embedder`` is the same for every patch: its Linear
+  contribution (plus the bias) is computed once per patch size and weight version, and the
+  per-pixel input goes through the remaining columns only (no ``cat``, 35 instead of 99 inputs);
+- CoD-Lite's per-pixel decoder applies ``silu`` to its modulation input once for all ResBlocks;
+- the NeRF residual is folded into ``baddbmm``.
+
+The optional int8 route (``cod_fast.fast.quant``) is applied on top of this one; see its docstring.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.cod import layers as cod_layers
+from ..models.cod import pixel_dit as cod_pixel
+from ..models.cod_lite import common as lite_common
+from ..models.cod_lite import pixel_cnn as lite_cnn
+from .swap import FastModule, SwapTable
+
+BACKEND = "cpu"
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The reference RMSNorm (fp32 statistics, gain applied after the cast) in fused form."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _modulated(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``h * (1 + scale) + shift`` in one pass over h (h is a temporary and is overwritten)."""
+    return h.mul_(1 + scale).add_(shift)
+
+
+class CpuRMSNorm(FastModule, cod_layers.RMSNorm):
+    fast_backend = BACKEND
+    fast_reason = "fused rms_norm kernel"
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return _rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+class CpuLiteRMSNorm(FastModule, lite_common.RMSNorm):
+    fast_backend = BACKEND
+    fast_reason = CpuRMSNorm.fast_reason
+    forward = CpuRMSNorm.forward
+
+
+class CpuFlattenDiTBlock(FastModule, cod_layers.FlattenDiTBlock):
+    fast_backend = BACKEND
+    fast_reason = "fused rms_norm, in-place modulate/SwiGLU, addcmul gated residuals"
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, pos: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        mod = self.cached_modulation if self.cached_modulation is not None else self.adaLN_modulation(c)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        h = _modulated(_rms_norm(x, self.norm1.weight, self.norm1.variance_epsilon), shift_msa, scale_msa)
+        x = torch.addcmul(x, gate_msa, self.attn(h, pos, mask=mask))
+        h = _modulated(_rms_norm(x, self.norm2.weight, self.norm2.variance_epsilon), shift_mlp, scale_mlp)
+        mlp = self.mlp
+        a = F.silu(mlp.w1(h), inplace=True).mul_(mlp.w3(h))
+        return torch.addcmul(x, gate_mlp, mlp.w2(a))
+
+
+class CpuNerfBlock(FastModule, cod_pixel.NerfBlock):
+    fast_backend = BACKEND
+    fast_reason = "fused rms_norm, in-place SiLU, residual folded into baddbmm"
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        m, _, hx = x.shape
+        fc1, fc2 = self.param_generator1(s).chunk(2, dim=-1)
+        fc1 = F.normalize(fc1.view(m, hx, hx * self.mlp_ratio), dim=-2)
+        fc2 = F.normalize(fc2.view(m, hx * self.mlp_ratio, hx), dim=-2)
+        h = torch.bmm(_rms_norm(x, self.norm.weight, self.norm.variance_epsilon), fc1)
+        return torch.baddbmm(x, F.silu(h, inplace=True), fc2)
+
+
+class CpuLayerNorm2d(FastModule, lite_cnn.LayerNorm2d):
+    fast_backend = BACKEND
+    fast_reason = "layer_norm on a channels-last view (no permute copies)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xl = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        y = F.layer_norm(xl, self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def _conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution applied to a token-major (..., C_in) tensor: one GEMM -> (..., C_out).
+
+    A conv swapped by the int8 route (``quant.Int8Conv1x1``) runs its int8 GEMM instead."""
+    linear_tokens = getattr(conv, "linear_tokens", None)
+    if linear_tokens is not None:
+        return linear_tokens(x)
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+class CpuDiCoBlock(FastModule, lite_cnn.DiCoBlock):
+    fast_backend = BACKEND
+    fast_reason = "token-major (channels-last) block: 1x1 convs as GEMMs, last-dim layer_norm, fused modulate/residuals"
+
+    def forward(self, inp: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """inp (B, C, H, W) in any memory format -> (B, C, H, W) channels-last (same values)."""
+        mod = self.cached_modulation if self.cached_modulation is not None else self.adaLN_modulation(c)
+        # (B, 6C) -> six (B, 1, 1, C): broadcast over the (B, H, W, C) token view.
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            t[:, None, None, :] for t in mod.chunk(6, dim=1))
+        c_ = inp.shape[1]
+        # Invariant: after this line ``t_in`` is a contiguous (B, H, W, C) view of a channels-last
+        # NCHW tensor, so every per-channel op below works on the last (contiguous) dimension.
+        t_in = inp.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        x = _modulated(F.layer_norm(t_in, (c_,), None, None, self.norm1.eps), shift_msa, scale_msa)
+        x = _conv1x1(x, self.conv1).permute(0, 3, 1, 2)  # channels-last NCHW view
+        x = F.conv2d(x, self.conv2.weight, self.conv2.bias, padding=1, groups=c_)
+        x = F.gelu(x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1))
+        # Channel attention: global average pool -> 1x1 -> sigmoid, as a (B, 1, 1, C) gate.
+        ca_conv = self.ca[1]
+        att = torch.sigmoid(F.linear(x.mean(dim=(1, 2), keepdim=True), ca_conv.weight.flatten(1), ca_conv.bias))
+        x = x.mul_(att)
+        x = torch.addcmul(t_in, gate_msa, _conv1x1(x, self.conv3))
+        y = _modulated(F.layer_norm(x, (c_,), None, None, self.norm2.eps), shift_mlp, scale_mlp)
+        h = F.gelu(_conv1x1(y, self.conv4))
+        out = torch.addcmul(x, gate_mlp, _conv1x1(h, self.conv5))
+        return out.permute(0, 3, 1, 2)
+
+
+class _CpuNerfEmbedderMixin(FastModule):
+    """``embedder(cat([inputs, dct]))`` = ``inputs @ W_in.T + (dct @ W_dct.T + b)``; the bracket is
+    the same for every patch, so it is computed once (per patch size, device, dtype and weight
+    version) and added to the per-pixel GEMM over the ``in_channels`` columns only."""
+
+    fast_backend = BACKEND
+    fast_reason = "DCT half of the embedder Linear precomputed once per patch size (no cat)"
+
+    def fast_prepare(self) -> None:
+        self._fast_table: dict[tuple, torch.Tensor] = {}
+
+    def _dct_term(self, p2: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        lin = self.embedder[0]
+        cin = lin.in_features - self.max_freqs ** 2
+        # The weight version is in the key so that an in-place weight update invalidates the table.
+        key = (p2, str(device), dtype, lin.weight._version, lin.weight.data_ptr())
+        term = self._fast_table.get(key)
+        if term is None:
+            dct = self.fetch_pos(int(round(p2 ** 0.5)), device, dtype).reshape(p2, -1)
+            term = F.linear(dct, lin.weight[:, cin:], lin.bias)  # (p2, hidden_size_input)
+            self._fast_table.clear()
+            self._fast_table[key] = term
+        return term
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs (M, p*p, in_channels) -> (M, p*p, hidden_size_input)."""
+        _, p2, cin = inputs.shape
+        if int(round(p2 ** 0.5)) ** 2 != p2:
+            raise ValueError(f"NerfEmbedder expects a square number of pixels per patch, got {p2}")
+        lin = self.embedder[0]
+        return torch.matmul(inputs, lin.weight[:, :cin].t()).add_(self._dct_term(p2, inputs.device, inputs.dtype))
+
+
+class CpuNerfEmbedder(_CpuNerfEmbedderMixin, cod_pixel.NerfEmbedder):
+    pass
+
+
+class CpuLiteNerfEmbedder(_CpuNerfEmbedderMixin, lite_common.NerfEmbedder):
+    pass
+
+
+class CpuLiteResBlock(FastModule, lite_cnn.ResBlock):
+    fast_backend = BACKEND
+    fast_reason = "fused layer_norm modulate, in-place SiLU, addcmul gated residual"
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_silu: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, L, C), y (N, L, C) the modulation input; ``y_silu`` = silu(y) when already computed."""
+        if y_silu is None:
+            y_silu = F.silu(y)
+        shift, scale, gate = F.linear(y_silu, self.adaLN_modulation[1].weight,
+                                      self.adaLN_modulation[1].bias).chunk(3, dim=-1)
+        ln = self.in_ln
+        h = _modulated(F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps), shift, scale)
+        fc1, fc2 = self.mlp[0], self.mlp[2]
+        return torch.addcmul(x, gate, F.linear(F.silu(F.linear(h, fc1.weight, fc1.bias), inplace=True),
+                                               fc2.weight, fc2.bias))
+
+
+class CpuSimpleMLPAdaLN(FastModule, lite_cnn.SimpleMLPAdaLN):
+    fast_backend = BACKEND
+    fast_reason = "silu of the per-pixel modulation input computed once for all ResBlocks"
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = self.input_proj(x)
+        y = self.cond_embed(c).reshape(c.shape[0], self.patch_size ** 2, -1)
+        y_silu = F.silu(y)
+        for block in self.res_blocks:
+            if isinstance(block, CpuLiteResBlock):
+                x = block(x, y, y_silu)
+            else:
+                x = block(x, y)
+        return x
+
+
+class CpuResnetBlock(FastModule, cod_layers.ResnetBlock):
+    fast_backend = BACKEND
+    fast_reason = "in-place Swish after GroupNorm"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        if self.in_channels != self.out_channels:
+            x = self.conv_shortcut(x) if self.use_conv_shortcut else self.nin_shortcut(x)
+        return x + h
+
+
+TABLE: SwapTable = {
+    cod_layers.FlattenDiTBlock: CpuFlattenDiTBlock,
+    cod_layers.RMSNorm: CpuRMSNorm,
+    cod_layers.ResnetBlock: CpuResnetBlock,
+    cod_pixel.NerfBlock: CpuNerfBlock,
+    lite_common.RMSNorm: CpuLiteRMSNorm,
+    lite_cnn.LayerNorm2d: CpuLayerNorm2d,
+    lite_cnn.DiCoBlock: CpuDiCoBlock,
+    lite_cnn.ResBlock: CpuLiteResBlock,
+    lite_cnn.SimpleMLPAdaLN: CpuSimpleMLPAdaLN,
+    cod_pixel.NerfEmbedder: CpuNerfEmbedder,
+    lite_common.NerfEmbedder: CpuLiteNerfEmbedder,
+}

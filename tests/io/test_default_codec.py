@@ -1,0 +1,150 @@
+"""The bundled default model through the container, load_model(), the API and ``cod-fast demo``."""
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import torch
+
+import cod_fast
+from cod_fast import cli
+from cod_fast.bitstream import CodecId, Container, SectionType, read_container, write_container
+from cod_fast.codecs.default import DefaultCodec
+from cod_fast.errors import BitstreamError, ModelMismatchError
+from cod_fast.image_io import to_uint8_chw
+from cod_fast.metrics import FULL_SCALE_SIDE, ms_ssim, psnr
+
+#: Measured 28.41 dB at quality 3 on this crop (load_model() at the time of writing); the
+#: floor leaves room for retrained weights while still catching a broken pipeline (~10 dB).
+PSNR_FLOOR_Q3 = 25.0
+
+
+@pytest.fixture(scope="module")
+def codec() -> DefaultCodec:
+    return cod_fast.load_model()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    # 70x100: not a multiple of the model's stride 64, so padding and cropping are exercised
+    return to_uint8_chw(cli.DEMO_IMAGE)[:, 100:170, 200:300].contiguous()
+
+
+@pytest.fixture(scope="module")
+def stream(codec: DefaultCodec, image: torch.Tensor) -> bytes:
+    return codec.encode(image, quality=3.0)
+
+
+def _rewrite(data: bytes, **changes) -> bytes:
+    """Re-serialise ``data`` (valid CRCs) with header fields or sections replaced."""
+    c = read_container(data)
+    sections = dict(c.sections)
+    sections.update(changes.pop("sections", {}))
+    fields = dict(codec_id=c.codec_id, fingerprint=c.fingerprint, height=c.height, width=c.width)
+    fields.update(changes)
+    return write_container(Container(sections=sections, **fields))
+
+
+def test_load_model_without_arguments_is_cached_default(codec: DefaultCodec) -> None:
+    assert isinstance(codec, DefaultCodec)
+    assert cod_fast.load_model() is codec
+    assert len(codec.fingerprint) == 16
+
+
+def test_round_trip(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> None:
+    c = read_container(stream)
+    assert c.codec_id == CodecId.DEFAULT_HYPERPRIOR
+    assert (c.height, c.width) == (70, 100)
+    assert set(c.sections) == {SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z, SectionType.HYPERPRIOR_PARAMS}
+    out = codec.decode(stream)
+    assert out.dtype == torch.uint8 and out.shape == (3, 70, 100)
+    assert torch.equal(codec.decode(stream), out)  # exact symbols: decoding is deterministic
+    assert codec.encode(image, quality=3.0) == stream  # and so is encoding
+    assert psnr(image, out) > PSNR_FLOOR_Q3
+    # the API finds the model by fingerprint
+    assert torch.equal(cod_fast.decode(stream), out)
+
+
+def test_quality_recorded_and_rate_grows(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> None:
+    low = codec.encode(image, quality=0.5)
+    q_low, *_ = struct.unpack("<fHH", read_container(low).sections[SectionType.HYPERPRIOR_PARAMS])
+    q_hi, zh, zw = struct.unpack("<fHH", read_container(stream).sections[SectionType.HYPERPRIOR_PARAMS])
+    assert (q_low, q_hi, zh, zw) == (0.5, 3.0, 2, 2)
+    assert len(low) < len(stream)
+    with pytest.raises(ValueError, match="quality"):
+        codec.encode(image, quality=4.5)
+
+
+def test_corrupted_and_truncated_streams(codec: DefaultCodec, stream: bytes) -> None:
+    flipped = bytearray(stream)
+    flipped[-3] ^= 0x40
+    for bad in (bytes(flipped), stream[:-5], stream[:20], b""):
+        with pytest.raises(BitstreamError):
+            codec.decode(bad)
+    c = read_container(stream)
+    y = c.sections[SectionType.HYPERPRIOR_Y]
+    hostile = [
+        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 9.0, 2, 2)}),
+        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", math.nan, 2, 2)}),
+        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 500, 500)}),
+        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: b"\x00" * 3}),
+        _rewrite(stream, height=30000, width=30000,
+                 sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 469, 469)}),
+        _rewrite(stream, sections={SectionType.HYPERPRIOR_Y: y[: len(y) // 2]}),  # valid CRC, cut rANS
+        _rewrite(stream, sections={SectionType.INDICES: b"\x01"}),  # a section this codec lacks
+    ]
+    for bad in hostile:
+        with pytest.raises(BitstreamError):
+            codec.decode(bad)
+
+
+def test_other_model_stream(codec: DefaultCodec, stream: bytes) -> None:
+    other = _rewrite(stream, fingerprint=bytes(16))
+    with pytest.raises(ModelMismatchError):
+        codec.decode(other)
+    with pytest.raises(ModelMismatchError):
+        cod_fast.decode(other)  # no loaded or named model has that fingerprint
+    with pytest.raises(ModelMismatchError):
+        codec.decode(_rewrite(stream, codec_id=int(CodecId.COD_ONE_STEP)))
+
+
+def test_cli_demo_and_compress(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--quality", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "bpp" in printed and "PSNR" in printed and "MS-SSIM" in printed
+    stem = cli.DEMO_IMAGE.stem
+    rec = to_uint8_chw(out / f"{stem}_decoded.png")
+    side = to_uint8_chw(out / f"{stem}_side_by_side.png")
+    assert rec.shape == (3, 384, 512) and side.shape == (3, 384, 1024)
+    assert torch.equal(side[:, :, 512:], rec)
+    assert torch.equal(cod_fast.decode((out / f"{stem}.codf").read_bytes()), rec)
+    # compress without --model uses the default model; decompress finds it by fingerprint
+    small = tmp_path / "small.png"
+    from PIL import Image
+
+    Image.fromarray(rec[:, :40, :50].permute(1, 2, 0).numpy()).save(small)
+    assert cli.main(["compress", str(small), "-o", str(tmp_path / "s"), "--quality", "2"]) == 0
+    assert cli.main(["decompress", str(tmp_path / "s"), "-o", str(tmp_path / "d")]) == 0
+    assert to_uint8_chw(tmp_path / "d" / "small.png").shape == (3, 40, 50)
+    assert cli.main(["compress", str(small), "-o", str(tmp_path / "s"), "--steps", "3"]) == 2
+
+
+def test_metrics() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, FULL_SCALE_SIDE, FULL_SCALE_SIDE + 5), dtype=torch.uint8, generator=g)
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+    assert psnr(a, a) == math.inf
+    b = (a.float() + 20 * torch.randn(a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    assert 0.0 < ms_ssim(a, b) < 0.99
+    assert 15.0 < psnr(a, b) < 30.0
+    # float images default to data range 1 and give the same values as uint8 ones
+    assert ms_ssim(a.float() / 255, b.float() / 255) == pytest.approx(ms_ssim(a, b), abs=1e-9)
+    # fallback for small images: fewer scales, still 1 for identical and < 1 otherwise
+    small_a, small_b = a[:, :40, :50], b[:, :40, :50]
+    assert ms_ssim(small_a, small_a) == pytest.approx(1.0, abs=1e-12)
+    assert 0.0 < ms_ssim(small_b, small_a) < 1.0
+    assert 0.0 < ms_ssim(a[:, :6, :7], b[:, :6, :7]) <= 1.0
+    with pytest.raises(ValueError):
+        ms_ssim(a, b[:, :10])
