@@ -57,10 +57,6 @@ class CpuRMSNorm(FastModule, cod_layers.RMSNorm):
         return _rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
 
-class CpuLiteRMSNorm(FastModule, lite_common.RMSNorm):
-    fast_backend = BACKEND
-    fast_reason = CpuRMSNorm.fast_reason
-    forward = CpuRMSNorm.forward
 
 
 class CpuFlattenDiTBlock(FastModule, cod_layers.FlattenDiTBlock):
@@ -232,7 +228,6 @@ TABLE: SwapTable = {
     cod_layers.RMSNorm: CpuRMSNorm,
     cod_layers.ResnetBlock: CpuResnetBlock,
     cod_pixel.NerfBlock: CpuNerfBlock,
-    lite_common.RMSNorm: CpuLiteRMSNorm,
     lite_cnn.LayerNorm2d: CpuLayerNorm2d,
     lite_cnn.DiCoBlock: CpuDiCoBlock,
     lite_cnn.ResBlock: CpuLiteResBlock,

@@ -24,7 +24,6 @@ from cod_fast.kernels.swiglu import swiglu
 
 from ..models.cod import layers as cod_layers
 from ..models.cod import pixel_dit as cod_pixel
-from ..models.cod_lite import common as lite_common
 from ..models.cod_lite import pixel_cnn as lite_cnn
 from .swap import FastModule, SwapTable
 
@@ -43,10 +42,6 @@ class TritonRMSNorm(FastModule, cod_layers.RMSNorm):
         return rms_norm_modulate(x, self.weight, None, None, self.variance_epsilon).reshape(shape)
 
 
-class TritonLiteRMSNorm(FastModule, lite_common.RMSNorm):
-    fast_backend = BACKEND
-    fast_reason = TritonRMSNorm.fast_reason
-    forward = TritonRMSNorm.forward
 
 
 class TritonFlattenDiTBlock(FastModule, cod_layers.FlattenDiTBlock):
@@ -154,7 +149,6 @@ TABLE: SwapTable = {
     cod_layers.ResnetBlock: TritonResnetBlock,
     cod_layers.RMSNorm: TritonRMSNorm,
     cod_pixel.NerfBlock: TritonNerfBlock,
-    lite_common.RMSNorm: TritonLiteRMSNorm,
     lite_cnn.LayerNorm2d: TritonLayerNorm2d,
     lite_cnn.DiCoBlock: TritonDiCoBlock,
     nn.GroupNorm: TritonGroupNorm,

@@ -1,27 +1,17 @@
 """Pixel-decoder pieces shared by CoD-Lite's ``DConv`` (official ``CoD_Lite/cod/models/common.py``).
 
-``RMSNorm``, ``NerfEmbedder`` (pixel features + 2D DCT position features -> Linear) and
-``NerfFinalLayer`` (RMSNorm + Linear). Attribute names are the official ones.
+``RMSNorm`` (the same module as CoD's, re-exported), ``NerfEmbedder`` (pixel features + 2D DCT
+position features -> Linear) and ``NerfFinalLayer`` (RMSNorm + Linear). Attribute names are the
+official ones.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..cod.layers import RMSNorm
 
-class RMSNorm(nn.Module):
-    """RMS normalisation over the last dimension, computed in fp32, eps 1e-6, learned scale."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        h = hidden_states.to(torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * h.to(input_dtype)
+__all__ = ["RMSNorm", "dct_features", "NerfEmbedder", "NerfFinalLayer"]
 
 
 def dct_features(patch_size: int, max_freqs: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
