@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_FUZZ=${1:-60}
-PY=${PYTHON:-.venv/bin/python}
+# The interpreter that has pybind11: $PYTHON, else the dev venv, else the active python.
+if [[ -n "${PYTHON:-}" ]]; then PY=$PYTHON
+elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
+else PY=$(command -v python3 || command -v python); fi
 PYBIND11_DIR=$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')
 JOBS=${COD_FAST_JOBS:-2}
 if [[ "${LIBFUZZER:-0}" == "1" ]]; then
