@@ -280,3 +280,42 @@ class Codec(nn.Module):
             "bpp_hard": torch.tensor(self.codebook_bits / self.ds ** 2),
         }
         return x_hat, res
+
+
+class CodecPassthrough:
+    """The official denoisers' codec methods, delegating to ``self.y_embedder`` (a :class:`Codec`).
+
+    Mixed into ``PixNerDiT``, ``DDT`` and CoD-Lite's ``CoDBase``, which hold their condition codec
+    at ``y_embedder`` as the official classes do.
+    """
+
+    y_embedder: Codec
+
+    def calculate_uncond(self, uncond: torch.Tensor) -> None:
+        """See :meth:`Codec.calculate_uncond`."""
+        self.y_embedder.calculate_uncond(uncond)
+
+    def calculate_indices_bytes(self, H: int, W: int) -> int:  # noqa: N803
+        """See :meth:`Codec.calculate_indices_bytes`."""
+        return self.y_embedder.calculate_indices_bytes(H, W)
+
+    def compress(self, x: torch.Tensor) -> bytes:
+        """See :meth:`Codec.compress`: ``(1, 3, H, W)`` image in [0, 1] -> packed indices."""
+        return self.y_embedder.compress(x)
+
+    def decompress(
+        self,
+        bitstream: bytes | bytearray | list[int],
+        H: int,  # noqa: N803
+        W: int,  # noqa: N803
+        device: torch.device | str,
+        uncond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Condition map ``(1, hidden, H/16, W/16)``; with ``uncond`` (the -1 image of the
+        picture's size, ``(1, 3, H, W)``), the CFG batch ``cat([uncond map, cond map])`` of shape
+        ``(2, hidden, H/16, W/16)``, as the official code builds it."""
+        x_hat = self.y_embedder.decompress(bitstream, H, W, device)
+        if uncond is not None:
+            self.calculate_uncond(uncond)
+            x_hat = torch.cat([self.y_embedder.pre_calculated_uncond, x_hat], dim=0)
+        return x_hat

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .condition_codec import Codec
+from .condition_codec import Codec, CodecPassthrough
 from .layers import (
     Embed,
     FlattenDiTBlock,
@@ -105,7 +105,7 @@ class NerfFinalLayer(nn.Module):
         return self.linear(self.norm(x))
 
 
-class PixNerDiT(nn.Module):
+class PixNerDiT(CodecPassthrough, nn.Module):
     """Pixel CoD denoiser; constructor arguments are the official YAML ``init_args``.
 
     Official pixel configs: ``in_channels=3, patch_size=16, num_groups=16, hidden_size=1152,
@@ -234,32 +234,3 @@ class PixNerDiT(nn.Module):
         if return_codec_res:
             return out, cond, codec_res
         return out, cond
-
-    # -- codec passthroughs (official API) -------------------------------------------------------
-    def calculate_uncond(self, uncond: torch.Tensor) -> None:
-        """See :meth:`Codec.calculate_uncond`."""
-        self.y_embedder.calculate_uncond(uncond)
-
-    def calculate_indices_bytes(self, H: int, W: int) -> int:  # noqa: N803
-        """See :meth:`Codec.calculate_indices_bytes`."""
-        return self.y_embedder.calculate_indices_bytes(H, W)
-
-    def compress(self, x: torch.Tensor) -> bytes:
-        """See :meth:`Codec.compress`: ``(1, 3, H, W)`` image in [0, 1] -> packed indices."""
-        return self.y_embedder.compress(x)
-
-    def decompress(
-        self,
-        bitstream: bytes | bytearray | list[int],
-        H: int,  # noqa: N803
-        W: int,  # noqa: N803
-        device: torch.device | str,
-        uncond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Condition map ``(1, hidden, H/16, W/16)``; with ``uncond`` (the -1 image), the CFG batch
-        ``cat([uncond map, cond map])`` of shape ``(2, hidden, H/16, W/16)``."""
-        x_hat = self.y_embedder.decompress(bitstream, H, W, device)
-        if uncond is not None:
-            self.calculate_uncond(uncond)
-            x_hat = torch.cat([self.y_embedder.pre_calculated_uncond, x_hat], dim=0)
-        return x_hat
