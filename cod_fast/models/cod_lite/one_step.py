@@ -19,6 +19,16 @@ import torch
 from .pixel_cnn import DConv, DiCoBlock
 
 
+def _official_state(path: str) -> dict[str, Any]:
+    """The flat weight dict of an official checkpoint (read with ``weights_only``; nested under
+    ``module`` or ``state_dict`` in some releases)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("module", "state_dict"):
+        if isinstance(state, dict) and key in state:
+            return state[key]
+    return state
+
+
 class OneStepCoD(DConv):
     """One-step CoD-Lite: ``inference(y, cond)`` = one DConv forward at t=0 from ``noise_level`` noise.
 
@@ -72,11 +82,7 @@ class OneStepCoD(DConv):
 
     def load_pretrained(self, net_ckpt_path: str) -> None:
         """Load the ``ema_denoiser.``-prefixed weights of an official checkpoint (strict)."""
-        state = torch.load(net_ckpt_path, map_location="cpu", weights_only=True)
-        for key in ("module", "state_dict"):
-            if isinstance(state, dict) and key in state:
-                state = state[key]
-                break
+        state = _official_state(net_ckpt_path)
         prefix = "ema_denoiser."
         self.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
@@ -129,11 +135,7 @@ class FinetunedOneStepCoD(OneStepCoD):
         super().__init__(*args, noise_level=noise_level, fix_encoder=fix_encoder, **kwargs)
 
     def load_pretrained(self, net_ckpt_path: str) -> None:
-        state = torch.load(net_ckpt_path, map_location="cpu", weights_only=True)
-        for key in ("module", "state_dict"):
-            if isinstance(state, dict) and key in state:
-                state = state[key]
-                break
+        state = _official_state(net_ckpt_path)
         own = self.state_dict()
         n = len(self.pretrain_prefix)
         matched = {
