@@ -2,17 +2,17 @@
 
 tests/models/data/cod_lite_official_keys.json and cod_lite_official_golden.pt were written by a
 script run outside the repo that imported the official modules, loaded the seeded weights of
-``_seeded_state_dict`` into them and recorded key lists, parameter counts and outputs.
+``seeded_shapes.seeded_state_dict`` into them and recorded key lists, parameter counts and outputs.
 """
 from __future__ import annotations
 
 import functools
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from seeded_shapes import seeded_state_dict
 
 import cod_fast.models.cod_lite as cl
 from cod_fast.models.cod_lite.inference import condition_from_indices
@@ -21,21 +21,6 @@ DATA = Path(__file__).parent / "data"
 KEYS = json.loads((DATA / "cod_lite_official_keys.json").read_text())
 GOLDEN = torch.load(DATA / "cod_lite_official_golden.pt", weights_only=True)
 TINY = KEYS["tiny"]
-
-
-def _seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic weights: keys in sorted order; matrices ~ N(0, 1/fan_in), gains 1 + 0.1 N, biases 0.05 N."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k in sorted(shapes):
-        shape = tuple(shapes[k])
-        if k.endswith("weight") and len(shape) >= 2:
-            out[k] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-        elif k.endswith("weight"):
-            out[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            out[k] = 0.05 * torch.randn(shape, generator=g)
-    return out
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> None:
@@ -47,7 +32,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _weights(name: str, seed: int) -> dict[str, torch.Tensor]:
-    return _seeded_state_dict({k: s for k, s in TINY[name]["keys"]}, seed)
+    return seeded_state_dict({k: s for k, s in TINY[name]["keys"]}, seed)
 
 
 def _tiny_model(name: str, seed: int, private: bool = False) -> cl.FinetunedOneStepCoD:
@@ -116,7 +101,7 @@ def test_outputs_match_official(name: str) -> None:
 def test_window_attention_matches_official() -> None:
     gold = GOLDEN["window_attn"]
     block = cl.WindowAttnBlock(64, patch_size=gold["patch_size"])
-    block.load_state_dict(_seeded_state_dict({k: list(v.shape) for k, v in block.state_dict().items()}, gold["seed"]))
+    block.load_state_dict(seeded_state_dict({k: list(v.shape) for k, v in block.state_dict().items()}, gold["seed"]))
     block.eval()
     g = torch.Generator().manual_seed(gold["seed"])
     x_windowed = torch.randn((2, 64, 6, 9), generator=g)  # 6x9 > 4x4 windows: replicate padding

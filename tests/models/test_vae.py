@@ -1,16 +1,16 @@
 """SD-VAE mirror vs. data produced by diffusers' ``AutoencoderKL`` (0.42.1, run outside the repo).
 
 vae_diffusers_keys.json holds diffusers' key/shape list of the SD VAE config and of a tiny config;
-vae_diffusers_golden.pt diffusers' outputs for the tiny config with ``_seeded_state_dict`` weights.
+vae_diffusers_golden.pt diffusers' outputs for the tiny config with ``seeded_shapes.seeded_state_dict`` weights.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from seeded_shapes import seeded_state_dict
 from safetensors.torch import save_file
 
 from cod_fast.errors import ModelMismatchError
@@ -19,21 +19,6 @@ from cod_fast.models.vae import AutoencoderKL, latent_decode, latent_encode, loa
 DATA = Path(__file__).parent / "data"
 KEYS = json.loads((DATA / "vae_diffusers_keys.json").read_text())
 GOLDEN = torch.load(DATA / "vae_diffusers_golden.pt", weights_only=True)
-
-
-def _seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic weights: keys in sorted order; matrices ~ N(0, 1/fan_in), gains 1 + 0.1 N, biases 0.05 N."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k in sorted(shapes):
-        shape = tuple(shapes[k])
-        if k.endswith("weight") and len(shape) >= 2:
-            out[k] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-        elif k.endswith("weight"):
-            out[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            out[k] = 0.05 * torch.randn(shape, generator=g)
-    return out
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> None:
@@ -54,7 +39,7 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], fmt: str = "safe
 
 
 def _tiny_state() -> dict[str, torch.Tensor]:
-    return _seeded_state_dict({k: s for k, s in KEYS["tiny_keys"]}, GOLDEN["seed"])
+    return seeded_state_dict({k: s for k, s in KEYS["tiny_keys"]}, GOLDEN["seed"])
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
