@@ -83,6 +83,7 @@ class CodecId(enum.IntEnum):
     COD_LITE_ONE_STEP = 3  # one-step CoD-Lite (DConv distilled), VQ indices
     DIFFC = 4  # DiffC over a CoD denoiser (cod_fast.codecs.diffc): per-step channel-simulation indices
     DEFAULT_HYPERPRIOR = 5  # the bundled default hyperprior model (cod_fast.codecs.default)
+    SODEC = 6  # SODEC: hyperprior latent + one-step diffusion decoder (cod_fast.codecs.sodec)
 
 
 class SectionType(enum.IntEnum):
@@ -95,6 +96,8 @@ class SectionType(enum.IntEnum):
     HYPERPRIOR_Y = 5  # rANS stream of the y symbols (cod_fast.codecs.default)
     HYPERPRIOR_Z = 6  # rANS stream of the z symbols (cod_fast.codecs.default)
     HYPERPRIOR_PARAMS = 7  # f32 quality, u16 z rows, u16 z cols (cod_fast.codecs.default)
+    SODEC_PARAMS = 8  # u8 flags, u16 z rows, u16 z cols, u32 anchor bytes (cod_fast.codecs.sodec)
+    HYPERPRIOR_CHECK = 9  # u32 CRC32 of the y table indexes the encoder used (cod_fast.codecs.default)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 import traceback
 from pathlib import Path
@@ -34,8 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def model_args(sp: argparse.ArgumentParser, required: bool) -> None:
         sp.add_argument("--model", required=required,
-                        help="preset name, official YAML config, or our .safetensors model "
-                             "(default: the bundled default model)")
+                        help="preset name, official YAML config, SODEC JSON config, named model "
+                             "(sodec-tiny), or our .safetensors model (default: the bundled default model)")
         sp.add_argument("--checkpoint", help="weights (official .pt/.ckpt or .safetensors) for a YAML/preset --model")
         sp.add_argument("--vae", help="SD-VAE diffusers folder (latent models)")
         sp.add_argument("--device", default="cpu")
@@ -48,6 +49,8 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--cfg", type=float, help="classifier-free guidance scale")
         sp.add_argument("--sampler", choices=["adam2", "euler"], help="sampler (multi-step models)")
         sp.add_argument("--seed", type=int, help="seed of the starting noise")
+        sp.add_argument("--entropy-backend", choices=["reference", "triton", "cpp"],
+                        help="SODEC: backend of the integer entropy parameters (same bytes on every one)")
 
     c = sub.add_parser("compress", help="images (files or folders) -> .codf streams")
     c.add_argument("inputs", nargs="+", type=Path)
@@ -125,6 +128,10 @@ def _load(args: argparse.Namespace) -> Any:
     if model is not None and Path(model).suffix == ".safetensors" and args.checkpoint is None:
         return load_model(checkpoint=model, device=args.device, dtype=args.dtype, vae=args.vae,
                           allow_pickle=args.allow_pickle)
+    from .codecs.sodec import NAMED_MODELS
+
+    if model in NAMED_MODELS and args.checkpoint is None:  # named SODEC models: seeded weights
+        return load_model(model, device=args.device, dtype=args.dtype)
     if model is not None and Path(model).suffix in (".pt", ".pth", ".ckpt", ".bin"):
         raise UsageError("--model takes a preset, YAML or .safetensors; give official weights with --checkpoint")
     if args.checkpoint is None:
@@ -134,7 +141,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("steps", "cfg", "sampler", "seed") if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in ("steps", "cfg", "sampler", "seed", "entropy_backend")
+            if getattr(args, k) is not None}
 
 
 def _encode_params(args: argparse.Namespace, codec: Any) -> dict[str, Any]:
@@ -147,6 +155,10 @@ def _encode_params(args: argparse.Namespace, codec: Any) -> dict[str, Any]:
         return {} if args.quality is None else {"quality": args.quality}
     if args.quality is not None:
         raise UsageError("--quality is for the default model; diffusion models have a fixed rate")
+    from .codecs.sodec import SodecCodec
+
+    if isinstance(codec, SodecCodec) and set(_params(args)) - {"entropy_backend"}:
+        raise UsageError("--steps/--cfg/--sampler/--seed are for multi-step models, not SODEC")
     return _params(args)
 
 
@@ -214,6 +226,11 @@ def _info(f: Path, layout: str) -> dict[str, Any]:
         if SectionType.INDICES in c.sections:
             bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
             out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        sodec = c.sections.get(SectionType.SODEC_PARAMS, b"")
+        if len(sodec) == 9:  # u8 flags, u16 z rows, u16 z cols, u32 anchor bytes (codecs/sodec.py)
+            flags, zh, zw, anchor = struct.unpack("<BHHI", sodec)
+            out["sodec_params"] = {"checkerboard": bool(flags & 1), "z_rows": zh, "z_cols": zw,
+                                   "anchor_bytes": anchor}
         if SectionType.DECODE_PARAMS in c.sections:
             out["decode_params"] = vars(DecodeParams.from_bytes(c.sections[SectionType.DECODE_PARAMS]))
         return out

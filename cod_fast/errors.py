@@ -9,6 +9,16 @@ class BitstreamError(CodFastError, ValueError):
     """A stream is truncated, corrupted, hostile or of an unsupported format/version."""
 
 
+class EntropyParameterMismatchError(BitstreamError):
+    """The decoder computed different entropy parameters (table indexes) than the encoder did.
+
+    Raised before any y symbol is parsed when a stream carries the encoder's checksum of its
+    parameters and the decoder's differ: the float hyper-synthesis of that model gave other
+    bits on this machine (another CPU, library or thread count). Decoding on would only
+    produce garbage.
+    """
+
+
 class ModelMismatchError(CodFastError, ValueError):
     """A stream was written by a different model than the one asked to decode it."""
 

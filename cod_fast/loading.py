@@ -389,11 +389,17 @@ def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
 
     With no config and no checkpoint, returns the bundled default model's ``DefaultCodec``
     (``cod_fast.codecs.default``; cached, registered).
+    SODEC (``cod_fast.codecs.sodec``): a named model ("sodec-tiny", "sodec-tiny-checkerboard"), a
+    config with ``"model": "sodec"`` (dict or ``.json``) with a checkpoint, or a ``.safetensors``
+    written by ``save_sodec`` give a ``SodecCodec``.
 
     Returns a codec with ``.net``, ``.encode(image) -> bytes``, ``.decode(data) -> uint8 [3,H,W]``
     and ``.fingerprint`` (16 bytes); the codec is registered for ``cod_fast.decode``.
     """
     dt = parse_dtype(dtype)
+    sodec = _load_sodec(config, checkpoint, device, dt, vae, allow_pickle, random_init_seed)
+    if sodec is not None:
+        return sodec
     if config is None and checkpoint is None and random_init_seed is None:
         if vae is not None or dt != torch.float32:
             raise ValueError("the bundled default model runs in float32 and takes no vae=")
@@ -437,6 +443,28 @@ def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
     from .codecs import make_codec
 
     return make_codec(spec, net, cls, fingerprint=fp, vae=vae_model, device=device, dtype=dt)
+
+
+def _load_sodec(config: Any, checkpoint: Any, device: Union[str, torch.device], dtype: torch.dtype,
+                vae: PathLike | None, allow_pickle: bool, random_init_seed: int | None) -> Any:
+    """A ``SodecCodec`` when the arguments name SODEC (a named model such as "sodec-tiny", a config
+    with ``"model": "sodec"``, or a ``.safetensors`` of ``save_sodec``); None otherwise."""
+    if config is None and checkpoint is None:
+        return None
+    from .codecs import sodec
+
+    named = isinstance(config, str) and config in sodec.NAMED_MODELS
+    if not (named or sodec.is_sodec_config(config) or (config is None and sodec.is_sodec_checkpoint(checkpoint))):
+        return None
+    if vae is not None:
+        raise ValueError("SODEC models carry their VAE decoder in the checkpoint; vae= is for latent CoD")
+    if named:
+        if checkpoint is not None or random_init_seed is not None or dtype != torch.float32:
+            raise ValueError(f"{config!r} is a named model with fixed float32 weights: pass no checkpoint, "
+                             "random_init_seed or dtype")
+        return sodec.load_named(config, device)
+    return sodec.load_sodec(config, checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                            random_init_seed=random_init_seed)
 
 
 def _load_vae(spec: ModelSpec, vae: PathLike | None) -> tuple[Any, dict[str, torch.Tensor] | None]:

@@ -90,3 +90,14 @@ def _load_default() -> Any:
 
 
 register_named("default", _load_default)
+
+
+def _load_sodec_named(name: str) -> Any:
+    """Loader of the named SODEC models (fixed seeded weights, CPU)."""
+    from .codecs.sodec import load_named
+
+    return load_named(name)
+
+
+register_named("sodec-tiny", lambda: _load_sodec_named("sodec-tiny"))
+register_named("sodec-tiny-checkerboard", lambda: _load_sodec_named("sodec-tiny-checkerboard"))

@@ -33,6 +33,10 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     "cod_one_step_tiny": ({"class_path": "downstream.finetuned_one_step_cod.OneStepCoD",
                            "init_args": {**_PIXNERDIT, "noise_level": 0.0}},
                           12, (33, 70), {}),
+    # SODEC: the named models with fixed seeded weights (cod_fast.codecs.sodec.NAMED_MODELS); the
+    # weight seed is the named model's own.
+    "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
+    "sodec_tiny_checkerboard": ({"model": "sodec", "named": "sodec-tiny-checkerboard"}, 7, (70, 33), {}),
 }
 
 
@@ -71,6 +75,12 @@ def golden_codec(name: str) -> Any:
     from cod_fast.loading import load_model
 
     config, seed, _, _ = CASES[name]
+    if config.get("model") == "sodec":
+        from cod_fast.codecs.sodec import NAMED_MODELS
+
+        if NAMED_MODELS[config["named"]][1] != seed:
+            raise ValueError(f"golden case {name}: seed {seed} is not the named model's")
+        return load_model(config["named"])
     return load_model(copy.deepcopy(config), golden_weights(config, seed))
 
 

@@ -3,6 +3,7 @@
 * :class:`CoDCodec` -- multi-step CoD (pixel PixNerDiT, latent DDT, CoD-Lite DConv);
 * :class:`OneStepCoDCodec` -- one-step CoD and one-step CoD-Lite.
 * :class:`DefaultCodec` -- the bundled default hyperprior model (``load_default_codec``).
+* :class:`SodecCodec` -- SODEC (``cod_fast.codecs.sodec``: ``load_sodec``, named "sodec-tiny").
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from .base import VQCodec
 from .cod import CoDCodec
 from .default import DefaultCodec, load_default_codec
 from .one_step import OneStepCoDCodec
+from .sodec import SodecCodec
 
-__all__ = ["CoDCodec", "DefaultCodec", "OneStepCoDCodec", "VQCodec", "load_default_codec", "make_codec"]
+__all__ = ["CoDCodec", "DefaultCodec", "OneStepCoDCodec", "SodecCodec", "VQCodec", "load_default_codec",
+           "make_codec"]
 
 
 def _is_one_step(cls: type) -> bool:

@@ -5,7 +5,12 @@ Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true imag
 * ``HYPERPRIOR_PARAMS`` (8 bytes): f32 quality (rate level in [0, levels - 1]), u16 z rows,
   u16 z cols (the z grid of the image padded to multiples of 64);
 * ``HYPERPRIOR_Y``: the rANS stream of the y symbols;
-* ``HYPERPRIOR_Z``: the rANS stream of the z symbols.
+* ``HYPERPRIOR_Z``: the rANS stream of the z symbols;
+* ``HYPERPRIOR_CHECK`` (4 bytes, optional; written since the unit-domain model): u32 CRC32 of
+  the y table indexes the encoder used. The model's hyper-synthesis runs in float32 on the CPU,
+  and another CPU or library may round it differently; the decoder recomputes the indexes and
+  raises ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
+  garbage. Streams without the section decode unchecked.
 
 The parser checks the quality range and that the z grid is the one the header's image size
 implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
@@ -35,7 +40,9 @@ from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
 CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
 
 _PARAMS = struct.Struct("<fHH")  # quality, z rows, z cols
-_SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z}
+_CHECK = struct.Struct("<I")  # CRC32 of the y table indexes
+_SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z,
+             SectionType.HYPERPRIOR_CHECK}
 
 
 def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor]) -> bytes:
@@ -83,18 +90,20 @@ class DefaultCodec:
             raise ValueError(f"quality must lie in [0, {self.levels - 1}], got {quality}")
         return q
 
-    def encode(self, image: ImageLike, quality: float = 3.0) -> bytes:
+    def encode(self, image: ImageLike, quality: float = 3.0, rdoq: bool = True) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
         ``quality``: rate level in [0, levels - 1] (higher = more bits); fractional values
-        interpolate between levels. ValueError outside the range.
+        interpolate between levels. ValueError outside the range. ``rdoq``: rate-distortion
+        optimised choice of the y symbols (``cod_fast.models.default.model.rdo_symbols``; an
+        encoder decision, decoded by the same decoder); False gives plain rounding.
         """
         q = self._check_quality(quality)
         img = to_uint8_chw(image)
         _, h, w = img.shape
         x = uint8_to_unit(img).to(self.device)
         with self._lock:
-            out = self.net.compress(x, quality=q, threads=self.threads)
+            out = self.net.compress(x, quality=q, threads=self.threads, rdoq=bool(rdoq))
         zh, zw = out["shape"]
         if (zh, zw) != self._z_shape(h, w):  # invariant of the model's padding policy
             raise RuntimeError(f"model returned z grid {zh}x{zw} for a {h}x{w} image")
@@ -103,12 +112,13 @@ class DefaultCodec:
             SectionType.HYPERPRIOR_PARAMS: _PARAMS.pack(q, zh, zw),
             SectionType.HYPERPRIOR_Y: bytes(y_bytes),
             SectionType.HYPERPRIOR_Z: bytes(z_bytes),
+            SectionType.HYPERPRIOR_CHECK: _CHECK.pack(out["index_crc"]),
         }
         return write_container(Container(codec_id=self.codec_id, fingerprint=self.fingerprint,
                                          height=h, width=w, sections=sections))
 
-    def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int]]:
-        """Parse and check a stream for this model: (container, quality, z shape).
+    def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int], int | None]:
+        """Parse and check a stream for this model: (container, quality, z shape, index CRC or None).
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
@@ -138,16 +148,22 @@ class DefaultCodec:
         if zh * zw > MAX_Z_POSITIONS:
             raise LimitExceededError(
                 f"image of {c.height}x{c.width} exceeds the default model's limit of {MAX_Z_POSITIONS} z positions")
-        return c, q, (zh, zw)
+        crc = None
+        if SectionType.HYPERPRIOR_CHECK in c.sections:
+            check = c.section(SectionType.HYPERPRIOR_CHECK)
+            if len(check) != _CHECK.size:
+                raise BitstreamError(f"HYPERPRIOR_CHECK section must be {_CHECK.size} bytes, got {len(check)}")
+            (crc,) = _CHECK.unpack(check)
+        return c, q, (zh, zw), crc
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
-        c, q, z_shape = self.parse(data)
+        c, q, z_shape, crc = self.parse(data)
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
         try:
             with self._lock:
                 x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
-                                            threads=self.threads)
+                                            threads=self.threads, index_crc=crc)
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables

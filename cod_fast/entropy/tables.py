@@ -142,6 +142,11 @@ class CdfTables:
             self.quantized_cdf.numpy(), self.cdf_length.numpy(), self.offset.numpy()
         )
 
+    def __deepcopy__(self, memo: dict) -> "CdfTables":
+        # Immutable after construction (nothing mutates the tensors or the native tables), so a
+        # deep copy of a model that holds tables (e.g. optimize()'s module-tree copy) shares them.
+        return self
+
     @property
     def n_tables(self) -> int:
         return int(self.quantized_cdf.shape[0])

@@ -15,6 +15,16 @@ Rules the wrapped function must follow (checked where it can be):
   control flow) and no CPU-side randomness: draw noise outside and pass it in;
 - anything that varies between calls is an input; Python scalars are baked in at capture time and
   must therefore be part of `key_extra` when they change (e.g. the step count of a sampler).
+  A call may bring its own function (`runner(*inputs, key_extra=k, fn=f)`, for functions whose
+  constants depend on `k`); the graph keeps that function, and what it references, alive.
+
+Autocast: the autocast state of the inputs' device type is part of every signature, and capture
+runs with the autocast weight cache off (a cached cast made during warm-up would be freed when the
+caller's autocast region ends, while the graph still reads it).
+
+`host_sync_guard()` checks on CPU that a function is capturable: inside it, host synchronisation
+(`.item()`, `bool(tensor)`, `.tolist()`, `.cpu()`, `.numpy()`) and device moves (`.to(device)`,
+`.cuda()`, `torch.tensor(...)`) raise `HostSyncError`.
 
 The cache logic (signatures, LRU eviction, warm-up count, buffer reuse) is independent of CUDA and
 is tested on CPU through the `capture` hook; on a machine without CUDA, `GraphRunner` with
@@ -22,11 +32,14 @@ is tested on CPU through the `capture` hook; on a machine without CUDA, `GraphRu
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 Tensors = tuple[torch.Tensor, ...]
 Signature = tuple[Hashable, ...]
@@ -41,6 +54,67 @@ def signature_of(tensors: Sequence[torch.Tensor], extra: Hashable = None) -> Sig
         sig.append((tuple(t.shape), t.dtype, str(t.device)))
     sig.append(extra)
     return tuple(sig)
+
+
+def autocast_key(device_type: str) -> Hashable:
+    """The autocast state of `device_type` as a signature part: None when off, else its dtype."""
+    if torch.is_autocast_enabled(device_type):
+        return ("autocast", torch.get_autocast_dtype(device_type))
+    return None
+
+
+def _without_autocast_cache(fn: Callable[..., Any], device_type: str) -> Callable[..., Any]:
+    """`fn` run under the current autocast dtype of `device_type` with the weight-cast cache off."""
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def wrapped(*args: torch.Tensor) -> Any:
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=False):
+            return fn(*args)
+
+    return wrapped
+
+
+class HostSyncError(RuntimeError):
+    """A function under `host_sync_guard` synchronised with the host or moved data across devices."""
+
+
+# Calls that read tensor values on the host or copy data between host and device.
+_SYNC_FUNCTIONS = frozenset({
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.cuda,
+    torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
+    torch.tensor, torch.as_tensor, torch.from_numpy,
+})
+
+
+def _moves_device(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a `Tensor.to(...)` call names a device (or takes one from another tensor)."""
+    if "device" in kwargs or "other" in kwargs:
+        return True
+    return any(isinstance(a, (str, torch.device, torch.Tensor)) for a in args[1:])
+
+
+class _SyncFunctionGuard(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _SYNC_FUNCTIONS or (func is torch.Tensor.to and _moves_device(args, kwargs)):
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            raise HostSyncError(f"{name} inside a captured function (host sync or device move)")
+        return func(*args, **kwargs)
+
+
+class _SyncDispatchGuard(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise HostSyncError("a tensor value was read on the host inside a captured function")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def host_sync_guard() -> Iterator[None]:
+    """Raise `HostSyncError` on host synchronisation or device moves inside the block (a CPU check
+    that a function can be captured in a CUDA graph; on CUDA, capture itself fails on them)."""
+    with _SyncFunctionGuard(), _SyncDispatchGuard():
+        yield
 
 
 def _as_tuple(out: Any) -> tuple[Tensors, bool]:
@@ -60,6 +134,7 @@ class CapturedGraph:
     static_outputs: Tensors
     single: bool
     replay: Callable[[], None]
+    fn: Callable[..., Any]  # the captured function: kept alive with the graph (its constants)
     replays: int = field(default=0)
 
 
@@ -145,13 +220,22 @@ class GraphRunner:
         self._pool = None
 
     # -- calls --------------------------------------------------------------------------------
-    def __call__(self, *inputs: torch.Tensor, key_extra: Hashable = None) -> Any:
+    def __call__(self, *inputs: torch.Tensor, key_extra: Hashable = None,
+                 fn: Callable[..., Any] | None = None) -> Any:
+        """Run `fn` (default: the runner's function) on `inputs`, through the graph of their signature.
+
+        `key_extra` must tell apart every function or baked-in constant that differs between calls:
+        a signature seen before replays what was captured for it, whatever `fn` is passed.
+        """
+        fn = self.fn if fn is None else fn
         if not self.uses_graphs(inputs):
-            return self.fn(*inputs)
-        sig = signature_of(inputs, key_extra)
+            return fn(*inputs)
+        if not inputs:
+            raise TypeError("a graph needs at least one tensor input (graphs are keyed by their shapes)")
+        sig = signature_of(inputs, (key_extra, autocast_key(inputs[0].device.type)))
         entry = self._graphs.get(sig)
         if entry is None:
-            entry = self._new_graph(sig, inputs)
+            entry = self._new_graph(sig, inputs, fn)
         else:
             self._graphs.move_to_end(sig)
             for static, new in zip(entry.static_inputs, inputs):
@@ -161,15 +245,17 @@ class GraphRunner:
         outs = tuple(o.clone() for o in entry.static_outputs) if self.copy_outputs else entry.static_outputs
         return outs[0] if entry.single else outs
 
-    def _new_graph(self, sig: Signature, inputs: Sequence[torch.Tensor]) -> CapturedGraph:
+    def _new_graph(self, sig: Signature, inputs: Sequence[torch.Tensor], fn: Callable[..., Any]) -> CapturedGraph:
         while len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
         static_inputs = tuple(t.detach().clone() for t in inputs)
         if self._pool is None and self._capture is cuda_capture:
             self._pool = torch.cuda.graph_pool_handle()
-        out, replay = self._capture(self.fn, static_inputs, self.warmup, self._pool)
+        device_type = inputs[0].device.type
+        captured = _without_autocast_cache(fn, device_type) if torch.is_autocast_enabled(device_type) else fn
+        out, replay = self._capture(captured, static_inputs, self.warmup, self._pool)
         static_outputs, single = _as_tuple(out)
-        entry = CapturedGraph(static_inputs, static_outputs, single, replay)
+        entry = CapturedGraph(static_inputs, static_outputs, single, replay, captured)
         self._graphs[sig] = entry
         self.captures += 1
         return entry

@@ -7,6 +7,10 @@ matmuls and convolutions stay with cuBLAS/cuDNN through the original ``nn.Linear
 Configurations a kernel does not cover (an attention mask, a non-RMSNorm QK norm) fall back to the
 reference ``forward``.
 
+SODEC's UNet and the SD-VAE: their ResNet blocks run GroupNorm+SiLU as one kernel (twice), every
+other GroupNorm (spatial transformers, VAE attention, output norms) goes through the GroupNorm
+kernel, and the one-step (t = 999) timestep embedding is cached as on the CPU route.
+
 The kernels run on CUDA, or on CPU under ``TRITON_INTERPRET=1`` (slow, for tests).
 """
 from __future__ import annotations
@@ -25,6 +29,9 @@ from cod_fast.kernels.swiglu import swiglu
 from ..models.cod import layers as cod_layers
 from ..models.cod import pixel_dit as cod_pixel
 from ..models.cod_lite import pixel_cnn as lite_cnn
+from ..models.sodec import unet as sodec_unet
+from ..models.vae import autoencoder_kl as vae_kl
+from .cpu_blocks import _TimestepEmbeddingCacheMixin
 from .swap import FastModule, SwapTable
 
 BACKEND = "triton"
@@ -143,6 +150,42 @@ class TritonDiCoBlock(FastModule, lite_cnn.DiCoBlock):
         return x + gate_mlp[:, :, None, None] * self.conv5(F.gelu(self.conv4(y)))
 
 
+class TritonTimestepEmbedding(_TimestepEmbeddingCacheMixin, sodec_unet.TimestepEmbedding):
+    fast_backend = BACKEND
+    fast_reason = "timestep embedding cached while t and the weights are unchanged (one-step t=999)"
+
+
+class TritonUNetResnetBlock2D(FastModule, sodec_unet.ResnetBlock2D):
+    fast_backend = BACKEND
+    fast_reason = "GroupNorm+SiLU fused (twice), timestep bias and residual added in place"
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """x [B, cin, H, W] (NCHW or channels-last), temb [B, temb_dim] -> [B, cout, H, W]."""
+        n1, n2 = self.norm1, self.norm2
+        h = self.conv1(group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps, silu=True))
+        h.add_(self.time_emb_proj(F.silu(temb))[:, :, None, None])
+        h = self.conv2(group_norm(h, n2.num_groups, n2.weight, n2.bias, n2.eps, silu=True))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return h.add_(x)
+
+
+class TritonVaeResnetBlock2D(FastModule, vae_kl.ResnetBlock2D):
+    fast_backend = BACKEND
+    fast_reason = "GroupNorm+SiLU fused (twice; other activations keep the reference), residual in place"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, cin, H, W] (NCHW or channels-last) -> [B, cout, H, W]."""
+        if type(self.nonlinearity) is not nn.SiLU:  # the kernel fuses SiLU only
+            return vae_kl.ResnetBlock2D.forward(self, x)
+        n1, n2 = self.norm1, self.norm2
+        h = self.conv1(group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps, silu=True))
+        h = self.conv2(self.dropout(group_norm(h, n2.num_groups, n2.weight, n2.bias, n2.eps, silu=True)))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return h.add_(x)
+
+
 TABLE: SwapTable = {
     cod_layers.FlattenDiTBlock: TritonFlattenDiTBlock,
     cod_layers.AttnBlock: TritonAttnBlock,
@@ -152,4 +195,7 @@ TABLE: SwapTable = {
     lite_cnn.LayerNorm2d: TritonLayerNorm2d,
     lite_cnn.DiCoBlock: TritonDiCoBlock,
     nn.GroupNorm: TritonGroupNorm,
+    sodec_unet.TimestepEmbedding: TritonTimestepEmbedding,
+    sodec_unet.ResnetBlock2D: TritonUNetResnetBlock2D,
+    vae_kl.ResnetBlock2D: TritonVaeResnetBlock2D,
 }

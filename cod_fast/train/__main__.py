@@ -9,7 +9,14 @@ checkpoint left it (single-threaded runs are bitwise reproducible; more threads 
 float sums).
 
 A fresh run first calibrates the entropy model's initial scales on 16 windows (drawn with the
-reserved step -1, see ``DefaultCodecModel.calibrate_scales``).
+reserved step -1, see ``DefaultCodecModel.calibrate_scales``), then runs ``--entropy-steps``
+steps of entropy warm-up: only h_a, h_s and the z density train, on the rate alone (bits of y
+and z, ``DefaultCodecModel.rate_forward``), with their own Adam (``--entropy-lr``, cosine to
+5 %) on ``--entropy-batch`` windows of ``--entropy-crop`` pixels. The analysis is fixed during
+the warm-up (its nonlinear branch starts silent, so y is the block transform), which makes these
+steps several times cheaper than joint ones, and an entropy model fitted to y is what the joint
+phase needs first: an untrained hyperprior codes y worse than one global scale per channel.
+Step numbers count both phases: the joint phase runs steps ``E .. E + --steps - 1``.
 
 Loss per window: lambda_q * 255^2 * MSE + bpp (rate from the likelihoods of y and z), averaged
 over the batch. Adam, linear warm-up then cosine decay to 5% of ``--lr`` at ``--steps``,
@@ -58,9 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--config", type=str, default=None, help="JSON of DefaultConfig fields to override")
+    ap.add_argument("--entropy-steps", type=int, default=0, help="rate-only warm-up steps of the entropy model")
+    ap.add_argument("--entropy-lr", type=float, default=1e-3)
+    ap.add_argument("--entropy-batch", type=int, default=8)
+    ap.add_argument("--entropy-crop", type=int, default=256)
     args = ap.parse_args(argv)
-    if args.crop % 64 or args.crop <= 0:
-        ap.error("--crop must be a positive multiple of 64")
+    if args.crop % 64 or args.crop <= 0 or args.entropy_crop % 64 or args.entropy_crop <= 0:
+        ap.error("--crop and --entropy-crop must be positive multiples of 64")
+    if args.entropy_steps < 0 or args.entropy_batch <= 0:
+        ap.error("--entropy-steps must be >= 0 and --entropy-batch positive")
     if args.steps <= 0 or args.batch <= 0:
         ap.error("--steps and --batch must be positive")
     return args
@@ -76,10 +89,18 @@ def make_config(args: argparse.Namespace) -> DefaultConfig:
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """Joint-phase learning rate at global step ``step`` (warm-up, then cosine to 5 %)."""
+    step -= args.entropy_steps
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
     return args.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def entropy_learning_rate(step: int, args: argparse.Namespace) -> float:
+    """Warm-up-phase learning rate at step ``step`` < ``--entropy-steps`` (cosine to 5 %)."""
+    t = step / max(1, args.entropy_steps)
+    return args.entropy_lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def sample_batch(bank: np.ndarray, step: int, args: argparse.Namespace, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +118,14 @@ def sample_batch(bank: np.ndarray, step: int, args: argparse.Namespace, levels: 
         out[b] = w[:, ::-1] if flips[b] else w
     x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(q).float()
+
+
+def rate_loss(model: DefaultCodecModel, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Entropy warm-up loss: mean bpp of y and z (no distortion term; the analysis is fixed)."""
+    out = model.rate_forward(x, q)
+    pixels = x.shape[2] * x.shape[3]
+    bpp = (bits_of(out["likelihoods_y"]) + bits_of(out["likelihoods_z"])) / pixels
+    return {"loss": bpp.mean(), "bpp": bpp.detach(), "mse": torch.full_like(bpp, float("nan"))}
 
 
 def rd_loss(model: DefaultCodecModel, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -125,12 +154,20 @@ def evaluate(model: DefaultCodecModel, image: torch.Tensor) -> list[tuple[int, f
     return res
 
 
-def save_checkpoint(path: Path, model: DefaultCodecModel, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace) -> None:
+def save_checkpoint(
+    path: Path,
+    model: DefaultCodecModel,
+    opt: torch.optim.Optimizer,
+    opt_entropy: torch.optim.Optimizer,
+    step: int,
+    args: argparse.Namespace,
+) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
+            "optimizer_entropy": opt_entropy.state_dict(),
             "step": step,
             "config": model.cfg.to_dict(),
             "args": {k: str(v) for k, v in vars(args).items()},
@@ -173,25 +210,37 @@ def main(argv: list[str] | None = None) -> None:
     model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    opt_entropy = torch.optim.Adam(model.entropy_parameters(), lr=args.entropy_lr)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
+        if "optimizer_entropy" in ckpt:
+            opt_entropy.load_state_dict(ckpt["optimizer_entropy"])
+    entropy_args = argparse.Namespace(**{**vars(args), "batch": args.entropy_batch, "crop": args.entropy_crop})
 
     log = open(args.out / "train.log", "a", buffering=1)
     log.write(f"# start step {step} params {model.num_parameters()} args {json.dumps({k: str(v) for k, v in vars(args).items()})}\n")
     last_ckpt = time.monotonic()
     t0 = time.monotonic()
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-    end = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
+    total = args.entropy_steps + args.steps
+    end = total if args.stop_after is None else min(total, args.stop_after)
     while step < end:
-        x, q = sample_batch(bank, step, args, cfg.levels)
+        warm = step < args.entropy_steps
         torch.manual_seed(args.seed * 1_000_003 + step)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step, args)
-        r = rd_loss(model, x, q)
-        opt.zero_grad(set_to_none=True)
+        if warm:
+            x, q = sample_batch(bank, step, entropy_args, cfg.levels)
+            lr, optimizer, params = entropy_learning_rate(step, args), opt_entropy, model.entropy_parameters()
+            r = rate_loss(model, x, q)
+        else:
+            x, q = sample_batch(bank, step, args, cfg.levels)
+            lr, optimizer, params = learning_rate(step, args), opt, list(model.parameters())
+            r = rd_loss(model, x, q)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        model.zero_grad(set_to_none=True)
         r["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
         step += 1
         acc["loss"] += float(r["loss"].detach())
         acc["bpp"] += float(r["bpp"].mean())
@@ -200,16 +249,18 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.log_every == 0 or step == end:
             n = acc["n"]
             log.write(
-                f"step {step} loss {acc['loss'] / n:.4f} bpp {acc['bpp'] / n:.4f} psnr {acc['psnr'] / n:.2f} "
-                f"lr {learning_rate(step - 1, args):.2e} elapsed {time.monotonic() - t0:.0f}s\n"
+                f"{'warm' if warm else 'step'} {step} loss {acc['loss'] / n:.4f} bpp {acc['bpp'] / n:.4f} "
+                f"psnr {acc['psnr'] / n:.2f} lr {lr:.2e} elapsed {time.monotonic() - t0:.0f}s\n"
             )
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
         if val is not None and (step % args.eval_every == 0 or step == end):
             evals = evaluate(model, val)
             log.write(f"eval {step} " + " ".join(f"q{l}: {b:.4f}bpp {p:.2f}dB" for l, b, p in evals) + "\n")
         if time.monotonic() - last_ckpt > args.ckpt_every or step == end:
-            save_checkpoint(ckpt_path, model, opt, step, args)
+            save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args)
             last_ckpt = time.monotonic()
+    if not ckpt_path.exists():  # e.g. --stop-after 0: keep the calibrated starting point
+        save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args)
     log.write(f"# done step {step}\n")
     log.close()
 

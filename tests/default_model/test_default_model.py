@@ -179,9 +179,63 @@ def test_training_resume_is_exact(tmp_path: Path) -> None:
     assert "step 4 loss" in log
 
 
+def test_entropy_warmup_trains_only_the_entropy_model(tmp_path: Path) -> None:
+    """--entropy-steps: the first steps change h_a/h_s/density_z only, the joint steps follow,
+    and a run resumed across the phase boundary equals the uninterrupted one."""
+    from cod_fast.train.__main__ import main
+
+    _fake_data(tmp_path)
+    common = ["--data", str(tmp_path), "--crop", "64", "--batch", "2", "--entropy-crop", "64",
+              "--entropy-batch", "2", "--entropy-steps", "2", "--log-every", "1", "--eval-every", "1000",
+              "--config", TINY_JSON[:-1] + ',"unit_hyper":true}', "--lambda", "0.01,0.02"]
+    main(common + ["--out", str(tmp_path / "w"), "--steps", "1", "--stop-after", "2"])
+    main(common + ["--out", str(tmp_path / "w"), "--steps", "1", "--resume"])
+    main(common + ["--out", str(tmp_path / "full"), "--steps", "1"])
+    warm = torch.load(tmp_path / "w" / "last.pt", weights_only=True)
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    assert warm["step"] == full["step"] == 3
+    for k in full["model"]:
+        assert torch.equal(warm["model"][k], full["model"][k]), k
+    log = (tmp_path / "full" / "train.log").read_text()
+    assert "warm 2 loss" in log and "step 3 loss" in log
+    # After the warm-up alone, only entropy-model parameters differ from the calibrated start.
+    main(common + ["--out", str(tmp_path / "only"), "--steps", "1", "--stop-after", "2"])
+    only = torch.load(tmp_path / "only" / "last.pt", weights_only=True)["model"]
+    main(common + ["--out", str(tmp_path / "zero"), "--steps", "1", "--stop-after", "0"])
+    start = torch.load(tmp_path / "zero" / "last.pt", weights_only=True)["model"]
+    changed = {k.split(".")[0] for k in only if not torch.equal(only[k], start[k])}
+    assert changed and changed <= {"h_a", "h_s", "density_z"}, changed
+
+
+TINY_UNIT = DefaultConfig(**{**TINY.__dict__, "unit_hyper": True})
+
+
+def test_unit_hyper_scales_follow_the_gain_exactly() -> None:
+    """unit_hyper: z does not depend on the level; scales/means are the level's gain times a
+    level-free prediction (so two levels' predictions differ by exactly their gain ratio)."""
+    torch.manual_seed(1)
+    m = DefaultCodecModel(TINY_UNIT).eval()
+    with torch.no_grad():
+        m.h_s.conv3.weight.normal_()  # non-zero means (they start at zero)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y_unit = m.g_a(x)
+        y0, z0, g0 = m._analyse(y_unit, torch.tensor([0.0]))
+        y2, z2, g2 = m._analyse(y_unit, torch.tensor([2.0]))
+        assert torch.equal(z0, z2)
+        s0, mu0 = m.h_s(torch.round(z0), g0)
+        s2, mu2 = m.h_s(torch.round(z0), g2)
+        raw = m.h_s(torch.round(z0))  # gain-free: softplus(.) + 0.11, means
+    torch.testing.assert_close(s0 - 0.11, (raw[0] - 0.11) * g0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mu2, raw[1] * g2, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(s0, s2)
+
+
 @pytest.mark.skipif(not HAVE_ENTROPY, reason="cod_fast.entropy (rANS engine) not available")
-def test_compress_decompress_round_trip_tiny() -> None:
-    m = tiny_model(3).eval()
+@pytest.mark.parametrize("cfg", [TINY, TINY_UNIT], ids=["plain", "unit_hyper"])
+def test_compress_decompress_round_trip_tiny(cfg: DefaultConfig) -> None:
+    torch.manual_seed(3)
+    m = DefaultCodecModel(cfg).eval()
     torch.manual_seed(5)
     x = torch.rand(1, 3, 70, 100)
     enc = m.compress(x, quality=1.5)

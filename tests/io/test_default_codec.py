@@ -11,7 +11,7 @@ import cod_fast
 from cod_fast import cli
 from cod_fast.bitstream import CodecId, Container, SectionType, read_container, write_container
 from cod_fast.codecs.default import DefaultCodec
-from cod_fast.errors import BitstreamError, ModelMismatchError
+from cod_fast.errors import BitstreamError, EntropyParameterMismatchError, ModelMismatchError
 from cod_fast.image_io import to_uint8_chw
 from cod_fast.metrics import FULL_SCALE_SIDE, ms_ssim, psnr
 
@@ -56,7 +56,8 @@ def test_round_trip(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> 
     c = read_container(stream)
     assert c.codec_id == CodecId.DEFAULT_HYPERPRIOR
     assert (c.height, c.width) == (70, 100)
-    assert set(c.sections) == {SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z, SectionType.HYPERPRIOR_PARAMS}
+    assert set(c.sections) == {SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z, SectionType.HYPERPRIOR_PARAMS,
+                               SectionType.HYPERPRIOR_CHECK}
     out = codec.decode(stream)
     assert out.dtype == torch.uint8 and out.shape == (3, 70, 100)
     assert torch.equal(codec.decode(stream), out)  # exact symbols: decoding is deterministic
@@ -97,6 +98,51 @@ def test_corrupted_and_truncated_streams(codec: DefaultCodec, stream: bytes) -> 
     for bad in hostile:
         with pytest.raises(BitstreamError):
             codec.decode(bad)
+
+
+def test_rdoq_lowers_the_rate_distortion_cost(codec: DefaultCodec, image: torch.Tensor) -> None:
+    """RDOQ (the default) is an encoder decision: the same decoder reads both streams, the y
+    table indexes (and so the CHECK section) are unchanged, and the real-bytes cost
+    lambda * 255^2 * MSE + bpp goes down against plain rounding at every level."""
+    pixels = image.shape[1] * image.shape[2]
+    for level in (0.0, 2.0, 4.0):
+        costs = {}
+        checks = set()
+        for rdoq in (False, True):
+            data = codec.encode(image, quality=level, rdoq=rdoq)
+            checks.add(read_container(data).sections[SectionType.HYPERPRIOR_CHECK])
+            out = codec.decode(data)
+            mse = float(((out.float() - image.float()) / 255.0).pow(2).mean())
+            costs[rdoq] = codec.net.rd_lambda(level) * 255.0**2 * mse + 8 * len(data) / pixels
+        assert len(checks) == 1
+        assert costs[True] < costs[False], (level, costs)
+
+
+def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> None:
+    """The CHECK section guards parsing: a decoder whose float h_s rounds differently (simulated
+    by nudging one scale bias) or a stream with another checksum stops before y is parsed; a
+    stream without the section (older writers) still decodes."""
+    ref = codec.decode(stream)
+    (crc,) = struct.unpack("<I", read_container(stream).sections[SectionType.HYPERPRIOR_CHECK])
+    with pytest.raises(EntropyParameterMismatchError, match="differ from the encoder"):
+        codec.decode(_rewrite(stream, sections={SectionType.HYPERPRIOR_CHECK: struct.pack("<I", crc ^ 1)}))
+    with pytest.raises(BitstreamError, match="4 bytes"):
+        codec.decode(_rewrite(stream, sections={SectionType.HYPERPRIOR_CHECK: b"\x00"}))
+    sections = dict(read_container(stream).sections)
+    del sections[SectionType.HYPERPRIOR_CHECK]
+    assert torch.equal(codec.decode(write_container(Container(codec_id=CodecId.DEFAULT_HYPERPRIOR, fingerprint=codec.fingerprint, height=70, width=100,
+                                                      sections=sections))), ref)
+    bias = codec.net.h_s.conv3.bias
+    saved = bias.detach().clone()
+    try:
+        with torch.no_grad():
+            bias[: codec.net.cfg.latent] += 0.5  # every scale moves: indexes change
+        with pytest.raises(EntropyParameterMismatchError):
+            codec.decode(stream)
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
+    assert torch.equal(codec.decode(stream), ref)
 
 
 def test_other_model_stream(codec: DefaultCodec, stream: bytes) -> None:

@@ -11,6 +11,11 @@ Data flow for an image x (B, 3, H, W) float32 in [0, 1], H and W multiples of 64
   density ``density_z``;
 * ``h_s``: z_hat -> (scales, means) of y, each (B, M, H/16, W/16); y is coded as
   round(y - means) under N(0, scales^2) and reconstructed as y_hat = symbols + means;
+* ``unit_hyper`` (config): the hyperprior works in the gain-free domain: h_a sees y / gain
+  (so z does not depend on the rate level) and h_s's outputs are multiplied by the level's
+  gain, scales = gain * softplus(.) + 0.11, means = gain * (.). The level dependence of the
+  entropy model is then exact instead of learned, which is what makes a briefly trained model
+  code y better than a per-channel global scale would;
 * ``g_s`` (synthesis, a one-step decoder): y_hat -> x_hat (B, 3, H, W): the inverse block
   transform plus a learned refinement branch whose blocks are
   CoD-Lite ``DiCoBlock``s (channel LayerNorm2d, 1x1 + depthwise 3x3 convs, channel attention,
@@ -60,7 +65,7 @@ class DefaultConfig:
     already a transform codec with uniform quantizers, and the nonlinear branches (whose last
     layers start at zero) learn corrections on top; step0: quantizer step of that linear codec
     at the highest rate level (image scaled to [-1, 1]); lower levels start with steps growing
-    as 1/sqrt(lambda).
+    as 1/sqrt(lambda); unit_hyper: hyperprior in the gain-free domain (module docstring).
     """
 
     enc: tuple[int, int, int] = (48, 96, 128)
@@ -74,6 +79,7 @@ class DefaultConfig:
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025)
     dct_base: bool = True
     step0: float = 0.4
+    unit_hyper: bool = False
 
     @property
     def levels(self) -> int:
@@ -151,7 +157,7 @@ class ConditionedStage(nn.Module):
     def forward(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         if len(self.blocks) == 0:
             return x
-        c = self.condition(q)
+        c = self.condition(q).to(x.dtype)
         for blk in self.blocks:
             x = blk(x, c)
         return x
@@ -268,11 +274,20 @@ class HyperSynthesis(nn.Module):
         with torch.no_grad():
             # Start with broad scales (softplus(4) + 0.11 ~ 4.1) so the first rates are finite.
             self.conv3.bias[: cfg.latent].fill_(4.0)
+            if cfg.unit_hyper:
+                # Means start at zero: a random mean shifts the quantization grid of every
+                # near-zero coefficient and turns its zero into an error of |mean|.
+                self.conv3.weight[cfg.latent :].zero_()
+                self.conv3.bias[cfg.latent :].zero_()
 
-    def forward(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z_hat: torch.Tensor, gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without ``gain``: scales = softplus(.) + 0.11, means. With ``gain`` (B, M, 1, 1) (the
+        ``unit_hyper`` models): scales = gain * softplus(.) + 0.11, means = gain * (.)."""
         h = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(z_hat)))))
         raw_scales, means = h.split(self.latent, dim=1)
-        return F.softplus(raw_scales) + SCALE_MIN, means
+        if gain is None:
+            return F.softplus(raw_scales) + SCALE_MIN, means
+        return F.softplus(raw_scales) * gain + SCALE_MIN, means * gain
 
 
 class DefaultCodecModel(nn.Module):
@@ -333,9 +348,11 @@ class DefaultCodecModel(nn.Module):
         """
         self._check_image(x)
         q = torch.full((x.shape[0],), (self.cfg.levels - 1) / 2.0, device=x.device)
-        y = self.g_a(x) * self._gain(self.log_gain, q)
+        y = self.g_a(x)
+        if not self.cfg.unit_hyper:
+            y = y * self._gain(self.log_gain, q)
         rms = y.pow(2).mean(dim=(0, 2, 3)).sqrt()
-        target = (rms - SCALE_MIN).clamp_min(0.02)
+        target = (rms - (0.0 if self.cfg.unit_hyper else SCALE_MIN)).clamp_min(0.02 if not self.cfg.unit_hyper else 1e-3)
         bias = target + torch.log(-torch.expm1(-target))  # softplus^-1(target)
         self.h_s.conv3.bias[: self.cfg.latent].copy_(bias)
 
@@ -350,16 +367,59 @@ class DefaultCodecModel(nn.Module):
         """
         self._check_image(x)
         q = self._check_levels(q, x.shape[0], x.device)
-        y = self.g_a(x) * self._gain(self.log_gain, q)
-        z = self.h_a(y)
+        y, z, gain = self._analyse(self.g_a(x), q)
         z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
         lik_z = self.density_z.likelihood(z_tilde)
-        scales, means = self.h_s(z_tilde)
+        scales, means = self.h_s(z_tilde, gain)
         y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
         lik_y = gaussian_likelihood(y_rate, means, scales)
         y_hat = quantize(y, "ste", means) if self.training else y_rate
         x_hat = self.g_s(y_hat * self._gain(self.log_inv_gain, q), q)
         return {"x_hat": x_hat, "likelihoods_y": lik_y, "likelihoods_z": lik_z}
+
+    def _analyse(
+        self, y_unit: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(y, z, gain for h_s) from the gain-free analysis output y_unit and levels q (B,)."""
+        gain = self._gain(self.log_gain, q)
+        y = y_unit * gain
+        if self.cfg.unit_hyper:
+            return y, self.h_a(y_unit), gain
+        return y, self.h_a(y), None
+
+    def rd_lambda(self, q: float) -> float:
+        """The rate-distortion weight of (fractional) level q: the lambdas interpolated
+        geometrically, as the gains are."""
+        lams = self.cfg.lambdas
+        lo = min(int(math.floor(q)), len(lams) - 1)
+        hi = min(lo + 1, len(lams) - 1)
+        t = q - lo
+        return math.exp(math.log(lams[lo]) * (1 - t) + math.log(lams[hi]) * t)
+
+    def entropy_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the entropy model alone: h_a, h_s and the z density."""
+        return [*self.h_a.parameters(), *self.h_s.parameters(), *self.density_z.parameters()]
+
+    def rate_forward(self, x: torch.Tensor, q: torch.Tensor | float | int) -> dict[str, torch.Tensor]:
+        """Likelihoods of y and z for the current analysis, without the synthesis.
+
+        The entropy warm-up of training (``python -m cod_fast.train --entropy-steps``) fits the
+        entropy model to the analysis before the joint rate-distortion phase: the analysis runs
+        without gradient, y and z get the uniform-noise proxy (training) or rounding (eval).
+        x (B, 3, H, W) in [0, 1]; returns likelihoods_y (B, M, H/16, W/16) and likelihoods_z.
+        """
+        self._check_image(x)
+        q = self._check_levels(q, x.shape[0], x.device)
+        with torch.no_grad():
+            y_unit = self.g_a(x)
+        y, z, gain = self._analyse(y_unit, q)
+        z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
+        scales, means = self.h_s(z_tilde, gain)
+        y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
+        return {
+            "likelihoods_y": gaussian_likelihood(y_rate, means, scales),
+            "likelihoods_z": self.density_z.likelihood(z_tilde),
+        }
 
     @staticmethod
     def _check_image(x: torch.Tensor) -> None:
@@ -376,7 +436,7 @@ class DefaultCodecModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # -- entropy coding (inference) ----------------------------------------------------------
-    def _hyper_params_cpu(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hyper_params_cpu(self, z_hat: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h_s on the CPU in float32 whatever device the model is on.
 
         The scales decide how y's stream is parsed, so encoder and decoder must compute them
@@ -387,7 +447,10 @@ class DefaultCodecModel(nn.Module):
         p = next(h_s.parameters())
         if p.device.type != "cpu" or p.dtype != torch.float32:
             h_s = copy.deepcopy(h_s).to(device="cpu", dtype=torch.float32)
-        return h_s(z_hat.to(device="cpu", dtype=torch.float32).contiguous())
+        gain = None
+        if self.cfg.unit_hyper:
+            gain = self._gain(self.log_gain.detach().to(device="cpu", dtype=torch.float32), q.to("cpu"))
+        return h_s(z_hat.to(device="cpu", dtype=torch.float32).contiguous(), gain)
 
     def _z_tables(self) -> Any:
         """rANS tables of z's factorized density (built once per weights; see ``reset_tables``)."""
@@ -415,12 +478,16 @@ class DefaultCodecModel(nn.Module):
         return torch.arange(c, dtype=torch.int32).view(c, 1).expand(c, shape[0] * shape[1]).reshape(-1)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None) -> dict[str, Any]:
+    def compress(
+        self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None, rdoq: bool = False
+    ) -> dict[str, Any]:
         """Entropy-code one image.
 
         x: (1, 3, H, W) float in [0, 1] (any H, W >= 1; padded bottom/right by replication to
         multiples of 64 and cropped back by ``decompress``); quality: rate level in
-        [0, levels - 1] (fractional values interpolate). Returns ``{"strings": [y_bytes,
+        [0, levels - 1] (fractional values interpolate); rdoq: choose each y symbol by
+        rate-distortion cost (``rdo_symbols``) instead of plain rounding -- an encoder-only
+        decision, the stream format and decoder are the same. Returns ``{"strings": [y_bytes,
         z_bytes], "shape": (H/64, W/64) of z (padded), "image_size": (H, W), "quality": q}``.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
@@ -432,17 +499,28 @@ class DefaultCodecModel(nn.Module):
             raise ValueError("image must be at least 1x1")
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
-        xp = pad_to_stride(x.to(device=dev, dtype=torch.float32))
-        y = self.g_a(xp) * self._gain(self.log_gain, q)
-        z = self.h_a(y)
+        xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
+        y, z, _ = self._analyse(self.g_a(xp), q)
         z_sym = torch.round(z).to("cpu", torch.float32)
-        scales, means = self._hyper_params_cpu(z_sym)
-        y_sym = torch.round(y.to("cpu", torch.float32) - means).to(torch.int32)
+        scales, means = self._hyper_params_cpu(z_sym, q)
+        y_cpu = y.to("cpu", torch.float32)
+        y_sym = torch.round(y_cpu - means).to(torch.int32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
         y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        if rdoq:
+            table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
+            inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+            y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
         y_bytes = self._y_tables().encode(y_sym.reshape(-1), y_idx, threads=threads)
+        index_crc = index_checksum(y_idx)
         z_bytes = self._z_tables().encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        return {"strings": [bytes(y_bytes), bytes(z_bytes)], "shape": z_shape, "image_size": (h, w), "quality": float(q[0])}
+        return {
+            "strings": [bytes(y_bytes), bytes(z_bytes)],
+            "shape": z_shape,
+            "image_size": (h, w),
+            "quality": float(q[0]),
+            "index_crc": index_crc,
+        }
 
     @torch.no_grad()
     def decompress(
@@ -452,9 +530,14 @@ class DefaultCodecModel(nn.Module):
         quality: float = 3.0,
         image_size: tuple[int, int] | None = None,
         threads: int | None = None,
+        index_crc: int | None = None,
     ) -> torch.Tensor:
         """Inverse of ``compress``: returns x_hat (1, 3, H, W) float32 in [0, 1] on the model's
-        device, cropped to ``image_size`` when given (else the padded size 64 * z_shape)."""
+        device, cropped to ``image_size`` when given (else the padded size 64 * z_shape).
+
+        ``index_crc``: the encoder's ``index_checksum`` of the y table indexes (``compress``
+        returns it); when given, the decoder's indexes must match it before y is parsed, else
+        ``EntropyParameterMismatchError`` (the float h_s gave other bits on this machine)."""
         if not isinstance(strings, (list, tuple)) or len(strings) != 2 or not all(
             isinstance(s, (bytes, bytearray, memoryview)) for s in strings
         ):
@@ -473,14 +556,63 @@ class DefaultCodecModel(nn.Module):
         c = self.cfg.hyper_latent
         z_sym = self._z_tables().decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
         z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
-        scales, means = self._hyper_params_cpu(z_hat)
+        scales, means = self._hyper_params_cpu(z_hat, q)
         y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        if index_crc is not None and index_checksum(y_idx) != int(index_crc):
+            from cod_fast.errors import EntropyParameterMismatchError
+
+            raise EntropyParameterMismatchError(
+                f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
+                f"encoder's ({int(index_crc):08x}): this machine's float32 hyper-synthesis rounds "
+                "differently, so the y stream cannot be parsed here; decode on the encoder's platform")
         y_sym = self._y_tables().decode(bytes(strings[0]), y_idx, threads=threads)
         y_hat = y_sym.to(torch.float32).reshape(means.shape) + means
-        x_hat = self.g_s(y_hat.to(dev) * self._gain(self.log_inv_gain, q), q).clamp_(0.0, 1.0)
+        dtype = next(self.g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
+        x_hat = self.g_s((y_hat.to(dev) * self._gain(self.log_inv_gain, q)).to(dtype), q).clamp_(0.0, 1.0)
         if image_size is not None:
             x_hat = x_hat[:, :, : int(image_size[0]), : int(image_size[1])]
         return x_hat
+
+
+def rdo_symbols(
+    y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, inv_gain: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Rate-distortion optimised y symbols: for each coefficient, round(y - mean) or the next
+    integer towards zero, whichever has the lower cost ``lam * 255^2 * MSE + bits`` per pixel.
+
+    y, means, scales (1, M, h, w) float32 (scales: the table scale each symbol is coded with);
+    inv_gain (1, M, 1, 1). The distortion of a change e in channel c is that of the linear
+    synthesis path, which is orthonormal up to its 0.5 * inv_gain[c] factor: per image pixel
+    count, 255^2 * lam * (0.5 * inv_gain[c] * e)^2 / 3 (three colour channels); the rate is the
+    Gaussian bits of the symbol under its scale (escapes ignored). Greedy and per coefficient
+    (the hyperprior's z is fixed), so it never raises the cost of any single coefficient.
+    Returns int32 symbols of y's shape.
+    """
+    r = y - means
+    k0 = torch.round(r)
+    k1 = k0 - torch.sign(k0)  # towards zero; equals k0 where k0 == 0
+    weight = lam * 255.0**2 * (0.5 * inv_gain) ** 2 / 3.0
+
+    def cost(k: torch.Tensor) -> torch.Tensor:
+        a = k.abs()
+        p = _std_normal_cdf_f64((a + 0.5) / scales) - _std_normal_cdf_f64((a - 0.5) / scales)
+        bits = -torch.log2(p.clamp_min(1e-9))
+        return weight * (k - r) ** 2 + bits
+
+    choose = cost(k1) < cost(k0)
+    return torch.where(choose, k1, k0).to(torch.int32)
+
+
+def _std_normal_cdf_f64(v: torch.Tensor) -> torch.Tensor:
+    """Phi(v) in float64 (tail precision for the bit costs of unlikely symbols)."""
+    return 0.5 * torch.erfc(v.double() * (-1.0 / math.sqrt(2.0)))
+
+
+def index_checksum(indexes: torch.Tensor) -> int:
+    """CRC32 of table indexes (any integer tensor with values in [0, 255]) as uint8 bytes."""
+    import zlib
+
+    return zlib.crc32(indexes.to(device="cpu", dtype=torch.uint8).contiguous().numpy().tobytes())
 
 
 def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
@@ -498,4 +630,4 @@ def bits_of(likelihoods: torch.Tensor) -> torch.Tensor:
     return -torch.log2(likelihoods).flatten(1).sum(1)
 
 
-__all__ = ["DefaultConfig", "DefaultCodecModel", "STRIDE", "pad_to_stride", "bits_of"]
+__all__ = ["DefaultConfig", "DefaultCodecModel", "STRIDE", "pad_to_stride", "bits_of", "index_checksum"]

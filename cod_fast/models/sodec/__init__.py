@@ -6,6 +6,9 @@
 - ``vit``: the fidelity-guidance ViT (timm layout) and the trainable projection to UNet tokens.
 - ``one_step``: the SD DDPM schedule (float64) and the OSEDiff-style one-step denoise at t=999.
 - ``configs``: configurations and presets (SD 2.1-base, ViT-B/16, tiny test sizes).
+- ``model``: ``SODEC`` (the whole model: hyperprior, transformation module, fidelity decoder,
+  fidelity guidance, UNet, SD-VAE decoder), ``SodecConfig`` and its presets ``TINY_SODEC``,
+  ``FULL_SODEC``.
 - ``hyperprior``: the entropy-coded latent (analysis, hyper analysis, factorized z prior, mean-scale
   y prior) whose entropy parameters run in fixed point (``integer_params``, identical on every
   backend).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from .hyperprior import TINY_HYPERPRIOR, FactorizedPrior, HyperpriorConfig, SodecHyperprior
 from .configs import SD21_BASE_UNET, TINY_UNET, TINY_VIT, VIT_B16, ProjectionConfig, UNetConfig, ViTConfig
+from .model import FULL_SODEC, SODEC, TINY_SODEC, FidelityDecoder, SodecConfig, TransformModule, VAEConfig
 from .lora import fold_lora, inject_lora, load_lora, merge_lora, split_lora_state_dict
 from .one_step import SD21_BASE_SCHEDULE, DDPMSchedule, one_step_denoise, x0_from_prediction
 from .unet import UNet2DConditionModel, load_unet
@@ -45,4 +49,11 @@ __all__ = [
     "FactorizedPrior",
     "HyperpriorConfig",
     "SodecHyperprior",
+    "FULL_SODEC",
+    "SODEC",
+    "TINY_SODEC",
+    "FidelityDecoder",
+    "SodecConfig",
+    "TransformModule",
+    "VAEConfig",
 ]

@@ -1,8 +1,12 @@
 """SODEC's entropy-coded latent: analysis E, hyperprior, and the integer entropy-parameter path.
 
-SODEC (arXiv 2508.04979, no code released) codes a VAE latent y with a plain hyperprior (no
-spatial or channel context): x -> E -> y -> hyper analysis -> z; z is coded with a factorized
-prior, y with Gaussian tables whose scale index and mean come from the hyper synthesis of z.
+SODEC (arXiv 2508.04979, no code released) codes a VAE latent y with a plain hyperprior (the
+paper shows no spatial or channel context): x -> E -> y -> hyper analysis -> z; z is coded with a
+factorized prior, y with Gaussian tables whose scale index and mean come from the hyper synthesis
+of z. ``HyperpriorConfig.checkerboard`` adds an optional checkerboard context (two passes, He et
+al. 2021): anchors (row + col even) are coded with the hyperprior parameters, then the other half
+with parameters that add a checkerboard-masked conv (``context``) of the decoded anchors; the
+context conv runs in the integer spec too (``integer_params``, identical on every backend).
 
 * ``SodecHyperprior`` -- the float model (training, ``forward`` gives likelihoods for the rate).
   Layer sizes are ours (the paper gives none): E is ``n_down`` stride-2 5x5 convs with ReLU; the
@@ -16,8 +20,9 @@ prior, y with Gaussian tables whose scale index and mean come from the hyper syn
   factorized z tables (quantized once from the float pmfs) and the y Gaussian tables (copied as
   integers from ``GaussianConditionalTables``). ``integer_state_dict`` / ``load_integer_state``
   carry that state, so a decoder never re-runs the float export.
-* ``compress`` / ``decompress`` -- round trip through the rANS engine; both sides compute the
-  entropy parameters with the integer path (backend "reference" or "triton").
+* ``compress`` / ``decompress`` (``decompress_latents`` also returns z) -- round trip through the
+  rANS engine; both sides compute the entropy parameters with the integer path (backend
+  "reference", "cpp" or "triton"; all give the same integers).
 """
 from __future__ import annotations
 
@@ -36,8 +41,13 @@ from .integer_params import (
     INT32_MIN,
     IntegerConv,
     IntegerEntropyParams,
+    anchor_mask,
+    checkerboard_taps,
+    context_input,
+    context_parameters,
     dequantize_y,
-    entropy_parameters,
+    entropy_head,
+    head_parameters,
     quantize_y,
     thresholds_from_table,
 )
@@ -61,6 +71,21 @@ class HyperpriorConfig:
     z_support: int = 32      # factorized prior support [-z_support, z_support]
     scale_frac_bits: int = 8
     mean_frac_bits: int = 4
+    checkerboard: bool = False  # two-pass checkerboard context
+    context_kernel: int = 5     # side of the checkerboard context conv (odd)
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("in_channels", 1, 64), ("n", 1, 4096), ("m", 1, 4096), ("hidden", 1, 4096),
+                             ("cz", 1, 4096), ("n_down", 1, 8), ("z_support", 1, 1 << 14),
+                             ("scale_frac_bits", 0, 16), ("mean_frac_bits", 0, 16),
+                             ("context_kernel", 1, 11)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"hyperprior field {name} must be an int in [{lo}, {hi}], got {v!r}")
+        if self.context_kernel % 2 == 0:
+            raise ValueError(f"context_kernel must be odd, got {self.context_kernel}")
+        if not isinstance(self.checkerboard, bool):
+            raise ValueError(f"checkerboard must be a bool, got {self.checkerboard!r}")
 
 
 #: A few thousand parameters: tests and quick training.
@@ -115,6 +140,26 @@ def _gaussian_likelihood(y_hat: torch.Tensor, scales: torch.Tensor, means: torch
     return (upper - lower).clamp_min(1e-9)
 
 
+def _quantize_conv(w: torch.Tensor, b: torch.Tensor, fi: float, f_out: torch.Tensor, up: int,
+                   lo: int, hi: int, what: str) -> IntegerConv:
+    """float64 conv (w [CO, CI, k, k], b [CO]) with input grid 2**-fi and per-output grids
+    2**-f_out -> IntegerConv: int8 weights per output channel, 15-bit multiplier and shift."""
+    s_w = w.abs().amax(dim=(1, 2, 3)) / 127.0
+    s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
+    w_q = torch.round(w / s_w.view(-1, 1, 1, 1)).to(torch.int32)
+    b_q = torch.round(b / (s_w * 2.0 ** (-fi))).to(torch.int64)
+    mults, shifts = [], []
+    for o in range(w.shape[0]):
+        r = float(s_w[o]) * 2.0 ** (float(f_out[o]) - fi)
+        s = min(62, 14 - math.floor(math.log2(r)))
+        if s < 1:
+            raise ValueError(f"{what} channel {o}: requantization factor {r} too large")
+        mults.append(max(1, min((1 << 15) - 1, round(r * 2.0**s))))
+        shifts.append(s)
+    return IntegerConv(w_q, b_q, torch.tensor(mults, dtype=torch.int64),
+                       torch.tensor(shifts, dtype=torch.int64), up, lo, hi)
+
+
 class SodecHyperprior(nn.Module):
     """Float hyperprior model of SODEC's latent (see the module docstring).
 
@@ -146,6 +191,10 @@ class SodecHyperprior(nn.Module):
             _Up(), nn.Conv2d(cfg.hidden, 2 * cfg.m, 3, padding=1),
         )
         self.prior = FactorizedPrior(cfg.cz, cfg.z_support)
+        k = cfg.context_kernel
+        # Checkerboard context: y_hat of the anchors -> (scale, mean) offsets of the non-anchors.
+        # The weight is stored unmasked; every use multiplies it by the checkerboard mask.
+        self.context = nn.Conv2d(cfg.m, 2 * cfg.m, k, padding=k // 2) if cfg.checkerboard else None
         self.int_params: IntegerEntropyParams | None = None
         self.z_tables: CdfTables | None = None
         self.y_tables: CdfTables | None = None
@@ -160,11 +209,38 @@ class SodecHyperprior(nn.Module):
         p = self.h_s(z_hat)
         return p[:, : self.cfg.m], p[:, self.cfg.m:]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def context_offsets(self, y_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float (scale, mean) offsets [N, M, H, W] of the non-anchors from y_hat [N, M, H, W]
+        (non-anchor positions must hold 0): the checkerboard-masked conv
+        (``kernels.masked_conv.masked_conv2d_reference``, mask ``checkerboard_A``)."""
+        if self.context is None:
+            raise ValueError("this hyperprior has no checkerboard context (config checkerboard=False)")
+        from ...kernels.masked_conv import masked_conv2d_reference
+
+        p = masked_conv2d_reference(y_anchor, self.context.weight, self.context.bias, "checkerboard_A")
+        return p[:, : self.cfg.m], p[:, self.cfg.m:]
+
+    def quantized_latents(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Float path: (y_hat, z_hat, scales, means) of images x [N, C, H, W].
+
+        y_hat [N, M, H/2**n_down, W/2**n_down] is y rounded around the means (straight-through),
+        z_hat [N, cz, h, w] rounded z; scales/means are the Gaussian parameters of every y symbol
+        (the second pass's at non-anchors when the checkerboard context is on).
+        """
         y = self.g_a(x)
         z_hat = _round_ste(self.h_a(y))
         scales, means = self.hyper_synthesis(z_hat)
         y_hat = _round_ste(y - means) + means
+        if self.context is not None:  # second pass: non-anchors see the anchors' y_hat
+            anchors = anchor_mask(y.shape[2], y.shape[3]).to(y.device)
+            ds, dm = self.context_offsets(y_hat * anchors)
+            scales = torch.where(anchors, scales, scales + ds)
+            means = torch.where(anchors, means, means + dm)
+            y_hat = _round_ste(y - means) + means
+        return y_hat, z_hat, scales, means
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y_hat, z_hat, scales, means = self.quantized_latents(x)
         return y_hat, _gaussian_likelihood(y_hat, scales, means), self.prior.likelihood(z_hat)
 
     # ---- export to the integer spec ----
@@ -206,27 +282,18 @@ class SodecHyperprior(nn.Module):
                 f_out = torch.full((w.shape[0],), float(f), dtype=torch.float64)
                 lo, hi = 0, ACT_MAX
             # Input grid of this layer: the same for every input channel (power of two).
-            fi = float(f_in[0])
-            s_w = w.abs().amax(dim=(1, 2, 3)) / 127.0
-            s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
-            w_q = torch.round(w / s_w.view(-1, 1, 1, 1)).to(torch.int32)
-            b_q = torch.round(b / (s_w * 2.0 ** (-fi))).to(torch.int64)
-            mults, shifts = [], []
-            for o in range(w.shape[0]):
-                r = float(s_w[o]) * 2.0 ** (float(f_out[o]) - fi)
-                s = 14 - math.floor(math.log2(r))
-                s = min(62, s)
-                if s < 1:
-                    raise ValueError(f"layer {li} channel {o}: requantization factor {r} too large")
-                m = max(1, min((1 << 15) - 1, round(r * 2.0**s)))
-                mults.append(m)
-                shifts.append(s)
-            layers.append(IntegerConv(w_q, b_q, torch.tensor(mults, dtype=torch.int64),
-                                      torch.tensor(shifts, dtype=torch.int64), up, lo, hi))
+            layers.append(_quantize_conv(w, b, float(f_in[0]), f_out, up, lo, hi, f"layer {li}"))
             f_in = f_out
+        context = None
+        if self.context is not None:  # input: y_hat on the mean grid; output: the head's grids
+            w = self.context.weight.detach().cpu().to(torch.float64)
+            w = w * checkerboard_taps(w.shape[2]).to(torch.float64)
+            b = self.context.bias.detach().cpu().to(torch.float64)
+            f_out = torch.tensor([cfg.scale_frac_bits] * cfg.m + [cfg.mean_frac_bits] * cfg.m, dtype=torch.float64)
+            context = _quantize_conv(w, b, float(cfg.mean_frac_bits), f_out, 1, INT32_MIN, INT32_MAX, "context")
         thresholds = thresholds_from_table(default_scale_table(), cfg.scale_frac_bits)
         return IntegerEntropyParams(tuple(layers), thresholds, cfg.m, cfg.scale_frac_bits,
-                                    cfg.mean_frac_bits)
+                                    cfg.mean_frac_bits, context)
 
     @torch.no_grad()
     def update(self, z_calib: torch.Tensor | None = None) -> None:
@@ -255,6 +322,8 @@ class SodecHyperprior(nn.Module):
             {k[len("int."):]: v for k, v in sd.items() if k.startswith("int.")})
         if params.n_channels != self.cfg.m or params.in_channels != self.cfg.cz:
             raise ValueError("integer state was exported for a model of other sizes")
+        if (params.context is not None) != self.cfg.checkerboard:
+            raise ValueError("integer state and model disagree on the checkerboard context")
         try:
             z_tables, y_tables = (CdfTables(sd[f"{n}.quantized_cdf"], sd[f"{n}.cdf_length"], sd[f"{n}.offset"])
                                   for n in ("z_tables", "y_tables"))
@@ -279,8 +348,10 @@ class SodecHyperprior(nn.Module):
     def compress(self, x: torch.Tensor, backend: str = "reference") -> tuple[list[bytes], tuple[int, int, int]]:
         """Code images x float [N, C, H, W] (H, W multiples of ``downsample``).
 
-        Returns ``([z_bytes, y_bytes], (N, h, w))`` with (h, w) the z grid. The y symbols'
-        table indexes and means come from the integer path on ``backend``.
+        Returns ``(strings, (N, h, w))`` with (h, w) the z grid; ``strings`` is ``[z_bytes,
+        y_bytes]``, or with the checkerboard context ``[z_bytes, y_anchor_bytes,
+        y_non_anchor_bytes]``. The y symbols' table indexes and means come from the integer path on
+        ``backend``.
         """
         params, z_tables, y_tables = self._require_update()
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
@@ -292,21 +363,33 @@ class SodecHyperprior(nn.Module):
         z_sym = torch.round(self.h_a(y)).clamp(-ACT_MAX, ACT_MAX).to(torch.int32).cpu()
         n, _, h, w = z_sym.shape
         z_bytes = z_tables.encode(z_sym, self._z_indexes(n, h, w))
-        indexes, means = entropy_parameters(params, z_sym, backend)
+        head = entropy_head(params, z_sym, backend)
+        indexes, means = head_parameters(params, head, backend)
         symbols = quantize_y(y, means, params.mean_frac_bits)
-        y_bytes = y_tables.encode(symbols, indexes)
-        return [z_bytes, y_bytes], (n, h, w)
+        if params.context is None:
+            return [z_bytes, y_tables.encode(symbols, indexes)], (n, h, w)
+        anchors = self._anchor_index(symbols)
+        a_bytes = y_tables.encode(symbols[anchors], indexes[anchors])
+        idx2, means2 = context_parameters(params, head, context_input(symbols, means, params.mean_frac_bits),
+                                          backend)
+        symbols2 = quantize_y(y, means2, params.mean_frac_bits)
+        return [z_bytes, a_bytes, y_tables.encode(symbols2[~anchors], idx2[~anchors])], (n, h, w)
+
+    @staticmethod
+    def _anchor_index(symbols: torch.Tensor) -> torch.Tensor:
+        """bool [N, M, H, W]: the anchor positions of every channel (first pass)."""
+        return anchor_mask(symbols.shape[2], symbols.shape[3]).expand(symbols.shape)
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shape: tuple[int, int, int],
-                   backend: str = "reference") -> torch.Tensor:
-        """Decode ``compress``'s output: y_hat float32 [N, M, 4h, 4w] on the CPU.
-
-        Raises BitstreamError for corrupted streams, ValueError for a bad shape.
-        """
+    def decompress_latents(self, strings: list[bytes], shape: tuple[int, int, int],
+                           backend: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``compress``'s output: (y_hat float32 [N, M, 4h, 4w], z symbols int32
+        [N, cz, h, w]), both on the CPU. Raises BitstreamError for corrupted streams, ValueError
+        for a bad shape or a wrong number of strings."""
         params, z_tables, y_tables = self._require_update()
-        if not isinstance(strings, (list, tuple)) or len(strings) != 2:
-            raise ValueError("strings must be [z_bytes, y_bytes]")
+        n_strings = 2 if params.context is None else 3
+        if not isinstance(strings, (list, tuple)) or len(strings) != n_strings:
+            raise ValueError(f"strings must be {n_strings} byte strings (z, then y)")
         if len(shape) != 3 or any(not isinstance(v, int) or v < 1 for v in shape):
             raise ValueError(f"shape must be three positive ints (N, h, w), got {shape!r}")
         n, h, w = shape
@@ -315,6 +398,25 @@ class SodecHyperprior(nn.Module):
         z_sym = z_tables.decode(strings[0], self._z_indexes(n, h, w))
         if bool((z_sym.abs() > ACT_MAX).any()):
             raise BitstreamError("z symbol outside the int16 range the encoder writes")
-        indexes, means = entropy_parameters(params, z_sym, backend)
-        symbols = y_tables.decode(strings[1], indexes)
-        return dequantize_y(symbols, means, params.mean_frac_bits)
+        head = entropy_head(params, z_sym, backend)
+        indexes, means = head_parameters(params, head, backend)
+        if params.context is None:
+            symbols = y_tables.decode(strings[1], indexes)
+            return dequantize_y(symbols, means, params.mean_frac_bits), z_sym
+        anchors = self._anchor_index(indexes)
+        symbols = torch.zeros(indexes.shape, dtype=torch.int32)
+        symbols[anchors] = y_tables.decode(strings[1], indexes[anchors])
+        idx2, means2 = context_parameters(params, head, context_input(symbols, means, params.mean_frac_bits),
+                                          backend)
+        symbols[~anchors] = y_tables.decode(strings[2], idx2[~anchors])
+        means = torch.where(anchors, means, means2)
+        return dequantize_y(symbols, means, params.mean_frac_bits), z_sym
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], shape: tuple[int, int, int],
+                   backend: str = "reference") -> torch.Tensor:
+        """Decode ``compress``'s output: y_hat float32 [N, M, 4h, 4w] on the CPU.
+
+        Raises BitstreamError for corrupted streams, ValueError for a bad shape.
+        """
+        return self.decompress_latents(strings, shape, backend)[0]

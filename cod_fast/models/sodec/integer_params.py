@@ -43,6 +43,16 @@ only float step, encoder-only, it never affects parsing -- then
 ``symbol = (y_q - m_q + 2**(F-1)) >> F`` with F = mean_frac_bits (round half up); the decoder
 reconstructs ``y_hat = symbol + m_q * 2**-F`` (``dequantize_y``; exact in float32 while
 |symbol| < 2**19). Symbols are clamped to int32 range minus a margin (``[-2**30, 2**30]``).
+
+Checkerboard context (optional, ``IntegerEntropyParams.context``): two passes. Anchors (positions
+with row + col even) are coded with the head above. Then the context input is
+``c = clamp(symbol * 2**F + m_q, -32767, 32767)`` at anchors and 0 elsewhere (``context_input``),
+one more ``IntegerConv`` (up 1, weights [2M, M, k, k] that are zero except at the taps with
+ky + kx odd, so that a non-anchor reads only anchors; output on the head's grids, clamp int32)
+gives ``ctx``, and ``head2 = clamp(head + ctx, -2**31, 2**31 - 1)`` (int64 sum) gives the table
+index and mean of the non-anchor symbols by the same head rule. The overflow proof above covers
+the context layer (its input is int16-range by the clamp). Every backend runs it
+(``context_parameters``).
 """
 from __future__ import annotations
 
@@ -67,6 +77,14 @@ __all__ = [
     "quantize_y",
     "round_shift",
     "scale_index_reference",
+    "anchor_mask",
+    "backend_conv",
+    "backend_scale_index",
+    "checkerboard_taps",
+    "context_input",
+    "context_parameters",
+    "entropy_head",
+    "head_parameters",
 ]
 
 #: Largest |activation| entering a layer (int16 range without -32768).
@@ -154,6 +172,9 @@ class IntegerEntropyParams:
     n_channels: int
     scale_frac_bits: int = 8
     mean_frac_bits: int = 4
+    #: Optional checkerboard context layer (see "Checkerboard context" in the module docstring):
+    #: weights [2M, M, k, k] zero outside the checkerboard taps, up = 1.
+    context: IntegerConv | None = None
 
     def __post_init__(self) -> None:
         if len(self.layers) == 0:
@@ -174,6 +195,15 @@ class IntegerEntropyParams:
             raise ValueError("thresholds must be non-decreasing")
         if not (0 <= self.scale_frac_bits <= 16 and 0 <= self.mean_frac_bits <= 16):
             raise ValueError("frac bits must lie in [0, 16]")
+        if self.context is not None:
+            ctx = self.context
+            ctx.validate()
+            m = self.n_channels
+            if ctx.up != 1 or tuple(ctx.weight.shape[:2]) != (2 * m, m):
+                raise ValueError(f"the context layer must map {m} to {2 * m} channels with up = 1")
+            k = ctx.weight.shape[2]
+            if bool((ctx.weight[:, :, _checkerboard_zero(k)] != 0).any()):
+                raise ValueError("the context layer has weights outside the checkerboard taps")
 
     @property
     def in_channels(self) -> int:
@@ -200,6 +230,11 @@ class IntegerEntropyParams:
             out[f"layers.{i}.mult"] = layer.mult
             out[f"layers.{i}.shift"] = layer.shift
             out[f"layers.{i}.meta"] = torch.tensor([layer.up, layer.lo, layer.hi], dtype=torch.int64)
+        if self.context is not None:
+            c = self.context
+            out.update({"context.weight": c.weight, "context.bias": c.bias, "context.mult": c.mult,
+                        "context.shift": c.shift,
+                        "context.meta": torch.tensor([c.up, c.lo, c.hi], dtype=torch.int64)})
         return out
 
     @classmethod
@@ -213,9 +248,14 @@ class IntegerEntropyParams:
                 layers.append(IntegerConv(sd[f"layers.{i}.weight"], sd[f"layers.{i}.bias"],
                                           sd[f"layers.{i}.mult"], sd[f"layers.{i}.shift"], up, lo, hi))
             thresholds = sd["thresholds"]
+            context = None
+            if "context.meta" in sd:
+                up, lo, hi = (int(v) for v in sd["context.meta"].tolist())
+                context = IntegerConv(sd["context.weight"], sd["context.bias"], sd["context.mult"],
+                                      sd["context.shift"], up, lo, hi)
         except KeyError as exc:
             raise ValueError(f"integer entropy parameters lack entry {exc}") from None
-        return cls(tuple(layers), thresholds, n_ch, fs, fm)
+        return cls(tuple(layers), thresholds, n_ch, fs, fm, context)
 
 
 def check_z(z_hat: torch.Tensor, params: IntegerEntropyParams) -> torch.Tensor:
@@ -359,3 +399,126 @@ def thresholds_from_table(scale_table: Sequence[float] | torch.Tensor, scale_fra
     if t.numel() < 1:
         raise ValueError("scale table must not be empty")
     return torch.floor(t[:-1] * float(1 << scale_frac_bits)).to(torch.int64)
+
+
+# ---- checkerboard context (two-pass coding) ----------------------------------------------------
+
+def checkerboard_taps(k: int) -> torch.Tensor:
+    """bool [k, k]: the taps a checkerboard context conv keeps, ``(ky + kx)`` odd (He et al. 2021;
+    ``kernels.masked_conv.conv_mask("checkerboard_A", k, k)``). k odd. The centre is never kept."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"kernel size must be odd and positive, got {k}")
+    r = torch.arange(k)
+    return (r.view(-1, 1) + r.view(1, -1)) % 2 == 1
+
+
+def _checkerboard_zero(k: int) -> torch.Tensor:
+    return ~checkerboard_taps(k)
+
+
+def anchor_mask(height: int, width: int) -> torch.Tensor:
+    """bool [height, width]: the anchor positions of the first pass, ``(row + col)`` even.
+
+    A checkerboard context conv at a non-anchor position reads only positions of the other parity,
+    i.e. anchors: it sees exactly what the first pass decoded.
+    """
+    r, c = torch.arange(height).view(-1, 1), torch.arange(width).view(1, -1)
+    return (r + c) % 2 == 0
+
+
+def _triton_device() -> torch.device:
+    from ...kernels._common import interpreter_active
+
+    if interpreter_active():
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        from ...errors import ExtensionUnavailableError
+
+        raise ExtensionUnavailableError("the Triton backend needs a CUDA device (or TRITON_INTERPRET=1)")
+    return torch.device("cuda")
+
+
+def backend_conv(a: torch.Tensor, layer: IntegerConv, backend: str) -> torch.Tensor:
+    """One ``IntegerConv`` on ``backend``: int activations [N, CI, h, w] with |a| <= 32767 ->
+    int32 CPU [N, CO, h*up, w*up]. Every backend gives the same integers."""
+    if backend == "reference":
+        return integer_conv_reference(a.cpu().to(torch.int64), layer).to(torch.int32)
+    if backend == "cpp":
+        from ..._ext import require_cpu_ext
+
+        native = require_cpu_ext().sodec
+        out = native.conv_requant(a.cpu().to(torch.int32).contiguous().numpy(), layer.weight.contiguous().numpy(),
+                                  layer.bias.contiguous().numpy(), layer.mult.contiguous().numpy(),
+                                  layer.shift.contiguous().numpy(), layer.up, layer.lo, layer.hi)
+        return torch.from_numpy(out)
+    if backend == "triton":
+        from ...kernels.int_entropy_params import int_conv_requant
+
+        return int_conv_requant(a.to(device=_triton_device(), dtype=torch.int32), layer).cpu()
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def backend_scale_index(s_q: torch.Tensor, thresholds: torch.Tensor, backend: str) -> torch.Tensor:
+    """``#{k : s_q > T[k]}`` on ``backend``: int32 scale codes -> int32 CPU indexes."""
+    if backend == "reference":
+        return scale_index_reference(s_q.cpu(), thresholds)
+    if backend == "cpp":
+        from ..._ext import require_cpu_ext
+
+        native = require_cpu_ext().sodec
+        return torch.from_numpy(native.scale_index(s_q.cpu().to(torch.int32).contiguous().numpy(),
+                                                   thresholds.contiguous().numpy()))
+    if backend == "triton":
+        from ...kernels.int_entropy_params import scale_index
+
+        return scale_index(s_q.to(device=_triton_device(), dtype=torch.int32).contiguous(), thresholds).cpu()
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def entropy_head(params: IntegerEntropyParams, z_hat: torch.Tensor, backend: str = "reference") -> torch.Tensor:
+    """The last hyper-synthesis layer's integer output, int32 CPU [N, 2M, H, W]: scale codes
+    (channels [0, M)) then mean codes ([M, 2M)), before the table lookup."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    a = check_z(z_hat, params)
+    for layer in params.layers:
+        a = backend_conv(a, layer, backend)
+    return a.to(torch.int32)
+
+
+def head_parameters(params: IntegerEntropyParams, head: torch.Tensor,
+                    backend: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 [N, M, H, W] of an integer head [N, 2M, H, W]."""
+    m = params.n_channels
+    if head.dim() != 4 or head.shape[1] != 2 * m:
+        raise ValueError(f"head must be [N, {2 * m}, H, W], got {tuple(head.shape)}")
+    return backend_scale_index(head[:, :m].contiguous(), params.thresholds, backend), head[:, m:].contiguous()
+
+
+def context_input(symbols: torch.Tensor, means: torch.Tensor, mean_frac_bits: int) -> torch.Tensor:
+    """The context conv's input from the decoded anchors: int32 [N, M, H, W].
+
+    ``y_q = symbol * 2**F + m_q`` (y_hat on the mean grid, exact integers) at anchor positions,
+    clamped to [-32767, 32767]; 0 at non-anchor positions. symbols, means: int [N, M, H, W].
+    """
+    if symbols.shape != means.shape or symbols.dim() != 4:
+        raise ValueError("symbols and means must be [N, M, H, W] of one shape")
+    y_q = symbols.cpu().to(torch.int64) * (1 << mean_frac_bits) + means.cpu().to(torch.int64)
+    anchors = anchor_mask(symbols.shape[2], symbols.shape[3])
+    return torch.where(anchors, y_q.clamp(-ACT_MAX, ACT_MAX), torch.zeros_like(y_q)).to(torch.int32)
+
+
+def context_parameters(params: IntegerEntropyParams, head: torch.Tensor, y_ctx: torch.Tensor,
+                       backend: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 [N, M, H, W] of the second pass (use them at non-anchor positions).
+
+    ``head2 = clamp(head + context(y_ctx), -2**31, 2**31 - 1)`` (int64 sum), then the same table
+    lookup as the first pass. ``y_ctx`` from ``context_input``; ``head`` from ``entropy_head``.
+    """
+    if params.context is None:
+        raise ValueError("these integer entropy parameters have no context layer (checkerboard is off)")
+    if y_ctx.shape[0] != head.shape[0] or y_ctx.shape[2:] != head.shape[2:]:
+        raise ValueError(f"context input {tuple(y_ctx.shape)} does not match the head {tuple(head.shape)}")
+    ctx = backend_conv(y_ctx, params.context, backend).to(torch.int64)
+    head2 = (head.to(torch.int64) + ctx).clamp(INT32_MIN, INT32_MAX).to(torch.int32)
+    return head_parameters(params, head2, backend)
