@@ -38,7 +38,8 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cod_fast.fast as fast  # noqa: E402
-from bench_optimize import _ab, _cpu_name, _errors, _randomize_lite, _report  # noqa: E402
+from bench_common import alternate, machine_line, report, run_selected  # noqa: E402
+from bench_optimize import _randomize_lite  # noqa: E402
 from cod_fast.models.cod_lite import build as build_lite  # noqa: E402
 
 Fn = Callable[[], torch.Tensor]
@@ -94,8 +95,8 @@ def bench_lite(args: argparse.Namespace) -> None:
                 return m.inference(y, cond=cond)
         return run
 
-    times, outs = _ab(_contenders(net, make, args.no_freeze), args.repeat)
-    _report(f"CoD-Lite one-step decode 0.0312 bpp {width}x{height}", times, outs)
+    times, outs = alternate(_contenders(net, make, args.no_freeze), args.repeat)
+    report(f"CoD-Lite one-step decode 0.0312 bpp {width}x{height}", times, outs)
 
 
 def bench_pixnerdit(args: argparse.Namespace) -> None:
@@ -135,8 +136,8 @@ def bench_pixnerdit(args: argparse.Namespace) -> None:
                 return m(x, t, None, cond)[0]
         return run
 
-    times, outs = _ab(_contenders(model, make, args.no_freeze), args.repeat)
-    _report(f"PixNerDiT forward {size}x{size} ({label})", times, outs)
+    times, outs = alternate(_contenders(model, make, args.no_freeze), args.repeat)
+    report(f"PixNerDiT forward {size}x{size} ({label})", times, outs)
 
 
 def main() -> None:
@@ -155,14 +156,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}  threads={torch.get_num_threads()}  cpu={_cpu_name()}  "
-          f"load={os.getloadavg()[0]:.1f}  inductor cache={os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}",
-          flush=True)
-    if args.only in (None, "lite"):
-        bench_lite(args)
-    if args.only in (None, "pixnerdit"):
-        bench_pixnerdit(args)
-    print(f"load at end={os.getloadavg()[0]:.1f}")
+    print(f"{machine_line()}  inductor cache={os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')}", flush=True)
+    run_selected(args, {"lite": bench_lite, "pixnerdit": bench_pixnerdit})
 
 
 if __name__ == "__main__":

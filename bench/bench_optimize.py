@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
-import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
@@ -31,20 +28,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cod_fast.fast as fast  # noqa: E402
+from bench_common import alternate, machine_line, report, run_selected  # noqa: E402
 from cod_fast.fast.quant import quantize_int8  # noqa: E402
 from cod_fast.models.cod_lite import build as build_lite  # noqa: E402
 from cod_fast.models.cod_lite.inference import fp2uint8, one_step_decode  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _randomize_lite(net: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -62,42 +49,9 @@ def _randomize_lite(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-def _errors(got: torch.Tensor, ref: torch.Tensor) -> str:
-    d = (got.double() - ref.double())
-    rel = float(d.norm() / ref.double().norm().clamp_min(1e-30))
-    return f"max|d| {float(d.abs().max()):.3g}  relL2 {rel:.3g}"
-
-
 def _psnr_u8(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.double() - b.double()) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
-def _ab(runs: dict[str, Callable[[], torch.Tensor]], repeat: int) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
-    """One warm call of each contender, then ``repeat`` rounds calling each once, in turn."""
-    outs = {name: fn() for name, fn in runs.items()}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times, outs
-
-
-def _report(title: str, times: dict[str, list[float]], outs: dict[str, torch.Tensor],
-            extra: Callable[[torch.Tensor, torch.Tensor], str] | None = None) -> None:
-    ref_t = statistics.median(times["reference"])
-    print(title)
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        line = (f"  {name:<10} median {med:7.3f} s  (runs {', '.join(f'{t:.3f}' for t in ts)})  "
-                f"speedup {ref_t / med:5.2f}x")
-        if name != "reference":
-            line += "  " + _errors(outs[name], outs["reference"])
-            if extra is not None:
-                line += "  " + extra(outs[name], outs["reference"])
-        print(line)
 
 
 def bench_lite(args: argparse.Namespace) -> None:
@@ -110,12 +64,12 @@ def bench_lite(args: argparse.Namespace) -> None:
     if args.int8:
         models["cpu+int8"] = quantize_int8(fast.optimize(net, "cpu"))
     runs = {name: (lambda m=m: one_step_decode(m, indices, height, width)) for name, m in models.items()}
-    times, outs = _ab(runs, args.repeat)
+    times, outs = alternate(runs, args.repeat)
 
     def psnr(a: torch.Tensor, b: torch.Tensor) -> str:
         return f"uint8 PSNR {_psnr_u8(fp2uint8(a), fp2uint8(b)):.1f} dB"
 
-    _report(f"CoD-Lite one-step decode 0.0312 bpp {width}x{height} ({h * w} indices)", times, outs, psnr)
+    report(f"CoD-Lite one-step decode 0.0312 bpp {width}x{height} ({h * w} indices)", times, outs, psnr)
 
 
 def bench_pixnerdit(args: argparse.Namespace) -> None:
@@ -138,8 +92,8 @@ def bench_pixnerdit(args: argparse.Namespace) -> None:
                 return m(x, t, None, cond)[0]
         return run
 
-    times, outs = _ab({name: runner(m) for name, m in models.items()}, args.repeat)
-    _report(f"PixNerDiT forward {size}x{size} (pixel/bpp_0_0039_pix512_xl, random weights)", times, outs)
+    times, outs = alternate({name: runner(m) for name, m in models.items()}, args.repeat)
+    report(f"PixNerDiT forward {size}x{size} (pixel/bpp_0_0039_pix512_xl, random weights)", times, outs)
 
 
 def main() -> None:
@@ -152,13 +106,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}  threads={torch.get_num_threads()}  cpu={_cpu_name()}  "
-          f"load={os.getloadavg()[0]:.1f}")
-    if args.only in (None, "lite"):
-        bench_lite(args)
-    if args.only in (None, "pixnerdit"):
-        bench_pixnerdit(args)
-    print(f"load at end={os.getloadavg()[0]:.1f}")
+    print(machine_line())
+    run_selected(args, {"lite": bench_lite, "pixnerdit": bench_pixnerdit})
 
 
 if __name__ == "__main__":

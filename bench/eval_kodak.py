@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -52,6 +51,10 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, features
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_common import cpu_name, load_averages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
@@ -502,24 +505,6 @@ def plot_rd(summary: dict[str, Any], path: Path, title: str, anchors: Sequence[P
 
 # ----------------------------------------------------------------------------- driver
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def _resolve_images(data: Path, names: Optional[Sequence[str]]) -> list[Path]:
     if not names:
         paths = sorted(p for p in data.glob("*.png"))
@@ -588,7 +573,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    load_start = _load()
+    load_start = load_averages()
     codec = cod_fast.load_model()
     info = default_model_info()
     levels = _parse_levels(args.levels, codec.levels)
@@ -629,7 +614,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         "levels": levels, "rdoq": not args.no_rdoq, "wall_s": wall, "sha256": sha, "sha256_ok": sha == digest,
         "step": info.get("step"), "parameters": info.get("parameters"), "fingerprint": codec.fingerprint_hex,
         "overhead_bytes": "/".join(str(v) for v in sorted({r.overhead_bytes for r in rows if r.overhead_bytes is not None})) or "n/a",
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "load_start": load_start, "load_end": _load(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "load_start": load_start, "load_end": load_averages(),
         "torch": torch.__version__, "threads": args.threads, "pillow": PIL.__version__,
         "libjpeg": jpeg_ver, "libwebp": webp_ver,
         "encode_s": float(np.mean([r.encode_s for r in rows])), "decode_s": float(np.mean([r.decode_s for r in rows])),

@@ -173,6 +173,31 @@ def read_container(data: bytes | bytearray | memoryview) -> Container:
     return _parse(data, header_only=False)
 
 
+#: Header fields ``replace_container`` may change (channels and version have one valid value).
+_REPLACEABLE = ("codec_id", "fingerprint", "height", "width")
+
+
+def replace_container(data: bytes | bytearray | memoryview, *, sections: Mapping[int, bytes] | None = None,
+                      **fields: Any) -> bytes:
+    """Re-serialise the container ``data`` with header fields and/or section payloads replaced.
+
+    ``fields`` are any of ``codec_id``, ``fingerprint`` (16 bytes), ``height``, ``width``; the others
+    keep their values. ``sections`` maps type tag -> payload: each replaces the stream's section of
+    that tag or is added; the stream's other sections are kept. The header and section CRCs are
+    recomputed, so the result parses as a container whatever the payloads hold (re-stamping a
+    stream, forging test streams). Raises BitstreamError when ``data`` is not a valid container,
+    TypeError for an unknown field name, ValueError (or LimitExceededError) for out-of-range values,
+    as ``write_container``.
+    """
+    unknown = sorted(set(fields) - set(_REPLACEABLE))
+    if unknown:
+        raise TypeError(f"replace_container: unknown field(s) {unknown}; replaceable: {list(_REPLACEABLE)}")
+    c = read_container(data)
+    header = {name: getattr(c, name) for name in _REPLACEABLE}
+    header.update(fields)
+    return write_container(Container(sections={**c.sections, **(sections or {})}, **header))
+
+
 def _parse(data: Any, header_only: bool) -> Container:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")

@@ -37,6 +37,10 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     # weight seed is the named model's own.
     "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
     "sodec_tiny_checkerboard": ({"model": "sodec", "named": "sodec-tiny-checkerboard"}, 7, (70, 33), {}),
+    # The shipped default model (cod_fast/weights): its release streams. New weights change the
+    # fingerprint, so this case is regenerated with them (the old stream is then rejected with
+    # ModelMismatchError, never misdecoded). The seed is unused.
+    "default_model": ({"model": "default"}, 0, (72, 100), {"quality": 2.0}),
 }
 
 
@@ -75,6 +79,8 @@ def golden_codec(name: str) -> Any:
     from cod_fast.loading import load_model
 
     config, seed, _, _ = CASES[name]
+    if config.get("model") == "default":
+        return load_model()
     if config.get("model") == "sodec":
         from cod_fast.codecs.sodec import NAMED_MODELS
 

@@ -65,6 +65,11 @@ class DefaultCodec:
 
         if len(fingerprint) != 16:
             raise ValueError("fingerprint must be 16 bytes")
+        entropy = [*net.entropy_parameters(), net.log_gain, net.log_inv_gain]
+        if any(p.dtype != torch.float32 for p in entropy):
+            # They decide how streams parse; rounded copies would parse other symbols.
+            raise ValueError("the default model's entropy model (h_a, h_s, density_z, gains) must stay "
+                             "float32; cast only net.g_s (the synthesis) to a lower precision")
         self.net = net.eval()
         self.fingerprint = bytes(fingerprint)
         self.device = next(net.parameters()).device

@@ -11,6 +11,7 @@ from cod_fast.models.cod import pixel_dit as cod_pixel
 from cod_fast.models.cod_lite import OneStepCoD as LiteOneStep
 from cod_fast.models.cod_lite import common as lite_common
 from cod_fast.models.cod_lite import pixel_cnn as lite_cnn
+from fast_helpers import close_fp32, randomize
 
 PIXEL_CFG = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size_x=16, hidden_size=64,
                  num_blocks=3, num_cond_blocks=2, nerf_mlpratio=2, ds=32, codebook_bits=4, up2x=True)
@@ -19,28 +20,12 @@ LITE_CFG = dict(pred="x", in_channels=3, patch_size=16, hidden_size_x=16, hidden
 INT8_OK = quant.int8_available()
 
 
-def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=gen))
-    return model.eval()
-
-
 def _rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def _close_fp32(got: torch.Tensor, ref: torch.Tensor) -> None:
-    # fp32 route: same operations up to summation order; reductions over <= a few hundred terms.
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
-
-
 def _pixel():
-    model = _randomize(PixNerDiT(**PIXEL_CFG), 10)
+    model = randomize(PixNerDiT(**PIXEL_CFG), 10)
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(1, 3, 32, 48, generator=gen)
     cond = torch.randn(1, 64, 2, 3, generator=gen)
@@ -48,7 +33,7 @@ def _pixel():
 
 
 def _lite():
-    model = _randomize(LiteOneStep(**LITE_CFG), 12)
+    model = randomize(LiteOneStep(**LITE_CFG), 12)
     model.eval()  # rebuild the t=0 cache from the randomised weights
     gen = torch.Generator().manual_seed(13)
     y = torch.zeros(1, 3, 32, 64)
@@ -63,7 +48,7 @@ def test_cpu_route_matches_reference_and_swaps_new_blocks(case) -> None:
         ref = run(model)
         fast_model = fast.optimize(model, "cpu")
         got = run(fast_model)
-    _close_fp32(got, ref)
+    close_fp32(got, ref)
     kinds = {r.fast for r in fast.replaced(fast_model)}
     if case is _pixel:
         assert {"CpuNerfEmbedder", "CpuFlattenDiTBlock", "CpuNerfBlock"} <= kinds
@@ -73,7 +58,7 @@ def test_cpu_route_matches_reference_and_swaps_new_blocks(case) -> None:
 
 
 def test_dico_block_token_major_any_layout() -> None:
-    block = _randomize(lite_cnn.DiCoBlock(32), 14)
+    block = randomize(lite_cnn.DiCoBlock(32), 14)
     gen = torch.Generator().manual_seed(15)
     x = torch.randn(2, 32, 5, 7, generator=gen)
     c = torch.randn(2, 32, generator=gen)
@@ -83,33 +68,33 @@ def test_dico_block_token_major_any_layout() -> None:
         assert isinstance(fast_block, cpu_blocks.CpuDiCoBlock)
         got = fast_block(x, c)
         got_cl = fast_block(x.contiguous(memory_format=torch.channels_last), c)
-    _close_fp32(got, ref)
+    close_fp32(got, ref)
     torch.testing.assert_close(got_cl, got, rtol=0, atol=0)
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("cls", [cod_pixel.NerfEmbedder, lite_common.NerfEmbedder])
 def test_nerf_embedder_precomputed_dct_term(cls) -> None:
-    emb = _randomize(cls(5, 16, max_freqs=8), 16)
+    emb = randomize(cls(5, 16, max_freqs=8), 16)
     x = torch.randn(3, 64, 5, generator=torch.Generator().manual_seed(17))
     with torch.no_grad():
         ref = emb(x)
         fast_emb = fast.optimize(emb, "cpu")
-        _close_fp32(fast_emb(x), ref)
+        close_fp32(fast_emb(x), ref)
         # An in-place weight update (shared with the reference) invalidates the cached table.
         emb.embedder[0].weight.mul_(2.0)
         emb.embedder[0].bias.add_(1.0)
-        _close_fp32(fast_emb(x), emb(x))
+        close_fp32(fast_emb(x), emb(x))
         with pytest.raises(ValueError, match="square"):
             fast_emb(torch.randn(1, 10, 5))
 
 
 def test_lite_resblock_without_shared_silu() -> None:
-    block = _randomize(lite_cnn.ResBlock(16), 18)
+    block = randomize(lite_cnn.ResBlock(16), 18)
     gen = torch.Generator().manual_seed(19)
     x, y = torch.randn(4, 9, 16, generator=gen), torch.randn(4, 9, 16, generator=gen)
     with torch.inference_mode():
-        _close_fp32(fast.optimize(block, "cpu")(x, y), block(x, y))
+        close_fp32(fast.optimize(block, "cpu")(x, y), block(x, y))
 
 
 @pytest.mark.skipif(not INT8_OK, reason="no x86/fbgemm quantized engine")

@@ -19,29 +19,7 @@ from cod_fast.diffusion.sampling import CapturableSampling, SamplingGraphs  # no
 from cod_fast.fast.graphs import GraphRunner, HostSyncError, host_sync_guard  # noqa: E402
 from cod_fast.loading import load_model  # noqa: E402
 from cod_fast.models.cod import DDT, PixNerDiT  # noqa: E402
-
-
-class GuardedFakeCapture:
-    """Stand-in for CUDA graph capture: warm-up calls as the real one, then the 'recorded' call and
-    every 'replay' run under ``host_sync_guard`` (any host sync or device move raises)."""
-
-    def __init__(self) -> None:
-        self.captures = 0
-        self.warmups = 0
-
-    def __call__(self, fn, static_inputs, warmup, pool):
-        for _ in range(warmup):
-            fn(*static_inputs)
-            self.warmups += 1
-        self.captures += 1
-        with host_sync_guard():
-            out = fn(*static_inputs)
-
-        def replay() -> None:
-            with host_sync_guard():
-                out.copy_(fn(*static_inputs))
-
-        return out, replay
+from fast_helpers import FakeCapture  # noqa: E402
 
 
 MODELS = {
@@ -78,7 +56,7 @@ def _one_thread():
                                                  ("euler", 3, 1.0), ("adam2", 5, 1.25)])
 def test_graph_loop_bit_identical_to_eager(model_case, sampler: str, steps: int, cfg: float) -> None:
     net, shape, codec_cond = model_case
-    fake = GuardedFakeCapture()
+    fake = FakeCapture(guard=True)
     graphs = SamplingGraphs(capture=fake)
     with torch.inference_mode():
         for seed in (0, 1):  # first call captures, second replays from the static buffers
@@ -133,7 +111,7 @@ def test_keys_shapes_steps_cfg_sampler_and_lru() -> None:
         calls.append(x.shape)
         return x * 0.5 + t.view(-1, 1, 1, 1), cond
 
-    fake = GuardedFakeCapture()
+    fake = FakeCapture(guard=True)
     graphs = SamplingGraphs(capture=fake, max_graphs=3)
     cond = torch.zeros(2, 1, 1, 1)
     small, big = torch.ones(1, 1, 2, 2), torch.ones(1, 1, 4, 2)
@@ -162,7 +140,7 @@ def test_autocast_state_is_keyed_and_capture_skips_the_cast_cache() -> None:
         seen.append((torch.is_autocast_enabled("cpu"), torch.is_autocast_cache_enabled()))
         return x + 1
 
-    fake = GuardedFakeCapture()
+    fake = FakeCapture(guard=True)
     runner = GraphRunner(fn, capture=fake, warmup=1)
     x = torch.ones(2)
     runner(x)
@@ -185,8 +163,8 @@ def test_capturable_sampling_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="does not match"):
         plan(lambda *a: None, torch.zeros(1, 1, 2, 2, dtype=torch.float64), torch.zeros(2, 1, 1, 1))
     with pytest.raises(ValueError):
-        SamplingGraphs(capture=GuardedFakeCapture())(lambda *a: None, torch.zeros(1, 1, 2, 2),
-                                                     torch.zeros(2, 1, 1, 1), "heun", 3, 1.0)
+        SamplingGraphs(capture=FakeCapture(guard=True))(lambda *a: None, torch.zeros(1, 1, 2, 2),
+                                                        torch.zeros(2, 1, 1, 1), "heun", 3, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +184,7 @@ def test_codec_decode_graph_equals_eager(pixel_codec) -> None:
     codec.cuda_graphs, codec._graphs = False, None
     eager = [codec.decode(s) for s in streams]
     assert codec._graphs is None
-    hook = GuardedFakeCapture()
+    hook = FakeCapture(guard=True)
     codec.cuda_graphs, codec._graph_capture = True, hook
     try:
         graphed = [codec.decode(s) for s in streams]
@@ -266,4 +244,4 @@ def test_cuda_codec_decode_uses_graphs() -> None:
 
 def test_graph_runner_needs_an_input() -> None:
     with pytest.raises(TypeError, match="at least one tensor"):
-        GraphRunner(lambda: torch.ones(1), capture=GuardedFakeCapture())()
+        GraphRunner(lambda: torch.ones(1), capture=FakeCapture(guard=True))()

@@ -3,30 +3,7 @@ import pytest
 import torch
 
 from cod_fast.fast.graphs import GraphRunner, signature_of
-
-
-class FakeCapture:
-    """Records how the runner captures; 'replay' recomputes into the static output buffers."""
-
-    def __init__(self) -> None:
-        self.warmups = 0
-        self.captured = 0
-
-    def __call__(self, fn, static_inputs, warmup, pool):
-        for _ in range(warmup):
-            fn(*static_inputs)
-            self.warmups += 1
-        self.captured += 1
-        out = fn(*static_inputs)
-        outs = out if isinstance(out, tuple) else (out,)
-
-        def replay():
-            new = fn(*static_inputs)
-            new = new if isinstance(new, tuple) else (new,)
-            for buf, val in zip(outs, new):
-                buf.copy_(val)
-
-        return out, replay
+from fast_helpers import FakeCapture
 
 
 def test_signature_distinguishes_shape_dtype_and_extra() -> None:
@@ -44,12 +21,12 @@ def test_replay_uses_static_buffers_and_matches_eager() -> None:
     runner = GraphRunner(lambda x, y: (x * 2 + y, x - y), capture=fake, warmup=2)
     x, y = torch.randn(4, 5), torch.randn(4, 5)
     out1 = runner(x, y)
-    assert fake.captured == 1 and fake.warmups == 2
+    assert fake.captures == 1 and fake.warmups == 2
     torch.testing.assert_close(out1[0], x * 2 + y, rtol=0, atol=0)
     x2, y2 = torch.randn(4, 5), torch.randn(4, 5)
     static_ptr = runner._graphs[runner.signatures[0]].static_inputs[0].data_ptr()
     out2 = runner(x2, y2)
-    assert fake.captured == 1, "same signature must replay, not recapture"
+    assert fake.captures == 1, "same signature must replay, not recapture"
     assert runner._graphs[runner.signatures[0]].static_inputs[0].data_ptr() == static_ptr
     torch.testing.assert_close(out2[1], x2 - y2, rtol=0, atol=0)
     # outputs are copies by default: a later replay does not change what the caller holds
@@ -73,7 +50,7 @@ def test_lru_eviction_and_key_extra() -> None:
     shapes = [sig[0][0] for sig in runner.signatures]
     assert shapes == [(1, 2), (3, 2)]
     runner(torch.ones(3, 2), key_extra="steps=4")
-    assert fake.captured == 4
+    assert fake.captures == 4
     runner.clear()
     assert runner.signatures == []
 

@@ -15,6 +15,7 @@ from cod_fast.fast import cpu_blocks  # noqa: E402
 from cod_fast.models.sodec import TINY_UNET, UNet2DConditionModel, UNetConfig  # noqa: E402
 from cod_fast.models.sodec import unet as sodec_unet  # noqa: E402
 from cod_fast.models.vae import AutoencoderKL  # noqa: E402
+from fast_helpers import close_fp32, randomize  # noqa: E402
 
 TRITON_OK = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 TRITON = pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1"))
@@ -40,28 +41,10 @@ def _single_thread():
     torch.set_num_threads(n)
 
 
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    """Unit-scale weights everywhere, so every block changes the output measurably."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=gen))
-    return model.eval()
-
-
-def _close_fp32(got: torch.Tensor, ref: torch.Tensor) -> None:
-    # fp32 on both sides; only the summation order differs (oneDNN NHWC vs NCHW kernels, fused
-    # GroupNorm statistics), reductions over at most a few hundred terms per output.
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
-
-
 def _tiny_vae(act_fn: str = "silu") -> AutoencoderKL:
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=4, act_fn=act_fn)
-    return _randomize(vae, 7)
+    return randomize(vae, 7)
 
 
 def _check_swap(model: nn.Module, fast_model: nn.Module, backend: str, kinds: set[str]) -> None:
@@ -85,7 +68,7 @@ UNET_CASES = [
 
 @pytest.mark.parametrize("backend, cfg, shape", UNET_CASES)
 def test_unet_matches_reference(backend: str, cfg: UNetConfig, shape: tuple) -> None:
-    unet = _randomize(UNet2DConditionModel(cfg), 1)
+    unet = randomize(UNet2DConditionModel(cfg), 1)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(shape, generator=gen)
     ctx = torch.randn(shape[0], 5, cfg.cross_attention_dim, generator=gen)
@@ -95,7 +78,7 @@ def test_unet_matches_reference(backend: str, cfg: UNetConfig, shape: tuple) -> 
         got = fast_unet(x, 999, ctx)
         if backend == "cpu":  # the cached timestep embedding gives the same result
             torch.testing.assert_close(fast_unet(x, 999, ctx), got, rtol=0, atol=0)
-    _close_fp32(got, ref)
+    close_fp32(got, ref)
     assert got.shape == ref.shape
     if backend == "cpu":  # channels-last inside, the reference's NCHW layout outside
         assert got.is_contiguous()
@@ -112,8 +95,8 @@ def test_vae_decode_and_encode_match_reference(backend: str) -> None:
         ref_dec, ref_enc = vae.decode(z), vae.encode(img).mean
         fast_vae = fast.optimize(vae, backend)
         got_dec, got_enc = fast_vae.decode(z), fast_vae.encode(img).mean
-    _close_fp32(got_dec, ref_dec)
-    _close_fp32(got_enc, ref_enc)
+    close_fp32(got_dec, ref_dec)
+    close_fp32(got_enc, ref_enc)
     if backend == "cpu":  # channels-last inside, the reference's NCHW layout outside
         assert got_dec.is_contiguous() and got_enc.is_contiguous()
     kinds = ({"CpuVaeDecoder", "CpuVaeEncoder", "CpuVaeResnetBlock2D", "CpuVaeAttention", "CpuVaeUpsample2D"}
@@ -132,26 +115,26 @@ def test_vae_other_activations(backend: str, act_fn: str) -> None:
     with torch.inference_mode():
         ref = vae.decode(z)
         got = fast.optimize(vae, backend).decode(z)
-    _close_fp32(got, ref)
+    close_fp32(got, ref)
 
 
 def test_timestep_cache_follows_timestep_and_weights() -> None:
-    unet = _randomize(UNet2DConditionModel(TINY_UNET), 5)
+    unet = randomize(UNet2DConditionModel(TINY_UNET), 5)
     fast_unet = fast.optimize(unet, "cpu")
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(1, 4, 8, 8, generator=gen)
     ctx = torch.randn(1, 3, TINY_UNET.cross_attention_dim, generator=gen)
     emb = fast_unet.time_embedding
     with torch.no_grad():
-        _close_fp32(fast_unet(x, 999, ctx), unet(x, 999, ctx))
+        close_fp32(fast_unet(x, 999, ctx), unet(x, 999, ctx))
         cached = emb._fast_cache[2]
-        _close_fp32(fast_unet(x, 999, ctx), unet(x, 999, ctx))
+        close_fp32(fast_unet(x, 999, ctx), unet(x, 999, ctx))
         assert emb._fast_cache[2] is cached  # reused, not recomputed
-        _close_fp32(fast_unet(x, 500, ctx), unet(x, 500, ctx))  # another t: recomputed
+        close_fp32(fast_unet(x, 500, ctx), unet(x, 500, ctx))  # another t: recomputed
         assert emb._fast_cache[2] is not cached
         unet.time_embedding.linear_2.weight.mul_(1.5)  # shared weight changed in place
-        _close_fp32(fast_unet(x, 500, ctx), unet(x, 500, ctx))
-        _close_fp32(fast_unet(torch.cat([x, x]), 500, torch.cat([ctx, ctx])),
+        close_fp32(fast_unet(x, 500, ctx), unet(x, 500, ctx))
+        close_fp32(fast_unet(torch.cat([x, x]), 500, torch.cat([ctx, ctx])),
                     unet(torch.cat([x, x]), 500, torch.cat([ctx, ctx])))  # another batch size
     with torch.enable_grad():  # outputs that carry a graph are never cached
         out = fast_unet(x, 999, ctx)
@@ -184,20 +167,20 @@ def test_subpixel_upsample_conv_matches_upsample_then_conv(shape: tuple) -> None
         ref = conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
         got = cpu_blocks._upsample2x_conv3x3(x, conv)
     # The folded taps sum up to 4 weights before the product: reductions of 9 * C terms either way.
-    _close_fp32(got, ref)
+    close_fp32(got, ref)
 
 
 def test_unet_upsampler_falls_back_for_other_sizes_and_convs() -> None:
-    up = _randomize(sodec_unet.Upsample2D(4), 9)
+    up = randomize(sodec_unet.Upsample2D(4), 9)
     fast_up = fast.optimize(up, "cpu")
     assert isinstance(fast_up, cpu_blocks.CpuUNetUpsample2D)
     x = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(10))
     with torch.inference_mode():
-        _close_fp32(fast_up(x, (5, 9)), up(x, (5, 9)))  # not an exact 2x: the reference path
-        _close_fp32(fast_up(x, (6, 10)), up(x))  # an explicit size that is exactly 2x
+        close_fp32(fast_up(x, (5, 9)), up(x, (5, 9)))  # not an exact 2x: the reference path
+        close_fp32(fast_up(x, (6, 10)), up(x))  # an explicit size that is exactly 2x
         fast_up.conv.padding_mode = "reflect"  # a conv the sub-pixel form does not cover
         up.conv.padding_mode = "reflect"
-        _close_fp32(fast_up(x), up(x))
+        close_fp32(fast_up(x), up(x))
 
 
 def test_optimize_a_sodec_codec_end_to_end() -> None:

@@ -9,7 +9,7 @@ import torch
 
 import cod_fast
 from cod_fast import cli
-from cod_fast.bitstream import CodecId, Container, SectionType, read_container, write_container
+from cod_fast.bitstream import CodecId, Container, SectionType, read_container, replace_container, write_container
 from cod_fast.codecs.default import DefaultCodec
 from cod_fast.errors import BitstreamError, EntropyParameterMismatchError, ModelMismatchError
 from cod_fast.image_io import to_uint8_chw
@@ -34,16 +34,6 @@ def image() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def stream(codec: DefaultCodec, image: torch.Tensor) -> bytes:
     return codec.encode(image, quality=3.0)
-
-
-def _rewrite(data: bytes, **changes) -> bytes:
-    """Re-serialise ``data`` (valid CRCs) with header fields or sections replaced."""
-    c = read_container(data)
-    sections = dict(c.sections)
-    sections.update(changes.pop("sections", {}))
-    fields = dict(codec_id=c.codec_id, fingerprint=c.fingerprint, height=c.height, width=c.width)
-    fields.update(changes)
-    return write_container(Container(sections=sections, **fields))
 
 
 def test_load_model_without_arguments_is_cached_default(codec: DefaultCodec) -> None:
@@ -86,14 +76,14 @@ def test_corrupted_and_truncated_streams(codec: DefaultCodec, stream: bytes) -> 
     c = read_container(stream)
     y = c.sections[SectionType.HYPERPRIOR_Y]
     hostile = [
-        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 9.0, 2, 2)}),
-        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", math.nan, 2, 2)}),
-        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 500, 500)}),
-        _rewrite(stream, sections={SectionType.HYPERPRIOR_PARAMS: b"\x00" * 3}),
-        _rewrite(stream, height=30000, width=30000,
-                 sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 469, 469)}),
-        _rewrite(stream, sections={SectionType.HYPERPRIOR_Y: y[: len(y) // 2]}),  # valid CRC, cut rANS
-        _rewrite(stream, sections={SectionType.INDICES: b"\x01"}),  # a section this codec lacks
+        replace_container(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 9.0, 2, 2)}),
+        replace_container(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", math.nan, 2, 2)}),
+        replace_container(stream, sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 500, 500)}),
+        replace_container(stream, sections={SectionType.HYPERPRIOR_PARAMS: b"\x00" * 3}),
+        replace_container(stream, height=30000, width=30000,
+                          sections={SectionType.HYPERPRIOR_PARAMS: struct.pack("<fHH", 3.0, 469, 469)}),
+        replace_container(stream, sections={SectionType.HYPERPRIOR_Y: y[: len(y) // 2]}),  # valid CRC, cut rANS
+        replace_container(stream, sections={SectionType.INDICES: b"\x01"}),  # a section this codec lacks
     ]
     for bad in hostile:
         with pytest.raises(BitstreamError):
@@ -125,9 +115,9 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
     ref = codec.decode(stream)
     (crc,) = struct.unpack("<I", read_container(stream).sections[SectionType.HYPERPRIOR_CHECK])
     with pytest.raises(EntropyParameterMismatchError, match="differ from the encoder"):
-        codec.decode(_rewrite(stream, sections={SectionType.HYPERPRIOR_CHECK: struct.pack("<I", crc ^ 1)}))
+        codec.decode(replace_container(stream, sections={SectionType.HYPERPRIOR_CHECK: struct.pack("<I", crc ^ 1)}))
     with pytest.raises(BitstreamError, match="4 bytes"):
-        codec.decode(_rewrite(stream, sections={SectionType.HYPERPRIOR_CHECK: b"\x00"}))
+        codec.decode(replace_container(stream, sections={SectionType.HYPERPRIOR_CHECK: b"\x00"}))
     sections = dict(read_container(stream).sections)
     del sections[SectionType.HYPERPRIOR_CHECK]
     assert torch.equal(codec.decode(write_container(Container(codec_id=CodecId.DEFAULT_HYPERPRIOR, fingerprint=codec.fingerprint, height=70, width=100,
@@ -146,13 +136,13 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
 
 
 def test_other_model_stream(codec: DefaultCodec, stream: bytes) -> None:
-    other = _rewrite(stream, fingerprint=bytes(16))
+    other = replace_container(stream, fingerprint=bytes(16))
     with pytest.raises(ModelMismatchError):
         codec.decode(other)
     with pytest.raises(ModelMismatchError):
         cod_fast.decode(other)  # no loaded or named model has that fingerprint
     with pytest.raises(ModelMismatchError):
-        codec.decode(_rewrite(stream, codec_id=int(CodecId.COD_ONE_STEP)))
+        codec.decode(replace_container(stream, codec_id=int(CodecId.COD_ONE_STEP)))
 
 
 def test_cli_demo_and_compress(tmp_path, capsys) -> None:
@@ -194,3 +184,29 @@ def test_metrics() -> None:
     assert 0.0 < ms_ssim(a[:, :6, :7], b[:, :6, :7]) <= 1.0
     with pytest.raises(ValueError):
         ms_ssim(a, b[:, :10])
+
+
+def test_stream_of_earlier_shipped_weights_is_rejected_clearly(codec: DefaultCodec) -> None:
+    """tests/golden/default_model_step450.codf was written (without the CHECK section, as that
+    release did) by the weights shipped before the current ones; the current model refuses it
+    with ModelMismatchError naming both fingerprints instead of decoding garbage."""
+    from pathlib import Path
+
+    old = (Path(__file__).resolve().parents[1] / "golden" / "default_model_step450.codf").read_bytes()
+    assert SectionType.HYPERPRIOR_CHECK not in read_container(old).sections
+    with pytest.raises(ModelMismatchError) as info:
+        codec.decode(old)
+    assert "d14ced709defdfb3da4b726fd4c19b4f" in str(info.value) and codec.fingerprint_hex in str(info.value)
+
+
+def test_lower_precision_synthesis_only(codec: DefaultCodec, stream: bytes) -> None:
+    """A bf16 synthesis decodes the same stream within 1 uint8 step-ish of fp32 (bench/
+    bf16_fidelity.py measures Kodak); a cast entropy model is refused up front."""
+    import copy
+
+    net = copy.deepcopy(codec.net)
+    net.g_s.to(torch.bfloat16)
+    out = DefaultCodec(net, codec.fingerprint).decode(stream)
+    assert psnr(out, codec.decode(stream)) > 40.0
+    with pytest.raises(ValueError, match="float32"):
+        DefaultCodec(copy.deepcopy(codec.net).to(torch.bfloat16), codec.fingerprint)

@@ -12,11 +12,10 @@ import cod_fast
 from cod_fast._ext import cpu_ext
 from cod_fast.bitstream import (
     CodecId,
-    Container,
     LimitExceededError,
     SectionType,
     read_container,
-    write_container,
+    replace_container,
 )
 from cod_fast.cli import main
 from cod_fast.codecs.sodec import NAMED_MODELS, SodecCodec, load_named, save_sodec, seeded_state_dict
@@ -157,15 +156,6 @@ def test_cli_round_trip(tmp_path, capsys, image):
 
 # ---- bad input ------------------------------------------------------------------------------------
 
-def _rewrite(data, **changes):
-    c = read_container(data)
-    sections = dict(c.sections)
-    sections.update(changes.pop("sections", {}))
-    fields = dict(codec_id=c.codec_id, fingerprint=c.fingerprint, height=c.height, width=c.width)
-    fields.update(changes)
-    return write_container(Container(sections=sections, **fields))
-
-
 @pytest.mark.parametrize("name", sorted(NAMED_MODELS))
 def test_bad_streams(name, image):
     codec = load_named(name)
@@ -179,22 +169,22 @@ def test_bad_streams(name, image):
     y, params = c.sections[SectionType.HYPERPRIOR_Y], c.sections[SectionType.SODEC_PARAMS]
     flags = int(codec.checkerboard)
     hostile = [
-        _rewrite(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags | 2, 1, 1, 0)}),
-        _rewrite(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags ^ 1, 1, 1, 0)}),
-        _rewrite(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 500, 500, 0)}),
-        _rewrite(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 1, 1, 1 << 31)}),
-        _rewrite(data, sections={SectionType.SODEC_PARAMS: params[:5]}),
-        _rewrite(data, height=32768, width=32768,  # rejected before any allocation
-                 sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 512, 512, 0)}),
-        _rewrite(data, sections={SectionType.HYPERPRIOR_Y: y[: len(y) // 2]}),  # valid CRC, cut rANS
-        _rewrite(data, sections={SectionType.HYPERPRIOR_Z: b""}),
-        _rewrite(data, sections={SectionType.INDICES: b"\x01"}),  # a section this codec lacks
+        replace_container(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags | 2, 1, 1, 0)}),
+        replace_container(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags ^ 1, 1, 1, 0)}),
+        replace_container(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 500, 500, 0)}),
+        replace_container(data, sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 1, 1, 1 << 31)}),
+        replace_container(data, sections={SectionType.SODEC_PARAMS: params[:5]}),
+        replace_container(data, height=32768, width=32768,  # rejected before any allocation
+                          sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 512, 512, 0)}),
+        replace_container(data, sections={SectionType.HYPERPRIOR_Y: y[: len(y) // 2]}),  # valid CRC, cut rANS
+        replace_container(data, sections={SectionType.HYPERPRIOR_Z: b""}),
+        replace_container(data, sections={SectionType.INDICES: b"\x01"}),  # a section this codec lacks
     ]
     for bad in hostile:
         with pytest.raises(BitstreamError):
             codec.decode(bad)
-    huge = _rewrite(data, height=32768, width=32768,
-                    sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 512, 512, 0)})
+    huge = replace_container(data, height=32768, width=32768,
+                             sections={SectionType.SODEC_PARAMS: struct.pack("<BHHI", flags, 512, 512, 0)})
     with pytest.raises(LimitExceededError):
         codec.decode(huge)
 
@@ -205,9 +195,9 @@ def test_other_model_stream(image):
     with pytest.raises(ModelMismatchError):
         load_named("sodec-tiny").decode(other)
     with pytest.raises(ModelMismatchError):
-        load_named("sodec-tiny").decode(_rewrite(data, codec_id=int(CodecId.DEFAULT_HYPERPRIOR)))
+        load_named("sodec-tiny").decode(replace_container(data, codec_id=int(CodecId.DEFAULT_HYPERPRIOR)))
     with pytest.raises(ModelMismatchError):
-        load_named("sodec-tiny").decode(_rewrite(data, fingerprint=bytes(16)))
+        load_named("sodec-tiny").decode(replace_container(data, fingerprint=bytes(16)))
 
 
 def test_bad_images_and_arguments(image):

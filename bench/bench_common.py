@@ -1,0 +1,91 @@
+"""Helpers shared by the bench scripts: machine description, A/B-alternated timing rounds, reports.
+
+The scripts run as ``python bench/<script>.py``; each puts this folder on ``sys.path`` and imports
+this module by its plain name (``import bench_common``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Mapping
+
+import torch
+
+Run = Callable[[], torch.Tensor]
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s first "model name"; ``platform`` where that is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_averages() -> str:
+    """The 1, 5 and 15 minute load averages as "a.aa b.bb c.cc" ("n/a" where the OS has none)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine_line() -> str:
+    """One line for a report's head: torch version, torch threads, CPU model, 1-minute load."""
+    return (f"torch {torch.__version__}  threads={torch.get_num_threads()}  cpu={cpu_name()}  "
+            f"load={os.getloadavg()[0]:.1f}")
+
+
+def run_selected(args: argparse.Namespace, targets: Mapping[str, Callable[[argparse.Namespace], None]]) -> None:
+    """Call ``targets[name](args)`` for every target when ``args.only`` is None, else for that one
+    only, in the mapping's order; then print the 1-minute load at the end of the run."""
+    for name, bench in targets.items():
+        if args.only in (None, name):
+            bench(args)
+    print(f"load at end={os.getloadavg()[0]:.1f}")
+
+
+def alternate(runs: Mapping[str, Run], repeat: int) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
+    """One warm call of each contender, then ``repeat`` rounds calling each once, in turn (A/B/A/B),
+    so that all see the same machine load. Returns ({name: wall seconds per round}, {name: the
+    warm call's output})."""
+    outs = {name: fn() for name, fn in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times, outs
+
+
+def errors(got: torch.Tensor, ref: torch.Tensor) -> str:
+    """Max abs difference and relative L2 error of ``got`` against ``ref`` (any shapes that
+    broadcast, computed in float64), as one line."""
+    d = (got.double() - ref.double())
+    rel = float(d.norm() / ref.double().norm().clamp_min(1e-30))
+    return f"max|d| {float(d.abs().max()):.3g}  relL2 {rel:.3g}"
+
+
+def report(title: str, times: Mapping[str, list[float]], outs: Mapping[str, torch.Tensor],
+           extra: Callable[[torch.Tensor, torch.Tensor], str] | None = None) -> None:
+    """Print ``title`` and a line per contender: median and per-round seconds, speedup against the
+    contender named "reference", and (for the others) ``errors`` plus ``extra(out, ref_out)``."""
+    ref_t = statistics.median(times["reference"])
+    print(title)
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        line = (f"  {name:<10} median {med:7.3f} s  (runs {', '.join(f'{t:.3f}' for t in ts)})  "
+                f"speedup {ref_t / med:5.2f}x")
+        if name != "reference":
+            line += "  " + errors(outs[name], outs["reference"])
+            if extra is not None:
+                line += "  " + extra(outs[name], outs["reference"])
+        print(line)
