@@ -38,7 +38,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import BitstreamError
+from .errors import BitstreamError, ModelMismatchError
 
 MAGIC = b"CODF"
 FORMAT_VERSION = 1
@@ -166,6 +166,28 @@ def write_container(c: Container) -> bytes:
 def read_header(data: bytes | bytearray | memoryview) -> Container:
     """Parse and verify only the fixed header (no sections). Returns a Container with no sections."""
     return _parse(data, header_only=True)
+
+
+def check_owner(
+    c: "Container", fingerprint: bytes, codec_id: int, model: str, sections: set[int] | None = None
+) -> None:
+    """Check that container ``c`` belongs to the decoder holding ``fingerprint`` / ``codec_id``.
+
+    ``model`` names the decoder in the messages (e.g. "the default model"). Raises
+    ``ModelMismatchError`` (naming both fingerprints) for another model or codec id, and
+    ``BitstreamError`` when ``sections`` is given and the stream holds a section type outside it.
+    """
+    expected, found = bytes(fingerprint).hex(), c.fingerprint.hex()
+    if c.fingerprint != bytes(fingerprint):
+        raise ModelMismatchError(
+            expected, found, f"stream was written by model {found}, but this decoder holds {model} {expected}")
+    if c.codec_id != codec_id:
+        raise ModelMismatchError(
+            expected, found, f"stream holds codec id {c.codec_id}, {model} decodes codec id {int(codec_id)}")
+    if sections is not None:
+        unknown = set(c.sections) - set(sections)
+        if unknown:
+            raise BitstreamError(f"stream holds section types {sorted(unknown)} this codec does not define")
 
 
 def read_container(data: bytes | bytearray | memoryview) -> Container:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Union
 import torch
 
 from ..bitstream import (
+    check_owner,
     CodecId,
     Container,
     DecodeParams,
@@ -26,7 +27,7 @@ from ..bitstream import (
     unpack_indices_section,
     write_container,
 )
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 
 #: Default limit on decoded pixels (padded H * W): 64 Mpx. Pass max_pixels= to decode more.
@@ -144,18 +145,7 @@ class VQCodec(ABC):
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
         c = read_container(data)
-        if c.fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream was written by model {c.fingerprint.hex()}, but this decoder holds model "
-                f"{self.fingerprint_hex}")
-        if c.codec_id != self.codec_id:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream holds codec id {c.codec_id}, this model decodes codec id {int(self.codec_id)}")
-        unknown = set(c.sections) - {SectionType.INDICES, SectionType.DECODE_PARAMS}
-        if unknown:
-            raise BitstreamError(f"stream holds section types {sorted(unknown)} this codec does not define")
+        check_owner(c, self.fingerprint, self.codec_id, "model", {SectionType.INDICES, SectionType.DECODE_PARAMS})
         bits, rows, cols, packed = unpack_indices_section(c.section(SectionType.INDICES))
         hp, wp = padded_size(c.height, c.width, self.stride)
         if hp * wp > max_pixels:

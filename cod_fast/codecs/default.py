@@ -29,11 +29,12 @@ from ..bitstream import (
     Container,
     LimitExceededError,
     SectionType,
+    check_owner,
     compute_fingerprint,
     read_container,
     write_container,
 )
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
@@ -130,18 +131,7 @@ class DefaultCodec:
         from ..models.default.model import MAX_Z_POSITIONS
 
         c = read_container(data)
-        if c.fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream was written by model {c.fingerprint.hex()}, but this decoder holds the "
-                f"default model {self.fingerprint_hex}")
-        if c.codec_id != self.codec_id:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream holds codec id {c.codec_id}, the default model decodes codec id {int(self.codec_id)}")
-        unknown = set(c.sections) - _SECTIONS
-        if unknown:
-            raise BitstreamError(f"stream holds section types {sorted(unknown)} this codec does not define")
+        check_owner(c, self.fingerprint, self.codec_id, "the default model", _SECTIONS)
         payload = c.section(SectionType.HYPERPRIOR_PARAMS)
         if len(payload) != _PARAMS.size:
             raise BitstreamError(f"HYPERPRIOR_PARAMS section must be {_PARAMS.size} bytes, got {len(payload)}")

@@ -52,6 +52,7 @@ import torch
 
 from .. import rcc
 from ..bitstream import (
+    check_owner,
     HEADER_BYTES,
     SECTION_OVERHEAD,
     ChecksumError,
@@ -75,7 +76,7 @@ from ..diffc.schedule import (
     alpha_bar,
     step_coefficients,
 )
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
@@ -458,13 +459,7 @@ class DiffCCodec:
         """(container, params, packed VQ indices or None, step records, complete). Checks the
         model, codec id, sections and the record count; BitstreamError / ModelMismatchError."""
         c, complete = read_prefix(data)
-        if c.fingerprint != self.fingerprint:
-            raise ModelMismatchError(self.fingerprint.hex(), c.fingerprint.hex(),
-                                     f"stream was written by model {c.fingerprint.hex()}, this "
-                                     f"decoder holds {self.fingerprint.hex()}")
-        if c.codec_id != self.codec_id:
-            raise ModelMismatchError(self.fingerprint.hex(), c.fingerprint.hex(),
-                                     f"stream holds codec id {c.codec_id}, not DiffC ({int(self.codec_id)})")
+        check_owner(c, self.fingerprint, self.codec_id, "the DiffC model")
         hp, wp = padded_size(c.height, c.width, self.stride)
         if hp * wp > max_pixels:
             raise LimitExceededError(f"image of {c.height}x{c.width} exceeds max_pixels={max_pixels}")

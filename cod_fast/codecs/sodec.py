@@ -41,6 +41,7 @@ from typing import Any, Mapping, Union
 import torch
 
 from ..bitstream import (
+    check_owner,
     CodecId,
     Container,
     LimitExceededError,
@@ -50,7 +51,7 @@ from ..bitstream import (
     read_container,
     write_container,
 )
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
 from ..models.sodec.integer_params import BACKENDS, IntegerEntropyParams
@@ -183,18 +184,7 @@ class SodecCodec:
         ModelMismatchError for another model or codec.
         """
         c = read_container(data)
-        if c.fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream was written by model {c.fingerprint.hex()}, but this decoder holds SODEC model "
-                f"{self.fingerprint_hex}")
-        if c.codec_id != self.codec_id:
-            raise ModelMismatchError(
-                self.fingerprint_hex, c.fingerprint.hex(),
-                f"stream holds codec id {c.codec_id}, SODEC decodes codec id {int(self.codec_id)}")
-        unknown = set(c.sections) - _SECTIONS
-        if unknown:
-            raise BitstreamError(f"stream holds section types {sorted(unknown)} this codec does not define")
+        check_owner(c, self.fingerprint, self.codec_id, "SODEC model", _SECTIONS)
         payload = c.section(SectionType.SODEC_PARAMS)
         if len(payload) != _PARAMS.size:
             raise BitstreamError(f"SODEC_PARAMS section must be {_PARAMS.size} bytes, got {len(payload)}")

@@ -170,13 +170,19 @@ def test_training_resume_is_exact(tmp_path: Path) -> None:
     main(common + ["--out", str(tmp_path / "a"), "--steps", "4"])
     main(common + ["--out", str(tmp_path / "b"), "--steps", "2"])
     main(common + ["--out", str(tmp_path / "b"), "--steps", "4", "--resume"])
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 4
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    _assert_same_checkpoints(tmp_path / "a", tmp_path / "b", step=4)
     log = (tmp_path / "a" / "train.log").read_text()
     assert "step 4 loss" in log
+
+
+def _assert_same_checkpoints(a: Path, b: Path, step: int) -> None:
+    """The last.pt of two run folders hold the same step and bit-identical weights."""
+    ca = torch.load(a / "last.pt", weights_only=True)
+    cb = torch.load(b / "last.pt", weights_only=True)
+    assert ca["step"] == cb["step"] == step
+    assert ca["model"].keys() == cb["model"].keys()
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
 
 
 def test_entropy_warmup_trains_only_the_entropy_model(tmp_path: Path) -> None:
@@ -191,11 +197,7 @@ def test_entropy_warmup_trains_only_the_entropy_model(tmp_path: Path) -> None:
     main(common + ["--out", str(tmp_path / "w"), "--steps", "1", "--stop-after", "2"])
     main(common + ["--out", str(tmp_path / "w"), "--steps", "1", "--resume"])
     main(common + ["--out", str(tmp_path / "full"), "--steps", "1"])
-    warm = torch.load(tmp_path / "w" / "last.pt", weights_only=True)
-    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
-    assert warm["step"] == full["step"] == 3
-    for k in full["model"]:
-        assert torch.equal(warm["model"][k], full["model"][k]), k
+    _assert_same_checkpoints(tmp_path / "w", tmp_path / "full", step=3)
     log = (tmp_path / "full" / "train.log").read_text()
     assert "warm 2 loss" in log and "step 3 loss" in log
     # After the warm-up alone, only entropy-model parameters differ from the calibrated start.
