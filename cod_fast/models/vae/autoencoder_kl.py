@@ -2,7 +2,9 @@
 
 Covers the configurations used by Stable Diffusion VAEs (``stabilityai/sd-vae-ft-ema``):
 ``DownEncoderBlock2D`` / ``UpDecoderBlock2D`` blocks, GroupNorm + SiLU, one single-head attention
-in each mid block. Keys match diffusers exactly, e.g. ``encoder.down_blocks.0.resnets.0.norm1.weight``,
+in each mid block. Other diffusers block types (e.g. ``AttnDownEncoderBlock2D``, used by no SD
+VAE) raise ``NotImplementedError`` naming the type (documented unsupported case, tested). Keys
+match diffusers exactly, e.g. ``encoder.down_blocks.0.resnets.0.norm1.weight``,
 ``encoder.down_blocks.0.downsamplers.0.conv.weight``, ``decoder.mid_block.attentions.0.to_q.weight``,
 ``decoder.up_blocks.0.upsamplers.0.conv.weight``, ``quant_conv.weight``, ``post_quant_conv.weight``.
 
