@@ -42,14 +42,7 @@ def _noise(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on the shared 2-core machine: one thread is ~50x faster than two contending
-    with other jobs. Eager and graph paths run under the same setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.mark.parametrize("sampler, steps, cfg", [("adam2", 25, 3.0), ("euler", 25, 3.0), ("adam2", 4, 1.0),

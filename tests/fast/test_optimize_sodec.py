@@ -32,13 +32,7 @@ CPU_KINDS = {"CpuSodecUNet", "CpuTimestepEmbedding", "CpuUNetResnetBlock2D", "Cp
 TRITON_KINDS = {"TritonTimestepEmbedding", "TritonUNetResnetBlock2D", "TritonGroupNorm"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 
 def _tiny_vae(act_fn: str = "silu") -> AutoencoderKL:

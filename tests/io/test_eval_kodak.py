@@ -19,15 +19,7 @@ sys.modules[_spec.name] = ek  # dataclasses look their module up by name
 _spec.loader.exec_module(ek)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the script runs (float64 MS-SSIM crawls on an oversubscribed machine)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.
            "conv1", "conv2", "conv_shortcut", "conv"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on the shared 2-core machine OpenMP
-    spinning makes them many times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 
 def _randomize_lora(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:

@@ -23,14 +23,7 @@ from cod_fast.models.sodec import (
 GOLDEN = json.loads((Path(__file__).parent / "data" / "sodec_golden.json").read_text())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on the shared 2-core machine OpenMP
-    spinning makes them many times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 
 def seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:

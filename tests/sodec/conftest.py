@@ -15,11 +15,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run on one thread: intra-op threads on tiny tensors only add synchronisation,
-    and on a loaded 2-core machine spinning OpenMP workers made a 64x64 decode 50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    """Every module here runs tiny models on one thread (tests/conftest.py explains why)."""
     yield
-    torch.set_num_threads(n)
