@@ -31,9 +31,12 @@ __all__ = [
 
 
 @triton.jit
-def _ln2d_load(x_ptr, res_ptr, gate_ptr, base, b, offs_c, offs_p, ok, HW, C,
+def _ln2d_load(x_ptr, res_ptr, gate_ptr, xout_ptr, base, b, offs_c, offs_p, ok, HW, C,
                HAS_RES: tl.constexpr):
-    """fp32 tile [BLOCK_C, BLOCK_P] of the normalised input: x, or residual + gate[b, c] * x."""
+    """fp32 tile [BLOCK_C, BLOCK_P] of the normalised input: x, or residual + gate[b, c] * x.
+
+    Each operand is loaded in its own dtype (autocast mixes bf16/fp16 branches with fp32
+    residuals and gates) and the sum is rounded to the residual stream's dtype (xout's)."""
     addr = base + offs_c[:, None] * HW + offs_p[None, :]
     x = tl.load(x_ptr + addr, mask=ok, other=0.0).to(tl.float32)
     if HAS_RES:
@@ -41,7 +44,7 @@ def _ln2d_load(x_ptr, res_ptr, gate_ptr, base, b, offs_c, offs_p, ok, HW, C,
         g = tl.load(gate_ptr + b * C + offs_c, mask=offs_c < C, other=0.0).to(tl.float32)
         x = r + g[:, None] * x
         # The residual stream is stored in its own dtype; normalise that rounded value.
-        x = x.to(res_ptr.dtype.element_ty).to(tl.float32)
+        x = x.to(xout_ptr.dtype.element_ty).to(tl.float32)
     return x
 
 
@@ -61,7 +64,7 @@ def _ln2d_modulate_kernel(
     c0 = tl.arange(0, BLOCK_C)
 
     # Shift K per pixel: channel 0's value.
-    K = _ln2d_load(x_ptr, res_ptr, gate_ptr, base, b, c0 * 0, offs_p,
+    K = _ln2d_load(x_ptr, res_ptr, gate_ptr, xout_ptr, base, b, c0 * 0, offs_p,
                    (c0 == 0)[:, None] & p_ok[None, :], HW, C, HAS_RES)
     K = tl.sum(K, axis=0)
     acc_s = tl.zeros((BLOCK_P,), tl.float32)
@@ -69,7 +72,7 @@ def _ln2d_modulate_kernel(
     for cs in range(0, C, BLOCK_C):
         offs_c = cs + c0
         ok = (offs_c < C)[:, None] & p_ok[None, :]
-        x = _ln2d_load(x_ptr, res_ptr, gate_ptr, base, b, offs_c, offs_p, ok, HW, C, HAS_RES)
+        x = _ln2d_load(x_ptr, res_ptr, gate_ptr, xout_ptr, base, b, offs_c, offs_p, ok, HW, C, HAS_RES)
         d = tl.where(ok, x - K[None, :], 0.0)
         acc_s += tl.sum(d, axis=0)
         acc_q += tl.sum(d * d, axis=0)
@@ -82,7 +85,7 @@ def _ln2d_modulate_kernel(
         offs_c = cs + c0
         c_ok = offs_c < C
         ok = c_ok[:, None] & p_ok[None, :]
-        x = _ln2d_load(x_ptr, res_ptr, gate_ptr, base, b, offs_c, offs_p, ok, HW, C, HAS_RES)
+        x = _ln2d_load(x_ptr, res_ptr, gate_ptr, xout_ptr, base, b, offs_c, offs_p, ok, HW, C, HAS_RES)
         addr = base + offs_c[:, None] * HW + offs_p[None, :]
         if HAS_RES:
             tl.store(xout_ptr + addr, x.to(xout_ptr.dtype.element_ty), mask=ok)
@@ -103,6 +106,20 @@ def _check_bc(name: str, t: torch.Tensor | None, B: int, C: int) -> torch.Tensor
     return t.reshape(B, C).contiguous()
 
 
+def _out_dtypes(x: torch.Tensor, residual: torch.Tensor | None, gate: torch.Tensor | None,
+                shift: torch.Tensor | None, scale: torch.Tensor | None) -> tuple[torch.dtype, torch.dtype]:
+    """(dtype of the residual stream ``residual + gate * x``, dtype of the normalised output), as
+    the reference computes them: type promotion of the operands, and under autocast LayerNorm runs
+    and returns fp32 (it is on autocast's fp32 list) before the modulation promotes further."""
+    stream = x.dtype
+    if residual is not None:
+        stream = torch.promote_types(torch.promote_types(residual.dtype, gate.dtype), x.dtype)
+    out = torch.float32 if torch.is_autocast_enabled(x.device.type) else stream
+    if shift is not None:
+        out = torch.promote_types(out, torch.promote_types(shift.dtype, scale.dtype))
+    return stream, out
+
+
 def _launch(x, residual, gate, shift, scale, eps):
     check_tensor("x", x, 4)
     if (shift is None) != (scale is None):
@@ -114,17 +131,19 @@ def _launch(x, residual, gate, shift, scale, eps):
     shift = _check_bc("shift", shift, B, C)
     scale = _check_bc("scale", scale, B, C)
     x = x.contiguous()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     has_res = residual is not None
     if has_res:
         check_tensor("residual", residual, 4)
-        if residual.shape != x.shape or residual.dtype != x.dtype:
-            raise ValueError("residual must match y in shape and dtype")
+        if residual.shape != x.shape:
+            raise ValueError(f"residual must match y in shape: {tuple(residual.shape)} vs {tuple(x.shape)}")
         if gate is None:
             raise ValueError("gate is required with a residual (DiCoBlock gates every branch)")
         gate = _check_bc("gate", gate, B, C)
         residual = residual.contiguous()
-        xout = torch.empty_like(out)
+    stream_dtype, out_dtype = _out_dtypes(x, residual, gate, shift, scale)
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    if has_res:
+        xout = torch.empty(x.shape, dtype=stream_dtype, device=x.device)
     else:
         residual, xout = x, out
     HW = H * W
@@ -152,7 +171,8 @@ def layer_norm2d_modulate(
     """``modulate(LayerNorm2d(x), shift, scale)`` on NCHW in one kernel (Triton).
 
     x: [B, C, H, W] fp16/bf16/fp32; shift/scale: [B, C] (or [B, C, 1, 1]), or both None for the
-    plain LayerNorm2d (affine=False). Returns contiguous [B, C, H, W] in x's dtype.
+    plain LayerNorm2d (affine=False). Returns contiguous [B, C, H, W] in the reference's dtype: x's
+    promoted with shift/scale's, and fp32 under autocast (LayerNorm autocasts to fp32).
     """
     out, _ = _launch(x, None, None, shift, scale, eps)
     return out
@@ -182,8 +202,9 @@ def gated_residual_layer_norm2d_modulate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x = residual + gate * y; h = modulate(LayerNorm2d(x), shift, scale)`` (Triton).
 
-    residual/y: [B, C, H, W] (same dtype); gate/shift/scale: [B, C]. Returns ``(x, h)``, both
-    contiguous [B, C, H, W].
+    residual/y: [B, C, H, W], any supported dtypes (autocast gives bf16/fp16 ``y`` and fp32
+    ``residual``); gate/shift/scale: [B, C]. Returns ``(x, h)``, contiguous [B, C, H, W]: ``x`` in the
+    promoted dtype of residual, gate and y; ``h`` as :func:`layer_norm2d_modulate` of that ``x``.
     """
     out, xout = _launch(y, residual, gate, shift, scale, eps)
     return xout, out

@@ -23,8 +23,9 @@ runs with the autocast weight cache off (a cached cast made during warm-up would
 caller's autocast region ends, while the graph still reads it).
 
 `host_sync_guard()` checks on CPU that a function is capturable: inside it, host synchronisation
-(`.item()`, `bool(tensor)`, `.tolist()`, `.cpu()`, `.numpy()`) and device moves (`.to(device)`,
-`.cuda()`, `torch.tensor(...)`) raise `HostSyncError`.
+(`.item()`, `bool(tensor)`, `.tolist()`, `.cpu()`, `.numpy()`), device moves (`.to(device)`,
+`.cuda()`, `torch.tensor(...)`) and any copy between devices at the aten level (`copy_` of a host
+tensor into a device one, however it was spelled) raise `HostSyncError`.
 
 The cache logic (signatures, LRU eviction, warm-up count, buffer reuse) is independent of CUDA and
 is tested on CPU through the `capture` hook; on a machine without CUDA, `GraphRunner` with
@@ -102,11 +103,31 @@ class _SyncFunctionGuard(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _cross_device_copy(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """'src -> dst' when an aten call copies a tensor between devices (whatever Python call made
+    it: ``.to``, ``copy_``, an index put of a host tensor...), else None."""
+    if func in (torch.ops.aten.copy_.default, torch.ops.aten._copy_from.default):
+        dst, src = (args[0], args[1]) if func is torch.ops.aten.copy_.default else (args[1], args[0])
+        if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.device != dst.device:
+            return f"{src.device} -> {dst.device}"
+    elif func is torch.ops.aten._to_copy.default:
+        target = kwargs.get("device")
+        if target is not None and args and torch.device(target) != args[0].device:
+            return f"{args[0].device} -> {torch.device(target)}"
+    return None
+
+
 class _SyncDispatchGuard(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
         if func is torch.ops.aten._local_scalar_dense.default:
             raise HostSyncError("a tensor value was read on the host inside a captured function")
-        return func(*args, **(kwargs or {}))
+        moved = _cross_device_copy(func, args, kwargs)
+        if moved is not None:
+            # CUDA graph capture refuses copies from pageable host memory, and would bake the
+            # values of a pinned one into the graph: inputs must be device tensors already.
+            raise HostSyncError(f"a tensor was copied between devices ({moved}) inside a captured function")
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager

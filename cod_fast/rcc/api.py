@@ -3,8 +3,10 @@
 ``encode(mu, kl_bits, seed, step)`` sends a sample of N(mu, I) against the prior N(0, I) with the
 chunked ordered-random-coding scheme of DiffC; ``decode`` regenerates the same sample from the
 chunk indices. Backends: ``"reference"`` (plain torch, slow), ``"cpp"`` (cod_fast._C, threads),
-``"cuda"`` (cod_fast._C_cuda); ``"auto"`` picks cuda, then cpp, then reference. All backends
-produce the same indices and bit-identical samples (see csrc/rcc/rcc_math.h).
+``"cuda"`` (cod_fast._C_cuda); ``"auto"`` picks by where the data is: cuda for CUDA tensors (when
+the CUDA extension is there), else cpp, else reference -- never the GPU for CPU tensors just because
+a GPU exists. All backends produce the same indices and bit-identical samples (see
+csrc/rcc/rcc_math.h).
 """
 from __future__ import annotations
 
@@ -28,11 +30,22 @@ def _check_int(name: str, value: object, upper: int) -> int:
     return value
 
 
-def _resolve_backend(backend: str) -> str:
+def _cuda_rcc():
+    mod = _ext.cuda_ext()
+    return getattr(mod, "rcc", None) if mod is not None else None
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    """The backend that runs: ``backend`` itself, checked, or for ``"auto"`` the one for data on
+    ``device`` (cuda for a CUDA device when cod_fast._C_cuda is there, else cpp, else reference).
+
+    Raises ValueError for an unknown name and ExtensionUnavailableError when the named backend
+    cannot run here.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if _ext.cuda_ext() is not None and hasattr(_ext.cuda_ext(), "rcc"):
+        if torch.device(device).type == "cuda" and _cuda_rcc() is not None:
             return "cuda"
         return "cpp" if _cpp() is not None else "reference"
     if backend == "cpp" and _cpp() is None:
@@ -41,7 +54,7 @@ def _resolve_backend(backend: str) -> str:
             "backend 'cpp' needs cod_fast._C with the rcc submodule: "
             + ("the rcc submodule is missing (rebuild)" if reason == "ok" else reason)
         )
-    if backend == "cuda" and (_ext.cuda_ext() is None or not hasattr(_ext.cuda_ext(), "rcc")):
+    if backend == "cuda" and _cuda_rcc() is None:
         raise ExtensionUnavailableError(
             "backend 'cuda' needs a CUDA device and cod_fast._C_cuda: "
             + _ext.availability().get("_C_cuda", "")
@@ -74,7 +87,8 @@ def encode(
         kl_bits: the step's KL budget in bits (>= 0); quantized up to 1/16 bit, and that integer
             (``quantize_kl(kl_bits)``) is what a stream must carry for the decoder.
         seed: shared seed, 0 <= seed < 2^64. step: step number, 0 <= step < 2^32.
-        backend: "auto", "reference", "cpp" or "cuda". threads: CPU threads (None: all cores).
+        backend: "auto" (by mu's device), "reference", "cpp" or "cuda". threads: CPU threads (None:
+            all cores).
     Returns:
         (indices int64 [chunks] with indices[c] < 2^plan.bits[c], sample float32 [d] on mu's
         device), the sample being the selected candidate.
@@ -90,7 +104,7 @@ def encode(
     seed = _check_int("seed", seed, _U64)
     step = _check_int("step", step, _U32)
     plan = make_plan(mu.numel(), kl_bits)
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend, mu.device)
     if backend == "reference":
         idx, sample = reference.encode(mu.detach().cpu().contiguous(), plan, seed, step)
         return torch.tensor(idx, dtype=torch.int64), sample.to(mu.device)
@@ -142,7 +156,7 @@ def decode(
         c = int(torch.nonzero(bad)[0])
         raise BitstreamError(f"index {int(idx[c])} of chunk {c} is outside [0, 2^{plan.bits[c]})")
     out_device = torch.device(device) if device is not None else indices.device
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend, out_device)
     if backend == "reference":
         return reference.decode(idx.tolist(), plan, seed, step).to(out_device)
     if backend == "cpp":

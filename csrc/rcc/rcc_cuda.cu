@@ -9,6 +9,7 @@
 // candidate or chunk with a dimension are 64-bit (DiffC's idx * dim overflowed int32).
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>  // chunk_bits / chunk_dims arrive as Python lists (std::vector)
 
 #include <stdexcept>
 #include <string>
@@ -199,6 +200,9 @@ struct Scratch {  // device buffers freed on the stream when the call ends
 void encode(uintptr_t mu_ptr, int64_t dim, const std::vector<int>& bits,
             const std::vector<int64_t>& dims, uintptr_t perm_ptr, uint64_t seed, uint32_t step,
             uintptr_t indices_ptr, uintptr_t sample_ptr, uintptr_t stream_ptr) {
+  // Invariant: the host-side checks (make_meta) run before any CUDA call, so bad arguments raise
+  // without touching a device; a step of zero dimensions and zero chunks is a no-op.
+  if (dim == 0 && bits.empty() && dims.empty()) return;
   int64_t n_tasks = 0;
   const std::vector<ChunkMeta> meta = make_meta(bits, dims, dim, n_tasks);
   const int n_chunks = (int)meta.size();
@@ -228,6 +232,7 @@ void encode(uintptr_t mu_ptr, int64_t dim, const std::vector<int>& bits,
 void decode(uintptr_t indices_ptr, int64_t dim, const std::vector<int>& bits,
             const std::vector<int64_t>& dims, uintptr_t perm_ptr, uint64_t seed, uint32_t step,
             uintptr_t sample_ptr, uintptr_t stream_ptr) {
+  if (dim == 0 && bits.empty() && dims.empty()) return;  // as in encode: nothing to regenerate
   int64_t n_tasks = 0;
   const std::vector<ChunkMeta> meta = make_meta(bits, dims, dim, n_tasks);
   const int n_chunks = (int)meta.size();

@@ -1,5 +1,5 @@
 """Helpers of the tests in tests/fast: seeded non-trivial weights, the fp32 tolerance of the
-optimize() routes, and a CPU stand-in for CUDA graph capture.
+optimize() routes, where each backend's test runs, and a CPU stand-in for CUDA graph capture.
 
 Imported by plain name (pytest puts this folder on ``sys.path``): ``from fast_helpers import ...``.
 """
@@ -29,12 +29,34 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
+def backend_device(backend: str) -> torch.device:
+    """Where a test of ``backend`` runs: the Triton backend on the GPU when there is one (the
+    kernels as users run them), else on the CPU (the interpreter); every other backend on the CPU."""
+    if backend == "triton" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Any:
+    """TF32 off for cuBLAS and cuDNN inside the block (cuDNN convolutions default to TF32), so that
+    fp32 routes compared on CUDA are compared at fp32 precision. A no-op for the CPU."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def close_fp32(got: torch.Tensor, ref: torch.Tensor) -> None:
     """Assert that an fp32 route's output ``got`` matches the fp32 reference ``ref`` (same shape).
 
     Both sides compute the same operations in fp32; only the summation order differs (oneDNN
     NHWC vs NCHW kernels, fused norms' statistics), over reductions of at most a few hundred terms
     per output: rtol 1e-4, atol 1e-4 of the reference's largest magnitude."""
+    got, ref = got.cpu(), ref.cpu()
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
 
 

@@ -1,5 +1,6 @@
-"""The one-step codecs' CUDA-graph decode path, exercised on CPU through a recording capture hook:
-same pixels as the eager path, one capture per padded size, noise drawn outside the graph."""
+"""The one-step codecs' CUDA-graph decode path, exercised on CPU through a recording capture hook
+under ``host_sync_guard`` (no host sync, no host-to-device copy inside the captured body): same
+pixels as the eager path, one capture per padded size, noise drawn outside the graph."""
 import copy
 import sys
 from pathlib import Path
@@ -11,22 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from io_models import TINY_LITE, TINY_ONE_STEP, official_checkpoint  # noqa: E402
 
 from cod_fast.loading import load_model  # noqa: E402
-
-
-class RecordingCapture:
-    """A stand-in for CUDA graph capture: 'replay' re-runs the function into the static outputs."""
-
-    def __init__(self) -> None:
-        self.captures = 0
-
-    def __call__(self, fn, static_inputs, warmup, pool):
-        self.captures += 1
-        out = fn(*static_inputs)
-
-        def replay() -> None:
-            out.copy_(fn(*static_inputs))
-
-        return out, replay
+from fast_helpers import FakeCapture  # noqa: E402
 
 
 @pytest.mark.parametrize("config", [TINY_ONE_STEP, TINY_LITE], ids=["cod_one_step", "cod_lite"])
@@ -40,7 +26,7 @@ def test_graph_decode_equals_eager(config: dict, noise_level: float) -> None:
     streams = [codec.encode(im, noise_level=noise_level, seed=5) for im in images]
     codec.cuda_graphs = False
     eager = [codec.decode(s) for s in streams]
-    hook = RecordingCapture()
+    hook = FakeCapture(guard=True)
     codec.cuda_graphs, codec._graph_capture = True, hook
     graphed = [codec.decode(s) for s in streams]
     for a, b in zip(eager, graphed):

@@ -1,6 +1,13 @@
 """CUDA graphs around the multi-step sampling loop (25-step adam2/euler with CFG), checked on CPU
-through a fake capture backend: the captured loop is bit-identical to the eager samplers, has no
-host sync inside, and graphs are keyed by shapes, dtype, autocast, sampler, steps and guidance."""
+through a fake capture backend: the captured loop computes what the eager samplers compute, has no
+host sync inside, and graphs are keyed by shapes, dtype, autocast, sampler, steps and guidance.
+
+What "the same" means here: the captured loop issues the eager sampler's operations in the eager
+order, so on a CPU whose BLAS returns the same bits for the same call it is bit-identical (seen on the
+2-core AMD EPYC development machines, AVX2 and AVX-512). On the 16-core Intel host of the H200 the
+float32 PixNerDiT loop differed from eager in the last bits although the operations are the same
+(tools/gpu_diag_bitwise.py probes why), so the float loops are compared within float32 rounding
+(``assert_same_loop``); decoded uint8 pixels are still compared exactly."""
 import copy
 import sys
 from pathlib import Path
@@ -38,6 +45,12 @@ def model_case(request):
     return net, shape, codec_cond
 
 
+def assert_same_loop(got: torch.Tensor, eager: torch.Tensor) -> None:
+    """The same float32 loop: equal up to float32 rounding of the BLAS (see the module docstring).
+    A different operation order, step, scale or time would move the result by far more."""
+    torch.testing.assert_close(got, eager, rtol=0, atol=1e-5 * max(1.0, float(eager.abs().max())))
+
+
 def _noise(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -56,7 +69,7 @@ def test_graph_loop_bit_identical_to_eager(model_case, sampler: str, steps: int,
             noise = _noise(shape, seed)
             eager = create_sampler(sampler, steps, cfg)(net, noise, codec_cond=codec_cond)
             graphed = graphs(net, noise, codec_cond, sampler, steps, cfg)
-            assert torch.equal(graphed, eager)
+            assert_same_loop(graphed, eager)
     assert fake.captures == 1 and graphs.runner.captures == 1
     entry = graphs.runner._graphs[graphs.runner.signatures[0]]
     assert entry.replays == 2
@@ -83,7 +96,7 @@ def test_eager_sampler_syncs_but_capturable_loop_does_not(model_case) -> None:
             plan = CapturableSampling(sampler, 1, "cpu", torch.float32)
             with host_sync_guard():
                 out = plan(net, noise, codec_cond)
-            assert torch.equal(out, sampler(net, noise, codec_cond=codec_cond))
+            assert_same_loop(out, sampler(net, noise, codec_cond=codec_cond))
 
 
 def test_host_sync_guard_catches_reads_and_moves() -> None:
@@ -94,7 +107,14 @@ def test_host_sync_guard_catches_reads_and_moves() -> None:
             bad()
     with host_sync_guard():
         y = (x * 2).to(torch.float64)  # dtype-only .to is fine
+        x.clone().copy_(y)  # so is a same-device copy
     assert y.dtype == torch.float64
+    # Copies between devices at the aten level, however they are spelled (the meta device stands
+    # in for a GPU): copy_ of a host tensor into a device tensor, a slice assignment from the host.
+    dev = torch.empty(3, device="meta")
+    for bad in (lambda: dev.copy_(x), lambda: dev.__setitem__(slice(0, 3), x)):
+        with pytest.raises(HostSyncError, match="between devices"), host_sync_guard():
+            bad()
 
 
 def test_keys_shapes_steps_cfg_sampler_and_lru() -> None:

@@ -13,7 +13,7 @@ from cod_fast.errors import ExtensionUnavailableError  # noqa: E402
 from cod_fast.models.cod import PixNerDiT  # noqa: E402
 from cod_fast.models.cod.condition_codec import Decoder  # noqa: E402
 from cod_fast.models.cod_lite import OneStepCoD as LiteOneStep  # noqa: E402
-from fast_helpers import close_fp32, randomize  # noqa: E402
+from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
 
 PIXEL = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size_x=16, hidden_size=64,
              num_blocks=3, num_cond_blocks=2, nerf_mlpratio=2, ds=32, codebook_bits=4, up2x=True)
@@ -22,13 +22,14 @@ LITE = dict(pred="x", in_channels=3, patch_size=16, hidden_size_x=16, hidden_siz
 TRITON_OK = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# Each case: (model, inputs, run) with run(model, *inputs) -> output tensor.
 def _pixel_case():
     model = randomize(PixNerDiT(**PIXEL), 0)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 32, 48, generator=gen)
     t = torch.tensor([0.3, 0.8])
     cond = torch.randn(2, 64, 2, 3, generator=gen)
-    return model, (lambda m: m(x, t, None, cond)[0])
+    return model, (x, t, cond), (lambda m, x, t, cond: m(x, t, None, cond)[0])
 
 
 def _lite_case():
@@ -37,7 +38,7 @@ def _lite_case():
     gen = torch.Generator().manual_seed(3)
     y = torch.rand(1, 3, 32, 48, generator=gen)
     cond = torch.randn(1, 64, 2, 3, generator=gen)
-    return model, (lambda m: m.inference(y, cond))
+    return model, (y, cond), (lambda m, y, cond: m.inference(y, cond))
 
 
 def _codec_case():
@@ -45,7 +46,7 @@ def _codec_case():
     # encoder has the same blocks at 128+ channels, too slow for the interpreter.
     model = randomize(Decoder(out_ch=32, z_ch=16, ds=32, up2x=True, light=True), 4)
     z = torch.randn(1, 16, 3, 2, generator=torch.Generator().manual_seed(5))
-    return model, (lambda m: m(z))
+    return model, (z,), (lambda m, z: m(z))
 
 
 CASES = {"pixnerdit": _pixel_case, "cod_lite": _lite_case, "codec": _codec_case}
@@ -56,13 +57,18 @@ BACKENDS = ["reference", "cpu", pytest.param("triton", marks=pytest.mark.skipif(
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_backend_matches_reference(case: str, backend: str) -> None:
-    model, run = CASES[case]()
+    """On the backend's device (Triton on the GPU when there is one, else the interpreter)."""
+    model, inputs, run = CASES[case]()
+    device = backend_device(backend)
+    model = model.to(device)
+    inputs = tuple(t.to(device) for t in inputs)
     keys = list(model.state_dict())
-    with torch.inference_mode():
-        expected = run(model)
+    with torch.inference_mode(), exact_fp32():
+        expected = run(model, *inputs)
         fast_model = fast.optimize(model, backend=backend)
-        got = run(fast_model)
-        again = run(model)
+        got = run(fast_model, *inputs)
+        again = run(model, *inputs)
+    assert got.device.type == device.type
     # fp32 everywhere; reductions over <= 256 elements: a few ulps of the output scale
     close_fp32(got, expected)
     torch.testing.assert_close(again, expected, rtol=0, atol=0)  # the input model is untouched
@@ -78,7 +84,7 @@ def test_backend_matches_reference(case: str, backend: str) -> None:
 
 
 def test_replaced_reports_paths_and_reasons() -> None:
-    model, _ = _pixel_case()
+    model, _, _ = _pixel_case()
     report = fast.replaced(fast.optimize(model, backend="cpu"))
     paths = {r.path: r for r in report}
     assert paths["blocks.0"].reference == "FlattenDiTBlock" and paths["blocks.0"].fast == "CpuFlattenDiTBlock"
@@ -106,13 +112,13 @@ def test_optimize_rejects_non_models() -> None:
 
 
 def test_optimize_int8_opt_in() -> None:
-    model, run = _pixel_case()
+    model, inputs, run = _pixel_case()
     with torch.inference_mode():
-        expected = run(model)
+        expected = run(model, *inputs)
         with pytest.raises(ValueError):
             fast.optimize(model, backend="cpu", quantize="int4")
         q = fast.optimize(model, backend="cpu", quantize="int8")
-        got = run(q)
+        got = run(q, *inputs)
     assert list(q.state_dict()) == list(model.state_dict())
     rel = float((got - expected).norm() / expected.norm())
     assert 0 < rel < 0.2  # approximate by design, but close

@@ -15,7 +15,7 @@ from cod_fast.fast import cpu_blocks  # noqa: E402
 from cod_fast.models.sodec import TINY_UNET, UNet2DConditionModel, UNetConfig  # noqa: E402
 from cod_fast.models.sodec import unet as sodec_unet  # noqa: E402
 from cod_fast.models.vae import AutoencoderKL  # noqa: E402
-from fast_helpers import close_fp32, randomize  # noqa: E402
+from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
 
 TRITON_OK = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 TRITON = pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1"))
@@ -62,11 +62,12 @@ UNET_CASES = [
 
 @pytest.mark.parametrize("backend, cfg, shape", UNET_CASES)
 def test_unet_matches_reference(backend: str, cfg: UNetConfig, shape: tuple) -> None:
-    unet = randomize(UNet2DConditionModel(cfg), 1)
+    device = backend_device(backend)  # Triton on the GPU when there is one
+    unet = randomize(UNet2DConditionModel(cfg), 1).to(device)
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(shape, generator=gen)
-    ctx = torch.randn(shape[0], 5, cfg.cross_attention_dim, generator=gen)
-    with torch.inference_mode():
+    x = torch.randn(shape, generator=gen).to(device)
+    ctx = torch.randn(shape[0], 5, cfg.cross_attention_dim, generator=gen).to(device)
+    with torch.inference_mode(), exact_fp32():
         ref = unet(x, 999, ctx)
         fast_unet = fast.optimize(unet, backend)
         got = fast_unet(x, 999, ctx)
@@ -81,11 +82,12 @@ def test_unet_matches_reference(backend: str, cfg: UNetConfig, shape: tuple) -> 
 
 @pytest.mark.parametrize("backend", ["cpu", TRITON])
 def test_vae_decode_and_encode_match_reference(backend: str) -> None:
-    vae = _tiny_vae()
+    device = backend_device(backend)
+    vae = _tiny_vae().to(device)
     gen = torch.Generator().manual_seed(3)
-    z = torch.randn(1, 4, 3, 5, generator=gen)
-    img = torch.rand(1, 3, 6, 10, generator=gen) * 2 - 1
-    with torch.inference_mode():
+    z = torch.randn(1, 4, 3, 5, generator=gen).to(device)
+    img = (torch.rand(1, 3, 6, 10, generator=gen) * 2 - 1).to(device)
+    with torch.inference_mode(), exact_fp32():
         ref_dec, ref_enc = vae.decode(z), vae.encode(img).mean
         fast_vae = fast.optimize(vae, backend)
         got_dec, got_enc = fast_vae.decode(z), fast_vae.encode(img).mean
@@ -104,9 +106,10 @@ def test_vae_decode_and_encode_match_reference(backend: str) -> None:
 def test_vae_other_activations(backend: str, act_fn: str) -> None:
     """The in-place (ReLU) and allocating (GELU) activation paths; Triton keeps the reference's
     ResNet blocks (its kernel fuses SiLU only) and still swaps the other GroupNorms."""
-    vae = _tiny_vae(act_fn)
-    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(4))
-    with torch.inference_mode():
+    device = backend_device(backend)
+    vae = _tiny_vae(act_fn).to(device)
+    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(4)).to(device)
+    with torch.inference_mode(), exact_fp32():
         ref = vae.decode(z)
         got = fast.optimize(vae, backend).decode(z)
     close_fp32(got, ref)

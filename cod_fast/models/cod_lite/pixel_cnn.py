@@ -16,6 +16,7 @@ Data flow of ``DConv.forward`` for an image ``x`` (B, 3, H, W), H and W multiple
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -83,10 +84,7 @@ class TimestepEmbedder(nn.Module):
     def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
         """t (N,) float -> (N, dim) float32: [cos(t*f_i), sin(t*f_i)], f_i = max_period^(-i/half)."""
         half = dim // 2
-        # The official code computes -log(P) * arange / half (multiply first, then divide); keep
-        # that order so the frequencies are bit-identical.
-        exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32) / half
-        freqs = torch.exp(exponent).to(device=t.device)
+        freqs = _frequencies(half, float(max_period), t.device)
         args = t[:, None].float() * freqs[None]
         embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if dim % 2:
@@ -95,6 +93,20 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _frequencies(half: int, max_period: float, device: torch.device) -> torch.Tensor:
+    """The (half,) float32 frequencies ``exp(-log(P) * arange(half) / half)`` on ``device``.
+
+    Computed on the CPU as the official code does (multiply first, then divide; CPU ``exp``), so
+    they are bit-identical on every device, then moved once and cached: a call inside a CUDA graph
+    capture finds them on the device instead of copying from the host. Never modified in place;
+    made outside inference mode so that a cached copy also serves calls that record autograd.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32) / half
+        return torch.exp(exponent).to(device=device)
 
 
 class ResBlock(nn.Module):
