@@ -151,6 +151,20 @@ class DefaultCodec:
             (crc,) = _CHECK.unpack(check)
         return c, q, (zh, zw), crc
 
+    def decode_symbols(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Container bytes -> the entropy-decoded integers ``(y symbols int32 (1, M, h, w),
+        z symbols int32 (1, Nz, h/4, w/4))`` on the CPU, without the synthesis. Same errors as
+        ``decode``."""
+        c, q, z_shape, crc = self.parse(data)
+        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        try:
+            with self._lock:
+                return self.net.decode_symbols(strings, z_shape, quality=q, threads=self.threads, index_crc=crc)
+        except BitstreamError:
+            raise
+        except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
+            raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
+
     def decode(self, data: bytes) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
         c, q, z_shape, crc = self.parse(data)

@@ -523,6 +523,48 @@ class DefaultCodecModel(nn.Module):
         }
 
     @torch.no_grad()
+    def decode_symbols(
+        self,
+        strings: list[bytes],
+        z_shape: tuple[int, int],
+        quality: float = 3.0,
+        threads: int | None = None,
+        index_crc: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entropy-decoded integers of a stream, without the synthesis: ``(y symbols int32
+        (1, M, 4 zh, 4 zw), z symbols int32 (1, Nz, zh, zw))`` on the CPU (arguments as in
+        ``decompress``). ``y_hat = y symbols + means`` is what the synthesis sees."""
+        if not isinstance(strings, (list, tuple)) or len(strings) != 2:
+            raise TypeError("strings must be a list of two byte strings [y, z]")
+        zh, zw = int(z_shape[0]), int(z_shape[1])
+        if zh < 1 or zw < 1 or zh * zw > MAX_Z_POSITIONS:
+            raise ValueError(f"z_shape {z_shape} must be positive with at most {MAX_Z_POSITIONS} positions")
+        q = self._check_levels(quality, 1, next(self.parameters()).device)
+        y_sym, z_sym, _ = self._decode_symbols(strings, (zh, zw), q, threads, index_crc)
+        return y_sym, z_sym
+
+    def _decode_symbols(
+        self, strings: list[bytes], z_shape: tuple[int, int], q: torch.Tensor, threads: int | None,
+        index_crc: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(y symbols int32 (1, M, h, w), z symbols int32 (1, Nz, zh, zw), means float32 (1, M, h, w))."""
+        zh, zw = z_shape
+        c = self.cfg.hyper_latent
+        z_sym = self._z_tables().decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
+        z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
+        scales, means = self._hyper_params_cpu(z_hat, q)
+        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        if index_crc is not None and index_checksum(y_idx) != int(index_crc):
+            from cod_fast.errors import EntropyParameterMismatchError
+
+            raise EntropyParameterMismatchError(
+                f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
+                f"encoder's ({int(index_crc):08x}): this machine's float32 hyper-synthesis rounds "
+                "differently, so the y stream cannot be parsed here; decode on the encoder's platform")
+        y_sym = self._y_tables().decode(bytes(strings[0]), y_idx, threads=threads)
+        return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
+
+    @torch.no_grad()
     def decompress(
         self,
         strings: list[bytes],
@@ -553,20 +595,8 @@ class DefaultCodecModel(nn.Module):
                 raise ValueError(f"image_size {image_size} does not match z_shape {z_shape}")
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
-        c = self.cfg.hyper_latent
-        z_sym = self._z_tables().decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
-        z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
-        scales, means = self._hyper_params_cpu(z_hat, q)
-        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
-        if index_crc is not None and index_checksum(y_idx) != int(index_crc):
-            from cod_fast.errors import EntropyParameterMismatchError
-
-            raise EntropyParameterMismatchError(
-                f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
-                f"encoder's ({int(index_crc):08x}): this machine's float32 hyper-synthesis rounds "
-                "differently, so the y stream cannot be parsed here; decode on the encoder's platform")
-        y_sym = self._y_tables().decode(bytes(strings[0]), y_idx, threads=threads)
-        y_hat = y_sym.to(torch.float32).reshape(means.shape) + means
+        y_sym, _, means = self._decode_symbols(strings, (zh, zw), q, threads, index_crc)
+        y_hat = y_sym.to(torch.float32) + means
         dtype = next(self.g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
         x_hat = self.g_s((y_hat.to(dev) * self._gain(self.log_inv_gain, q)).to(dtype), q).clamp_(0.0, 1.0)
         if image_size is not None:
