@@ -7,7 +7,7 @@ Each kernel function has the same signature as its ``*_reference`` function, so 
 one for the other. ``KERNELS`` maps a name to ``(kernel, reference, description)`` and imports the
 kernel module (and Triton) only when an entry is read. Under the CPU interpreter set
 ``TRITON_INTERPRET=1`` before the first read. ``python -m cod_fast.kernels --compile-check``
-compiles every kernel for sm_80 and sm_90 without a GPU.
+compiles every kernel for sm_80, sm_86, sm_89 and sm_90 without a GPU.
 
 Modules: rms_norm_modulate, qk_norm_rope, attention, swiglu, group_norm, layer_norm2d_modulate,
 masked_conv, int_entropy_params.

@@ -1,4 +1,4 @@
-"""``python -m cod_fast.kernels --compile-check``: compile every kernel for sm_80/sm_90 on the CPU."""
+"""``python -m cod_fast.kernels --compile-check``: compile every kernel for sm_80/86/89/90 on the CPU."""
 
 import sys
 

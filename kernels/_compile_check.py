@@ -1,4 +1,4 @@
-"""Compile every kernel for sm_80 and sm_90 without a GPU (``python -m cod_fast.kernels --compile-check``).
+"""Compile every kernel for sm_80, sm_86, sm_89 and sm_90 without a GPU (``python -m cod_fast.kernels --compile-check``).
 
 ``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", arch, 32))``
 runs the whole NVIDIA pipeline (TTIR -> TTGIR -> LLVM -> PTX -> ptxas -> cubin) on the CPU, so it
@@ -22,9 +22,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-ARCHS = (80, 90)
-#: Largest dynamic shared memory per block (opt-in): A100 163 KiB, H100 227 KiB.
-SHARED_LIMIT = {80: 166912, 90: 232448}
+#: Datacenter Ampere (A100) and Hopper (H100/H200), and the consumer parts users also decode on:
+#: Ampere GA10x (RTX 30xx, A10, sm_86) and Ada (RTX 40xx, L4, sm_89). No kernel uses a Hopper-only
+#: instruction without a fallback; this check is what proves it without those GPUs.
+ARCHS = (80, 86, 89, 90)
+#: Largest dynamic shared memory per block (opt-in): A100 163 KiB, H100 227 KiB, GA10x/Ada 99 KiB.
+SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 _PTR = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
 _DOT = {"fp16": "tf32", "bf16": "tf32", "fp32": "ieee"}
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m cod_fast.kernels``."""
     parser = argparse.ArgumentParser(prog="python -m cod_fast.kernels")
     parser.add_argument("--compile-check", action="store_true",
-                        help="compile every kernel for sm_80 and sm_90 (no GPU needed)")
+                        help="compile every kernel for sm_80, sm_86, sm_89 and sm_90 (no GPU needed)")
     parser.add_argument("--only", action="append", metavar="KERNEL",
                         help="restrict to one kernel family (repeatable)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile processes (default 2)")

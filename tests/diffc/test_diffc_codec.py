@@ -180,3 +180,21 @@ def test_top_level_decode_finds_the_diffc_view(cod_pixel, diffc_pixel, encoded) 
     data, _, recon = encoded
     assert torch.equal(cod_fast.decode(data, model=cod_pixel), recon)
     assert torch.equal(cod_fast.decode(data, model=diffc_pixel), recon)
+
+
+def test_cpu_codec_decodes_on_the_cpu_on_a_gpu_machine(cod_pixel, encoded, monkeypatch) -> None:
+    """On the H200, "auto" picked the CUDA coder for a CPU codec because a GPU existed, and DiffC
+    could not decode on any GPU machine. A stand-in CUDA extension that fails when used shows the
+    choice now follows the codec's device."""
+    import types
+
+    import cod_fast
+    from cod_fast import _ext
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the CUDA coder ({name}) was used for a CPU codec")
+
+    monkeypatch.setattr(_ext, "cuda_ext", lambda: types.SimpleNamespace(rcc=Untouchable()))
+    data, _, recon = encoded
+    assert torch.equal(cod_fast.decode(data, model=DiffCCodec(cod_pixel)), recon)

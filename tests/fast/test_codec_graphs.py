@@ -42,3 +42,32 @@ def test_graphs_need_cuda_without_a_capture_hook() -> None:
     codec.cuda_graphs = True
     with pytest.raises(RuntimeError, match="CUDA"):
         codec.decode(stream)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a.double() - b.double()) ** 2).mean())
+
+
+@pytest.mark.parametrize("config", [TINY_ONE_STEP, TINY_LITE], ids=["cod_one_step", "cod_lite"])
+def test_bf16_weights_decode(config: dict) -> None:
+    """bf16 weights loaded as such (``load_model(dtype=torch.bfloat16)``, no autocast): the eager and
+    graph paths agree, and the optimized route's error against the fp32 decode is within 10 % of
+    the reference's own bf16 error (CoD-Lite's timestep MLP used to reject bf16 weights)."""
+    import cod_fast
+
+    ckpt = official_checkpoint(config, seed=11)
+    fp32 = load_model(copy.deepcopy(config), ckpt)
+    bf16 = load_model(copy.deepcopy(config), ckpt, dtype=torch.bfloat16)
+    assert next(bf16.net.parameters()).dtype == torch.bfloat16
+    img = torch.randint(0, 256, (3, 40, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    stream = fp32.encode(img)
+    exact = fp32.decode(stream)
+    bf16.cuda_graphs = False
+    eager = bf16.decode(stream)
+    bf16.cuda_graphs, bf16._graph_capture = True, FakeCapture(guard=True)
+    assert torch.equal(bf16.decode(stream), eager)
+    fast = cod_fast.optimize(bf16, "cpu")
+    fast.cuda_graphs, fast._graphs = False, None
+    err_ref, err_fast = _mse(eager, exact), _mse(fast.decode(stream), exact)
+    assert 0 < err_ref and err_fast <= 1.1 * err_ref
+    assert 10 * torch.log10(torch.tensor(255.0**2 / err_ref)) >= 40  # bf16 vs fp32 on these weights

@@ -31,9 +31,9 @@ def test_compile_check_cli_compiles_swiglu():
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("OK")]
-    # 3 dtypes x 2 archs, one line each.
-    assert len(lines) == 6, proc.stdout
-    assert any("sm_80" in ln for ln in lines) and any("sm_90" in ln for ln in lines)
+    # 3 dtypes x 4 archs (datacenter sm_80/sm_90, consumer sm_86/sm_89), one line each.
+    assert len(lines) == 12, proc.stdout
+    assert all(any(f"sm_{arch}" in ln for ln in lines) for arch in (80, 86, 89, 90))
 
 
 def test_compile_check_rejects_what_the_gpu_rejects(tmp_path):

@@ -92,7 +92,10 @@ class TimestepEmbedder(nn.Module):
         return embedding
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size))
+        # The sinusoids are float32 (as officially); with bf16/fp16 weights loaded as such (no
+        # autocast) they enter the MLP in its dtype. A no-op for float32 weights.
+        freq = self.timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(freq.to(self.mlp[0].weight.dtype))
 
 
 @functools.lru_cache(maxsize=16)
