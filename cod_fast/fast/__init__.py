@@ -8,6 +8,12 @@ Backends:
   "auto"       "triton" when the model's parameters are on a CUDA device and Triton imports,
                else "cpu" on CPU; the one-line reason is in ``explain_backend``.
 
+Routing (``route=``): "static" runs every swapped block's fast forward; "measure" times the fast
+and the reference forward of each block at the shapes it meets and keeps the faster
+(``cod_fast.fast.routing``: CUDA-graph timing on CUDA). The default is "measure" for the Triton
+backend on CUDA and "static" elsewhere (the CPU route's blocks were chosen by measurement offline,
+BENCHMARKS.md). ``timer=`` replaces the timer (tests).
+
 ``quantize="int8"`` additionally runs the big Linears (and CoD-Lite's 1x1 convs) as int8 fbgemm
 matmuls (``cod_fast.fast.quant``): about 1.4-2.7x on CPU for 3-5 % relative error, so it is opt-in
 and never chosen by "auto" (see BENCHMARKS.md, "Optimized path (CPU)").
@@ -74,10 +80,13 @@ def _swap_table(backend: str) -> dict:
     return TABLE
 
 
-def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None = None) -> Any:
+def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None = None,
+             route: str | None = None, timer: Any = None) -> Any:
     """An equivalent model (or codec) whose blocks run on ``backend``; see the module docstring.
 
     ``quantize``: None (exact to fp32 rounding) or "int8" (CPU only, approximate; see above).
+    ``route``: None (the default for the backend and device), "static" or "measure"; ``timer``:
+    with "measure", a callable ``fn -> milliseconds`` replacing the default timer.
 
     A codec (an object with a ``.net`` module) is shallow-copied with its ``.net`` optimized.
     Raises ``ExtensionUnavailableError`` when "triton" is asked for and cannot run.
@@ -100,8 +109,16 @@ def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     if quantize == "int8" and _device_of(model) != "cpu":
         raise ValueError("quantize='int8' runs on the CPU (fbgemm); the model is on " + _device_of(model))
+    from .routing import ROUTES, route_by_measurement
+
+    if route is None:
+        route = "measure" if chosen == "triton" and _device_of(model) == "cuda" else "static"
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES} or None, got {route!r}")
     fast = shallow_model_copy(model)
     swap_modules(fast, _swap_table(chosen))
+    if route == "measure":
+        route_by_measurement(fast, timer)
     if quantize == "int8":
         from .quant import quantize_int8
 

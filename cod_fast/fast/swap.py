@@ -29,16 +29,21 @@ class FastModule:
 
 @dataclass(frozen=True)
 class Replacement:
-    """One swapped module: where it is, what it was, what it is now and what runs instead."""
+    """One swapped module: where it is, what it was, what it is now and what runs instead.
+
+    ``routes``: with routing by measurement (``cod_fast.fast.routing``), each signature the module
+    has met, the two measured times and the forward chosen; empty for a static swap."""
 
     path: str
     reference: str
     fast: str
     backend: str
     reason: str
+    routes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.path or '<root>'}: {self.reference} -> {self.fast} [{self.backend}] {self.reason}"
+        text = f"{self.path or '<root>'}: {self.reference} -> {self.fast} [{self.backend}] {self.reason}"
+        return text + "".join(f"\n    {r}" for r in self.routes)
 
 
 SwapTable = dict[type, type]
@@ -79,5 +84,8 @@ def replaced(model: nn.Module) -> list[Replacement]:
     for path, module in model.named_modules():
         if isinstance(module, FastModule):
             ref = next(c for c in type(module).__mro__[1:] if not issubclass(c, FastModule))
-            out.append(Replacement(path, ref.__name__, type(module).__name__, module.fast_backend, module.fast_reason))
+            fast = getattr(type(module), "_fast_cls", type(module))  # a routed module's fast class
+            routes = tuple(str(r) for r in module.fast_routes()) if hasattr(module, "fast_routes") else ()
+            out.append(Replacement(path, ref.__name__, fast.__name__, module.fast_backend, module.fast_reason,
+                                   routes))
     return out

@@ -123,7 +123,11 @@ def test_sampler_matches_official_golden(tiny_pixel: PixNerDiT, name: str, steps
     assert_close_fp32(out, gold[f"{name}_{steps}_{cfg}"], rel=SAMPLER_REL_TOL)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_sampler_evaluate_mode_matches_official_golden(tiny_pixel: PixNerDiT) -> None:
+    # The golden's condition comes from the float condition encoder + VQ argmin on a seeded image,
+    # generated with one torch thread; at 2 threads on an AVX-512 CPU one VQ choice flips (measured)
+    # and the whole sample follows it. The stream-level goldens (tests/golden) are thread-independent.
     gold = load_golden("sampler")
     img = seeded_images(15, (1, 3, 32, 32))
     with torch.no_grad():
