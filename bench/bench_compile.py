@@ -37,9 +37,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cod_fast.fast as fast  # noqa: E402
 from bench_common import alternate, machine_line, report, run_selected  # noqa: E402
 from bench_optimize import _randomize_lite  # noqa: E402
+
+import cod_fast.fast as fast  # noqa: E402
 from cod_fast.models.cod_lite import build as build_lite  # noqa: E402
 
 Fn = Callable[[], torch.Tensor]
@@ -101,6 +102,7 @@ def bench_lite(args: argparse.Namespace) -> None:
 
 def bench_pixnerdit(args: argparse.Namespace) -> None:
     from bench_pixnerdit import build_random
+
     from cod_fast.models.cod import build_model, get_preset
 
     size = 128 if args.quick else args.pix_size

@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cod_fast.fast as fast  # noqa: E402
 from bench_common import alternate, machine_line, report, run_selected  # noqa: E402
+
+import cod_fast.fast as fast  # noqa: E402
 from cod_fast.fast.quant import quantize_int8  # noqa: E402
 from cod_fast.models.cod_lite import build as build_lite  # noqa: E402
 from cod_fast.models.cod_lite.inference import fp2uint8, one_step_decode  # noqa: E402

@@ -18,8 +18,7 @@ import time
 import numpy as np
 import torch
 
-from cod_fast import _ext
-from cod_fast import rcc
+from cod_fast import _ext, rcc
 
 BITS = 16  # one full chunk: 2^16 candidates
 

@@ -14,9 +14,11 @@ from typing import Any, Union
 import torch
 
 from . import registry
-from .bitstream import read_header
+from .bitstream import CodecId, read_header
+from .codecs.diffc import DiffCCodec  # importing the codecs registers their named models
 from .errors import ModelMismatchError
 from .image_io import ImageLike
+from .loading import load_model
 
 ModelLike = Union[Any, str, os.PathLike]
 _by_name: dict[str, Any] = {}
@@ -29,8 +31,6 @@ def resolve_model(model: ModelLike, **load_kwargs: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         key = str(model)
         if key not in _by_name:
-            from .loading import load_model
-
             if Path(key).suffix == ".safetensors":
                 _by_name[key] = load_model(checkpoint=key, **load_kwargs)
             else:
@@ -71,9 +71,6 @@ def decode(data: bytes, model: ModelLike | None = None, **overrides: Any) -> tor
 
 def _diffc_view(codec: Any, data: bytes) -> Any:
     """``codec`` itself, or a :class:`~cod_fast.codecs.diffc.DiffCCodec` over it for a DiffC stream."""
-    from .bitstream import CodecId
-    from .codecs.diffc import DiffCCodec
-
     if read_header(data).codec_id == CodecId.DIFFC and not isinstance(codec, DiffCCodec):
         return DiffCCodec(codec)
     return codec

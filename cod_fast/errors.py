@@ -33,3 +33,7 @@ class ModelMismatchError(CodFastError, ValueError):
 
 class ExtensionUnavailableError(CodFastError, ImportError):
     """A compiled component (cod_fast._C / _C_cuda) or Triton is needed but is not available."""
+
+
+class ModelFileError(CodFastError, ValueError):
+    """A model config or checkpoint file is malformed, hostile or too large; the message names it."""

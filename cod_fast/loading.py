@@ -29,6 +29,8 @@ config and the checkpoint's tensors before any dtype cast (see ``bitstream.compu
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib
 import inspect
 import json
 import os
@@ -38,11 +40,23 @@ from typing import Any, Mapping, Union
 
 import torch
 
+from . import codecs
 from .bitstream import canonical_json, compute_fingerprint
+from .checkpoints import (  # noqa: F401  (re-exported: the names lived here before)
+    METADATA_KEY,
+    PathLike,
+    load_weights_strict,
+    parse_dtype,
+    preset_cfg_scale,
+    read_checkpoint,
+    unwrap_state,
+)
+from .codecs import sodec as _sodec
+from .codecs.default import load_default_codec
 from .errors import CodFastError, ModelMismatchError
 
-PathLike = Union[str, os.PathLike]
-METADATA_KEY = "cod_fast.config"
+_unwrap = unwrap_state  # the old private name
+
 
 # init_args of the official configs that only matter for training; dropped when our class
 # does not take them.
@@ -53,13 +67,6 @@ KNOWN_PREFIXES = ("ema_denoiser.", "net.")
 
 # class_path of the official one-step CoD (its YAML gives only model.init_args).
 ONE_STEP_COD_CLASS_PATH = "downstream.finetuned_one_step_cod.OneStepCoD"
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
 
 class NoDefaultModelError(CodFastError, ValueError):
     """``load_model()`` was called without a model and none is bundled."""
@@ -109,8 +116,6 @@ def _bind_defaults(cls: type, init_args: Mapping[str, Any]) -> dict[str, Any]:
 
 def class_paths() -> dict[str, type]:
     """Official class_path -> our class, merged from the model packages that are importable."""
-    import importlib
-
     out: dict[str, type] = {}
     for mod in ("cod_fast.models.cod", "cod_fast.models.cod_lite"):
         try:
@@ -137,8 +142,6 @@ def _resolve_class(class_path: str) -> type:
 
 def presets() -> dict[str, Any]:
     """Preset name -> preset config, merged from the model packages' ``configs.PRESETS``."""
-    import importlib
-
     out: dict[str, Any] = {}
     for mod in ("cod_fast.models.cod.configs", "cod_fast.models.cod_lite.configs"):
         try:
@@ -148,18 +151,6 @@ def presets() -> dict[str, Any]:
         out.update(getattr(m, "PRESETS", {}))
         out.update(getattr(m, "ONE_STEP_PRESETS", {}))
     return out
-
-
-def preset_cfg_scale(name: str) -> float | None:
-    """The official guidance scale of a CoD preset name, or None when the package gives none."""
-    try:
-        from .models.cod.configs import default_cfg
-    except ImportError:
-        return None
-    try:
-        return float(default_cfg(name))
-    except ValueError:
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,8 +164,6 @@ def _preset_to_dict(preset: Any) -> dict[str, Any]:
         fn = getattr(preset, attr, None)
         if callable(fn):
             return dict(fn())
-    import dataclasses
-
     if dataclasses.is_dataclass(preset):
         return dataclasses.asdict(preset)
     raise TypeError(f"cannot read preset of type {type(preset).__name__}")
@@ -267,52 +256,6 @@ def build_net(spec: ModelSpec) -> tuple[torch.nn.Module, type]:
 # checkpoints
 # ----------------------------------------------------------------------------------------------
 
-def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Read weights and (safetensors only) our stored config. Returns (state_dict, config or None).
-
-    Pickled checkpoints are read with ``weights_only=True`` unless ``allow_pickle`` (only for
-    files you trust); ``module`` / ``state_dict`` nesting is unwrapped.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"checkpoint {p} does not exist")
-    if p.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(p), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise ValueError(f"cannot read safetensors {p}: {exc}") from None
-        cfg = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
-        return sd, cfg
-    import pickle
-
-    try:
-        state = torch.load(str(p), map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"checkpoint {p} holds objects that weights_only loading refuses ({exc}); if you trust "
-            "the file, pass allow_pickle=True, or convert it once with cod_fast.loading.save_model"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"cannot read checkpoint {p}: {exc}") from None
-    return _unwrap(state, f"checkpoint {p}"), None
-
-
-def _unwrap(state: Any, what: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint, unwrapping ``module`` then ``state_dict`` (official order)."""
-    if isinstance(state, Mapping):
-        if "module" in state:
-            state = state["module"]
-        elif "state_dict" in state:
-            state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{what} does not hold a dict of weights")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
 def select_weights(state: Mapping[str, torch.Tensor], prefix: str,
                    model_keys: set[str]) -> dict[str, torch.Tensor]:
     """Weights for the model: the keys under ``prefix`` with it stripped; if no key has the
@@ -332,38 +275,6 @@ def select_weights(state: Mapping[str, torch.Tensor], prefix: str,
     raise ModelMismatchError(
         "", "", f"checkpoint has no weights under the prefix {prefix!r} and none of the model's "
         f"keys; its top-level prefixes are {tops}")
-
-
-def load_weights_strict(net: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Copy ``weights`` into ``net``; ModelMismatchError on missing/unexpected keys or shapes."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} of another shape (e.g. {k}: checkpoint "
-                         f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)})")
-        raise ModelMismatchError("", "", "checkpoint does not fit the config: " + "; ".join(parts))
-    net.load_state_dict(dict(weights), strict=True)
-
-
-def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
-    """torch dtype from a dtype or one of the names float32/fp32/bfloat16/bf16/float16/fp16."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,8 +314,6 @@ def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
     if config is None and checkpoint is None and random_init_seed is None:
         if vae is not None or dt != torch.float32:
             raise ValueError("the bundled default model runs in float32 and takes no vae=")
-        from .codecs.default import load_default_codec
-
         return load_default_codec(device)  # cached per device and registered
     if config is None and checkpoint is None:
         raise NoDefaultModelError(
@@ -440,9 +349,7 @@ def load_model(config: Union[PathLike, Mapping[str, Any], None] = None,
     if vae_weights is not None:
         hashed.update({"vae." + k: v for k, v in vae_weights.items()})
     fp = compute_fingerprint(spec.fingerprint_config(cls), hashed)
-    from .codecs import make_codec
-
-    return make_codec(spec, net, cls, fingerprint=fp, vae=vae_model, device=device, dtype=dt)
+    return codecs.make_codec(spec, net, cls, fingerprint=fp, vae=vae_model, device=device, dtype=dt)
 
 
 def _load_sodec(config: Any, checkpoint: Any, device: Union[str, torch.device], dtype: torch.dtype,
@@ -451,8 +358,7 @@ def _load_sodec(config: Any, checkpoint: Any, device: Union[str, torch.device], 
     with ``"model": "sodec"``, or a ``.safetensors`` of ``save_sodec``); None otherwise."""
     if config is None and checkpoint is None:
         return None
-    from .codecs import sodec
-
+    sodec = _sodec
     named = isinstance(config, str) and config in sodec.NAMED_MODELS
     if not (named or sodec.is_sodec_config(config) or (config is None and sodec.is_sodec_checkpoint(checkpoint))):
         return None
@@ -477,7 +383,7 @@ def _load_vae(spec: ModelSpec, vae: PathLike | None) -> tuple[Any, dict[str, tor
             "latent CoD needs the SD-VAE (stabilityai/sd-vae-ft-ema): pass vae= with its diffusers "
             "folder (config.json + diffusion_pytorch_model.safetensors)")
     try:
-        from .models.vae import load_diffusers_vae
+        from .models.vae import load_diffusers_vae  # local: import time (latent CoD only)
     except ImportError as exc:
         raise ValueError(f"the SD-VAE model is not available in this build: {exc}") from None
     try:
@@ -491,7 +397,7 @@ def save_model(codec: Any, path: PathLike) -> None:
     """Save ``codec.net``'s weights and config to a ``.safetensors`` that ``load_model`` reads
     alone. The weights are saved in the dtype they have now (a model loaded in bf16 from fp32
     weights is saved in bf16, and gets another fingerprint)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # local: import time (saving only)
 
     p = Path(path)
     if p.suffix != ".safetensors":

@@ -8,13 +8,18 @@ Two kinds of entries:
   (a zero-argument callable returning a codec). ``find`` loads a named model only when its
   recorded fingerprint matches, or when its fingerprint is not yet known (then it is loaded once
   and its fingerprint remembered).
+
+This module names no model: each codec module registers its named models itself, with the
+``named_model`` decorator (as CompressAI's model zoo does), when it is imported; ``cod_fast.api``
+imports the codecs before it looks a fingerprint up.
 """
 from __future__ import annotations
 
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, TypeVar
 
 _lock = threading.Lock()
 _loaded: "weakref.WeakValueDictionary[bytes, Any]" = weakref.WeakValueDictionary()
@@ -43,6 +48,29 @@ def register_named(name: str, loader: Callable[[], Any], fingerprint: bytes | No
         raise TypeError("loader must be a zero-argument callable returning a codec")
     with _lock:
         _named[name] = _Named(loader=loader, fingerprint=fingerprint)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def named_model(*names: str, fingerprint: bytes | None = None) -> Callable[[_F], _F]:
+    """Decorator: register the decorated loader under each of ``names``.
+
+    The loader is called as ``loader(name)`` (with the one name asked for) and returns the codec;
+    the function itself is returned unchanged::
+
+        @registry.named_model("sodec-tiny", "sodec-tiny-checkerboard")
+        def load_named(name: str, device="cpu") -> SodecCodec: ...
+    """
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise TypeError("named_model takes one or more non-empty model names")
+
+    def decorate(fn: _F) -> _F:
+        for name in names:
+            register_named(name, partial(fn, name), fingerprint=fingerprint)
+        return fn
+
+    return decorate
 
 
 def unregister_named(name: str) -> None:
@@ -80,24 +108,3 @@ def find(fingerprint: bytes) -> Any | None:
         if entry.fingerprint == fp:
             return entry.instance
     return None
-
-
-def _load_default() -> Any:
-    """Loader of the bundled default model (named "default"): built on first use, on the CPU."""
-    from .codecs.default import load_default_codec
-
-    return load_default_codec()
-
-
-register_named("default", _load_default)
-
-
-def _load_sodec_named(name: str) -> Any:
-    """Loader of the named SODEC models (fixed seeded weights, CPU)."""
-    from .codecs.sodec import load_named
-
-    return load_named(name)
-
-
-register_named("sodec-tiny", lambda: _load_sodec_named("sodec-tiny"))
-register_named("sodec-tiny-checkerboard", lambda: _load_sodec_named("sodec-tiny-checkerboard"))

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the kernel registry")
     args = parser.parse_args(argv)
     if args.list:
-        from . import KERNELS, _SPECS
+        from . import _SPECS, KERNELS
 
         for name in KERNELS:
             print(f"{name:<38} {_SPECS[name][3]}")

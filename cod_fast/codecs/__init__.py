@@ -11,6 +11,8 @@ from typing import Any, Union
 
 import torch
 
+from .. import registry
+from ..checkpoints import preset_cfg_scale
 from .base import VQCodec
 from .cod import CoDCodec
 from .default import DefaultCodec, load_default_codec
@@ -30,15 +32,11 @@ def make_codec(spec: Any, net: torch.nn.Module, cls: type, fingerprint: bytes,
                vae: torch.nn.Module | None = None, device: Union[str, torch.device] = "cpu",
                dtype: torch.dtype = torch.float32) -> VQCodec:
     """Wrap ``net`` (an instance of ``cls``) in its codec and register it by fingerprint."""
-    from .. import registry
-
     if not (hasattr(net, "y_embedder") and hasattr(net, "compress") and hasattr(net, "patch_size")):
         raise ValueError(f"{cls.__name__} is not a CoD denoiser with a condition codec; cannot build a codec")
     if _is_one_step(cls):
         codec: VQCodec = OneStepCoDCodec(spec, net, fingerprint, device=device, dtype=dtype)
     else:
-        from ..loading import preset_cfg_scale
-
         preset = spec.extra.get("preset")
         cfg = preset_cfg_scale(preset) if preset else None
         codec = CoDCodec(spec, net, fingerprint, device=device, dtype=dtype, vae=vae, default_cfg=cfg)

@@ -16,17 +16,19 @@ from typing import Any, ClassVar, Union
 import torch
 
 from ..bitstream import (
-    check_owner,
     CodecId,
     Container,
     DecodeParams,
     LimitExceededError,
     SectionType,
+    check_owner,
     pack_indices_section,
     read_container,
     unpack_indices_section,
     write_container,
 )
+from ..checkpoints import parse_dtype
+from ..compat import read_cod, write_cod
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 
@@ -162,8 +164,6 @@ class VQCodec(ABC):
         return c, packed, params
 
     def _autocast(self, dtype: Union[str, torch.dtype, None]):
-        from ..loading import parse_dtype
-
         if dtype is None:
             return nullcontext()
         dt = parse_dtype(dtype)
@@ -202,8 +202,6 @@ class VQCodec(ABC):
         """Image -> official ``.cod`` bytes in ``layout`` (default: ``official_layout``, the layout
         of this model family's official writer). Official files carry no padding, so H and W must
         be multiples of ``stride`` (ValueError otherwise)."""
-        from ..compat import write_cod
-
         img = to_uint8_chw(image)
         _, h, w = img.shape
         if h % self.stride or w % self.stride:
@@ -219,8 +217,6 @@ class VQCodec(ABC):
         """Official ``.cod`` bytes -> uint8 [3, H, W]. The file carries no model id and no decode
         settings: this codec's model and defaults are used (``overrides`` replace them).
         ``layout`` defaults to ``official_layout``."""
-        from ..compat import read_cod
-
         e = self.net.y_embedder
         cod = read_cod(data, layout=layout or self.official_layout, ds=int(e.ds), up2x=bool(e.up2x),  # type: ignore[arg-type]
                        codebook_bits=self.codebook_bits)

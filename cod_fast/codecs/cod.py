@@ -24,7 +24,9 @@ from typing import Any
 import torch
 
 from ..bitstream import CodecId, DecodeParams
+from ..diffusion.samplers import create_sampler
 from ..diffusion.sampling import SamplingGraphs
+from ..models.vae import latent_decode
 from .base import VQCodec
 
 DEFAULT_STEPS = 25
@@ -64,8 +66,6 @@ class CoDCodec(VQCodec):
         return self.cuda_graphs is True or (self.cuda_graphs == "auto" and self.device.type == "cuda")
 
     def _synthesise(self, packed: bytes, hp: int, wp: int, params: DecodeParams) -> torch.Tensor:
-        from ..diffusion.samplers import create_sampler
-
         p = next(self.net.parameters())
         uncond = torch.full((1, 3, hp, wp), -1.0, device=self.device, dtype=p.dtype)
         codec_cond = self.net.decompress(packed, hp, wp, self.device, uncond=uncond)
@@ -81,6 +81,4 @@ class CoDCodec(VQCodec):
             sample = sampler(self.net, noise, codec_cond=codec_cond)
         if not self.spec.latent:
             return sample
-        from ..models.vae import latent_decode
-
         return latent_decode(self.vae, sample)

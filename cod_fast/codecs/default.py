@@ -23,7 +23,9 @@ import threading
 from typing import Any, Union
 
 import torch
+from safetensors.torch import load_file
 
+from .. import registry
 from ..bitstream import (
     CodecId,
     Container,
@@ -36,6 +38,8 @@ from ..bitstream import (
 )
 from ..errors import BitstreamError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
+from ..models.default import STRIDE, WEIGHTS_DIR, WEIGHTS_FILE, default_model_info, load_default_model
+from ..models.default.model import MAX_Z_POSITIONS
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
 CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
@@ -62,8 +66,6 @@ class DefaultCodec:
     codec_id = CodecId.DEFAULT_HYPERPRIOR
 
     def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None) -> None:
-        from ..models.default import STRIDE
-
         if len(fingerprint) != 16:
             raise ValueError("fingerprint must be 16 bytes")
         entropy = [*net.entropy_parameters(), net.log_gain, net.log_inv_gain]
@@ -128,8 +130,6 @@ class DefaultCodec:
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
-        from ..models.default.model import MAX_Z_POSITIONS
-
         c = read_container(data)
         check_owner(c, self.fingerprint, self.codec_id, "the default model", _SECTIONS)
         payload = c.section(SectionType.HYPERPRIOR_PARAMS)
@@ -188,11 +188,6 @@ _cache_lock = threading.Lock()
 def load_default_codec(device: Union[str, torch.device] = "cpu") -> DefaultCodec:
     """The ``DefaultCodec`` with the shipped weights on ``device``: built once per device,
     cached, and registered so that ``cod_fast.decode(data)`` finds it."""
-    from safetensors.torch import load_file
-
-    from .. import registry
-    from ..models.default import WEIGHTS_DIR, WEIGHTS_FILE, default_model_info, load_default_model
-
     key = str(torch.device(device))
     with _cache_lock:
         codec = _cache.get(key)
@@ -204,3 +199,9 @@ def load_default_codec(device: Union[str, torch.device] = "cpu") -> DefaultCodec
             _cache[key] = codec
     registry.register(codec)
     return codec
+
+
+@registry.named_model("default")
+def _load_named_default(name: str) -> DefaultCodec:
+    """Loader of the bundled default model (named "default"): built on first use, on the CPU."""
+    return load_default_codec()

@@ -52,7 +52,6 @@ import torch
 
 from .. import rcc
 from ..bitstream import (
-    check_owner,
     HEADER_BYTES,
     SECTION_OVERHEAD,
     ChecksumError,
@@ -61,6 +60,7 @@ from ..bitstream import (
     LimitExceededError,
     SectionType,
     TruncatedStreamError,
+    check_owner,
     pack_indices_section,
     read_container,
     read_header,
@@ -78,6 +78,7 @@ from ..diffc.schedule import (
 )
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
+from ..models.vae import latent_decode, latent_encode
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
 from .base import DEFAULT_MAX_PIXELS
@@ -336,8 +337,6 @@ class DiffCCodec:
 
     def _to_pixels(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         if self.latent:
-            from ..models.vae import latent_decode
-
             p = next(self.vae.parameters())
             x = latent_decode(self.vae, x.to(p.dtype)).float()
         return unit_to_uint8(x[0, :, :h, :w]).to("cpu").contiguous()
@@ -407,8 +406,6 @@ class DiffCCodec:
                     packed, self.base.codebook_bits, hp // ts, wp // ts)
             target = unit * 2 - 1
             if self.latent:
-                from ..models.vae import latent_encode
-
                 target = latent_encode(self.vae, target.to(next(self.vae.parameters()).dtype), sample=False)
             x0 = target.to(torch.float32)
             view = self._denoiser(variant, packed, hp, wp)

@@ -31,6 +31,7 @@ uses as stored (LoRA unmerged) plus the integer state.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -39,23 +40,28 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from .. import registry
 from ..bitstream import (
-    check_owner,
     CodecId,
     Container,
     LimitExceededError,
     SectionType,
     canonical_json,
+    check_owner,
     compute_fingerprint,
     read_container,
     write_container,
 )
+from ..checkpoints import METADATA_KEY, load_weights_strict, parse_dtype, read_checkpoint
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
 from ..models.sodec.integer_params import BACKENDS, IntegerEntropyParams
 from ..models.sodec.integer_params import entropy_parameters as _entropy_parameters
+from ..models.sodec.lora import merge_lora, split_lora_state_dict
 from ..models.sodec.model import MODEL_TAG, SODEC, TINY_SODEC, SodecConfig
 
 __all__ = [
@@ -295,8 +301,6 @@ def is_sodec_config(config: Any) -> bool:
     if isinstance(config, Mapping):
         return config.get("model") == MODEL_TAG
     if isinstance(config, (str, os.PathLike)) and Path(config).suffix.lower() == ".json" and Path(config).is_file():
-        import json
-
         try:
             data = json.loads(Path(config).read_text(encoding="utf-8"))
         except (ValueError, OSError):
@@ -311,12 +315,6 @@ def is_sodec_checkpoint(checkpoint: Any) -> bool:
         return False
     if not Path(checkpoint).is_file():
         return False
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    from ..loading import METADATA_KEY
-
     try:
         with safe_open(str(checkpoint), framework="pt") as f:
             meta = f.metadata() or {}
@@ -357,9 +355,6 @@ def _build(cfg: SodecConfig, weights: Mapping[str, torch.Tensor], integer: Mappi
            lora: Mapping[str, torch.Tensor]) -> tuple[SODEC, dict[str, torch.Tensor]]:
     """The model with ``weights`` (strict), LoRA merged and the integer state installed (or
     derived). Returns (model, integer state)."""
-    from ..loading import load_weights_strict
-    from ..models.sodec.lora import merge_lora, split_lora_state_dict
-
     net = _skeleton(cfg)
     own = net.state_dict()
     missing = sorted(set(own) - set(weights))
@@ -401,9 +396,6 @@ def load_sodec(config: Any = None, checkpoint: Union[str, os.PathLike, Mapping[s
     """A registered ``SodecCodec`` from a config (``SodecConfig``, dict or JSON path; optional when a
     ``.safetensors`` of ``save_sodec`` carries it) and a checkpoint (path or dict of tensors), or,
     with no checkpoint, ``seeded_state_dict(config, random_init_seed)``."""
-    from .. import registry
-    from ..loading import METADATA_KEY, parse_dtype, read_checkpoint
-
     dt = parse_dtype(dtype)
     cfg = _parse_config(config) if config is not None else None
     if checkpoint is None and random_init_seed is not None and cfg is not None:
@@ -433,10 +425,6 @@ def load_sodec(config: Any = None, checkpoint: Union[str, os.PathLike, Mapping[s
 def save_sodec(codec: SodecCodec, path: Union[str, os.PathLike]) -> None:
     """Write ``codec.net``'s weights (LoRA merged), its integer state (``integer.*``) and its config
     to a ``.safetensors`` file that ``cod_fast.load_model(checkpoint=path)`` reads alone."""
-    from safetensors.torch import save_file
-
-    from ..loading import METADATA_KEY
-
     p = Path(path)
     if p.suffix != ".safetensors":
         raise ValueError("save_sodec writes .safetensors files")
@@ -463,11 +451,10 @@ _named_cache: dict[tuple[str, str], SodecCodec] = {}
 _named_lock = threading.Lock()
 
 
+@registry.named_model(*NAMED_MODELS)
 def load_named(name: str, device: Union[str, torch.device] = "cpu") -> SodecCodec:
     """The named SODEC model ``name`` (see ``NAMED_MODELS``) on ``device``: built once (CPU,
     float32, weights of ``seeded_state_dict``), cached and registered."""
-    from .. import registry
-
     if name not in NAMED_MODELS:
         raise ValueError(f"unknown SODEC model {name!r}; named models: {sorted(NAMED_MODELS)}")
     key = (name, str(torch.device(device)))

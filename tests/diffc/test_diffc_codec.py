@@ -8,10 +8,8 @@ import pytest
 import torch
 from diffc_models import latent_codec, make_image
 
-from cod_fast.bitstream import (HEADER_BYTES, SECTION_OVERHEAD, CodecId, SectionType,
-                                read_container)
-from cod_fast.codecs.diffc import (DiffCCodec, DiffCParams, bits_per_pixel, pack_step,
-                                   unpack_steps)
+from cod_fast.bitstream import HEADER_BYTES, SECTION_OVERHEAD, CodecId, SectionType, read_container
+from cod_fast.codecs.diffc import DiffCCodec, DiffCParams, bits_per_pixel, pack_step, unpack_steps
 from cod_fast.errors import BitstreamError, ModelMismatchError
 from cod_fast.rcc import KL_UNITS_PER_BIT, plan_chunks
 

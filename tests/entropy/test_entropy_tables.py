@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rans_testutil import compressai_gc
 
 from cod_fast.entropy import (
     CdfTables,
@@ -12,7 +13,6 @@ from cod_fast.entropy import (
     default_scale_table,
     pmf_to_quantized_cdf,
 )
-from rans_testutil import compressai_gc
 
 CASES = [
     (None, 1e-9),

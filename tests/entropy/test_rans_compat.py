@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rans_testutil import gaussian_symbols, py_compat_encode
 
 from cod_fast.entropy import BitstreamError, GaussianConditionalTables, compat_decode, compat_encode
-from rans_testutil import gaussian_symbols, py_compat_encode
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 import torch
+from rans_testutil import gaussian_symbols
 
 from cod_fast.entropy import BitstreamError, GaussianConditionalTables, stream_info
-from rans_testutil import gaussian_symbols
 
 
 @pytest.fixture(scope="module")

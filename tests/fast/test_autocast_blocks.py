@@ -11,11 +11,12 @@ import torch
 if not torch.cuda.is_available():  # the Triton backend is exercised through the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import cod_fast.fast as fast  # noqa: E402
-from cod_fast.models.sodec import UNet2DConditionModel  # noqa: E402
 from fast_helpers import backend_device, exact_fp32, randomize  # noqa: E402
 from test_optimize import CASES as MODEL_CASES  # noqa: E402
 from test_optimize_sodec import CONV_PROJ_UNET, _tiny_vae  # noqa: E402
+
+import cod_fast.fast as fast  # noqa: E402
+from cod_fast.models.sodec import UNet2DConditionModel  # noqa: E402
 
 TRITON_OK = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 pytestmark = [pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1"),

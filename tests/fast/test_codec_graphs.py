@@ -9,10 +9,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+from fast_helpers import FakeCapture  # noqa: E402
 from io_models import TINY_LITE, TINY_ONE_STEP, official_checkpoint  # noqa: E402
 
 from cod_fast.loading import load_model  # noqa: E402
-from fast_helpers import FakeCapture  # noqa: E402
 
 
 @pytest.mark.parametrize("config", [TINY_ONE_STEP, TINY_LITE], ids=["cod_one_step", "cod_lite"])

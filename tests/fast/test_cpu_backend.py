@@ -3,6 +3,7 @@ tiny models: each within its documented tolerance of the reference, weights and 
 import pytest
 import torch
 import torch.nn.functional as F
+from fast_helpers import close_fp32, randomize
 
 import cod_fast.fast as fast
 from cod_fast.fast import cpu_blocks, quant
@@ -11,7 +12,6 @@ from cod_fast.models.cod import pixel_dit as cod_pixel
 from cod_fast.models.cod_lite import OneStepCoD as LiteOneStep
 from cod_fast.models.cod_lite import common as lite_common
 from cod_fast.models.cod_lite import pixel_cnn as lite_cnn
-from fast_helpers import close_fp32, randomize
 
 PIXEL_CFG = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size_x=16, hidden_size=64,
                  num_blocks=3, num_cond_blocks=2, nerf_mlpratio=2, ds=32, codebook_bits=4, up2x=True)

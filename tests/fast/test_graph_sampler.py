@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from cod_golden_utils import TINY_LATENT, TINY_PIXEL, build_seeded  # noqa: E402
+from fast_helpers import FakeCapture  # noqa: E402
 from io_models import TINY_PIXEL as IO_TINY_PIXEL  # noqa: E402
 from io_models import official_checkpoint  # noqa: E402
 
@@ -26,8 +27,6 @@ from cod_fast.diffusion.sampling import CapturableSampling, SamplingGraphs  # no
 from cod_fast.fast.graphs import GraphRunner, HostSyncError, host_sync_guard  # noqa: E402
 from cod_fast.loading import load_model  # noqa: E402
 from cod_fast.models.cod import DDT, PixNerDiT  # noqa: E402
-from fast_helpers import FakeCapture  # noqa: E402
-
 
 MODELS = {
     # PixNerDiT: pixel space, 3 x 32 x 32, patch 16 -> 2 x 2 tokens; DDT: latent 4 x 8 x 8, patch 2.

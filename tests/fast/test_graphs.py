@@ -1,9 +1,9 @@
 """GraphRunner: the signature cache, buffers and eviction on CPU (fake capture), and on CUDA."""
 import pytest
 import torch
+from fast_helpers import FakeCapture
 
 from cod_fast.fast.graphs import GraphRunner, signature_of
-from fast_helpers import FakeCapture
 
 
 def test_signature_distinguishes_shape_dtype_and_extra() -> None:

@@ -8,12 +8,13 @@ import torch
 if not torch.cuda.is_available():  # the Triton backend is exercised through the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
+
 import cod_fast.fast as fast  # noqa: E402
 from cod_fast.errors import ExtensionUnavailableError  # noqa: E402
 from cod_fast.models.cod import PixNerDiT  # noqa: E402
 from cod_fast.models.cod.condition_codec import Decoder  # noqa: E402
 from cod_fast.models.cod_lite import OneStepCoD as LiteOneStep  # noqa: E402
-from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
 
 PIXEL = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size_x=16, hidden_size=64,
              num_blocks=3, num_cond_blocks=2, nerf_mlpratio=2, ds=32, codebook_bits=4, up2x=True)

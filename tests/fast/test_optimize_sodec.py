@@ -10,12 +10,13 @@ from torch import nn
 if not torch.cuda.is_available():  # the Triton backend is exercised through the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
+
 import cod_fast.fast as fast  # noqa: E402
 from cod_fast.fast import cpu_blocks  # noqa: E402
 from cod_fast.models.sodec import TINY_UNET, UNet2DConditionModel, UNetConfig  # noqa: E402
 from cod_fast.models.sodec import unet as sodec_unet  # noqa: E402
 from cod_fast.models.vae import AutoencoderKL  # noqa: E402
-from fast_helpers import backend_device, close_fp32, exact_fp32, randomize  # noqa: E402
 
 TRITON_OK = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 TRITON = pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1"))

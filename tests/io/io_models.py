@@ -29,7 +29,7 @@ TINY_LITE: dict[str, Any] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shapes(config_json: str) -> tuple[tuple[str, tuple[int, ...], torch.dtype], ...]:
     from cod_fast.loading import build_net, parse_config
 

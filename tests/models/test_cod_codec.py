@@ -5,10 +5,6 @@ import json
 
 import pytest
 import torch
-
-from cod_fast.errors import BitstreamError
-from cod_fast.models.cod import Codec, VectorQuantizer, pack_bits, unpack_bits
-from cod_fast.models.cod.packing import packed_size
 from cod_golden_utils import (
     CODEC_VARIANTS,
     DATA_DIR,
@@ -19,6 +15,10 @@ from cod_golden_utils import (
     seeded_images,
     seeded_state_dict,
 )
+
+from cod_fast.errors import BitstreamError
+from cod_fast.models.cod import Codec, VectorQuantizer, pack_bits, unpack_bits
+from cod_fast.models.cod.packing import packed_size
 
 # ---------------------------------------------------------------------------------------------
 # packing

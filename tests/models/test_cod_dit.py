@@ -5,6 +5,18 @@ import json
 
 import pytest
 import torch
+from cod_golden_utils import (
+    DATA_DIR,
+    TINY_LATENT,
+    TINY_ONE_STEP,
+    TINY_PIXEL,
+    assert_close_fp32,
+    build_seeded,
+    key_shapes,
+    load_golden,
+    seeded_images,
+    seeded_inputs,
+)
 
 from cod_fast.models.cod import (
     CLASS_PATHS,
@@ -18,18 +30,6 @@ from cod_fast.models.cod import (
     resolve_class,
 )
 from cod_fast.models.cod.configs import default_cfg
-from cod_golden_utils import (
-    DATA_DIR,
-    TINY_LATENT,
-    TINY_ONE_STEP,
-    TINY_PIXEL,
-    assert_close_fp32,
-    build_seeded,
-    key_shapes,
-    load_golden,
-    seeded_images,
-    seeded_inputs,
-)
 
 KEYS = json.loads((DATA_DIR / "cod_state_dict_keys.json").read_text())
 COUNTS = json.loads((DATA_DIR / "cod_param_counts.json").read_text())

@@ -30,7 +30,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> None:
     assert err <= rel * scale, f"max abs error {err:.3g} > {rel * scale:.3g}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _weights(name: str, seed: int) -> dict[str, torch.Tensor]:
     return seeded_state_dict({k: s for k, s in TINY[name]["keys"]}, seed)
 

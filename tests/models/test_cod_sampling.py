@@ -5,6 +5,14 @@ import math
 
 import pytest
 import torch
+from cod_golden_utils import (
+    TINY_ONE_STEP,
+    TINY_PIXEL,
+    assert_close_fp32,
+    build_seeded,
+    load_golden,
+    seeded_images,
+)
 
 from cod_fast.diffusion import (
     AdamLMSampler,
@@ -17,14 +25,6 @@ from cod_fast.diffusion import (
     unconditional_image,
 )
 from cod_fast.models.cod import OneStepCoD, PixNerDiT
-from cod_golden_utils import (
-    TINY_ONE_STEP,
-    TINY_PIXEL,
-    assert_close_fp32,
-    build_seeded,
-    load_golden,
-    seeded_images,
-)
 
 # Sampler outputs accumulate the rounding of every step: allow 10x the single-forward tolerance.
 SAMPLER_REL_TOL = 1e-3

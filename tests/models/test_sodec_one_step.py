@@ -16,7 +16,6 @@ from cod_fast.models.sodec import (
     x0_from_prediction,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
 
 

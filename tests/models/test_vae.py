@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from seeded_shapes import seeded_state_dict
 from safetensors.torch import save_file
+from seeded_shapes import seeded_state_dict
 
 from cod_fast.errors import ModelMismatchError
 from cod_fast.models.vae import AutoencoderKL, latent_decode, latent_encode, load_diffusers_vae

@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from cod_fast import BitstreamError, _ext
-from cod_fast import rcc
+from cod_fast import BitstreamError, _ext, rcc
 
 _C = _ext.cpu_ext()
 has_cpp = getattr(_C, "rcc", None) is not None

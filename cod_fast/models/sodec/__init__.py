@@ -15,10 +15,10 @@
 """
 from __future__ import annotations
 
-from .hyperprior import TINY_HYPERPRIOR, FactorizedPrior, HyperpriorConfig, SodecHyperprior
 from .configs import SD21_BASE_UNET, TINY_UNET, TINY_VIT, VIT_B16, ProjectionConfig, UNetConfig, ViTConfig
-from .model import FULL_SODEC, SODEC, TINY_SODEC, FidelityDecoder, SodecConfig, TransformModule, VAEConfig
+from .hyperprior import TINY_HYPERPRIOR, FactorizedPrior, HyperpriorConfig, SodecHyperprior
 from .lora import fold_lora, inject_lora, load_lora, merge_lora, split_lora_state_dict
+from .model import FULL_SODEC, SODEC, TINY_SODEC, FidelityDecoder, SodecConfig, TransformModule, VAEConfig
 from .one_step import SD21_BASE_SCHEDULE, DDPMSchedule, one_step_denoise, x0_from_prediction
 from .unet import UNet2DConditionModel, load_unet
 from .vit import FidelityGuidance, FidelityProjection, FidelityViT

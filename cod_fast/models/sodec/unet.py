@@ -442,7 +442,7 @@ class UNet2DConditionModel(nn.Module):
             x, res = block(x, temb, ctx)
             skips.extend(res)
         x = self.mid_block(x, temb, ctx)
-        for i, block in enumerate(self.up_blocks):
+        for block in self.up_blocks:
             n_res = len(block.resnets)
             mine = skips[len(skips) - n_res :]
             del skips[len(skips) - n_res :]

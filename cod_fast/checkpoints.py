@@ -1,0 +1,157 @@
+"""Checkpoint files and dtype names: the low layer that ``loading`` and the codecs share.
+
+This module imports nothing of ``cod_fast`` but ``errors`` (and, for ``preset_cfg_scale``, the CoD
+model package when a preset is asked about), so that every codec can read checkpoints without
+importing ``loading``, which sits above the codecs.
+
+* ``read_checkpoint``: our ``.safetensors`` (weights + the config stored under ``METADATA_KEY``)
+  or an official pickled checkpoint (``torch.load(weights_only=True)``, ``module`` /
+  ``state_dict`` nesting unwrapped);
+* ``load_weights_strict``: copy weights into a network, ``ModelMismatchError`` on any mismatch;
+* ``parse_dtype``: ``torch.dtype`` from a dtype or a name such as ``"bf16"``;
+* ``preset_cfg_scale``: the official guidance scale of a CoD preset name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+
+from .errors import ModelFileError, ModelMismatchError
+
+__all__ = [
+    "METADATA_KEY",
+    "MAX_METADATA_BYTES",
+    "PathLike",
+    "load_weights_strict",
+    "parse_dtype",
+    "preset_cfg_scale",
+    "read_checkpoint",
+    "unwrap_state",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: Metadata entry of our ``.safetensors`` files that holds the model's config (canonical JSON).
+METADATA_KEY = "cod_fast.config"
+#: Largest stored config JSON read from a checkpoint's metadata (a real one is about 1 KiB).
+MAX_METADATA_BYTES = 1 << 20
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """torch dtype from a dtype or one of the names float32/fp32/bfloat16/bf16/float16/fp16."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
+
+
+def stored_config(meta: Mapping[str, str], source: str) -> dict[str, Any] | None:
+    """The config stored under ``METADATA_KEY`` in safetensors metadata, or None when absent.
+
+    ``ModelFileError`` naming ``source`` when the entry is too large, not JSON, or not an object.
+    """
+    raw = meta.get(METADATA_KEY)
+    if raw is None:
+        return None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{source}: the stored config ({METADATA_KEY}) holds {len(raw)} bytes, "
+                             f"more than the {MAX_METADATA_BYTES} allowed")
+    try:
+        cfg = json.loads(raw)
+    except ValueError as exc:
+        raise ModelFileError(f"{source}: the stored config ({METADATA_KEY}) is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{source}: the stored config ({METADATA_KEY}) is not a JSON object")
+    return cfg
+
+
+def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Read weights and (safetensors only) our stored config. Returns (state_dict, config or None).
+
+    Pickled checkpoints are read with ``weights_only=True`` unless ``allow_pickle`` (only for
+    files you trust); ``module`` / ``state_dict`` nesting is unwrapped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint {p} does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open  # local: import time (safetensors files only)
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                cfg = stored_config(meta, f"checkpoint {p}")  # before reading any tensor
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"cannot read safetensors {p}: {exc}") from None
+        return sd, cfg
+    import pickle  # local: import time (pickled checkpoints only)
+
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"checkpoint {p} holds objects that weights_only loading refuses ({exc}); if you trust "
+            "the file, pass allow_pickle=True, or convert it once with cod_fast.loading.save_model"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot read checkpoint {p}: {exc}") from None
+    return unwrap_state(state, f"checkpoint {p}"), None
+
+
+def unwrap_state(state: Any, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, unwrapping ``module`` then ``state_dict`` (official order)."""
+    if isinstance(state, Mapping):
+        if "module" in state:
+            state = state["module"]
+        elif "state_dict" in state:
+            state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what} does not hold a dict of weights")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights_strict(net: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``weights`` into ``net``; ModelMismatchError on missing/unexpected keys or shapes."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (e.g. {k}: checkpoint "
+                         f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)})")
+        raise ModelMismatchError("", "", "checkpoint does not fit the config: " + "; ".join(parts))
+    net.load_state_dict(dict(weights), strict=True)
+
+
+def preset_cfg_scale(name: str) -> float | None:
+    """The official guidance scale of a CoD preset name, or None when the package gives none."""
+    try:
+        from .models.cod.configs import default_cfg  # local: import time (CoD presets only)
+    except ImportError:
+        return None
+    try:
+        return float(default_cfg(name))
+    except ValueError:
+        return None
