@@ -1,6 +1,6 @@
 """Fixed-point SODEC entropy parameters in Triton: integer conv + requantize, and the scale index.
 
-The spec is the module docstring of ``cod_fast.models.sodec.integer_params`` (and
+The spec is the module docstring of ``cod_fast.int_params.reference`` (and
 ``docs/sodec_integer_params.md``); the torch reference beside each kernel here calls that spec's
 reference, so the two backends can be compared bit for bit.
 
@@ -19,6 +19,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from cod_fast.int_params.reference import check_z, integer_conv_reference
+from cod_fast.int_params.reference import entropy_parameters_reference as _entropy_parameters_reference
+from cod_fast.int_params.reference import scale_index_reference as _scale_index_reference
 
 from ._common import interpreter_active, next_pow2
 
@@ -148,8 +152,6 @@ def entropy_parameters(params, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch
     z_hat: integer z symbols [N, Cz, h, w] on a CUDA device (CPU under TRITON_INTERPRET=1; a CPU
     tensor is moved to CUDA when a GPU runs the kernels). Results come back on the CPU.
     """
-    from cod_fast.models.sodec.integer_params import check_z
-
     device = z_hat.device if isinstance(z_hat, torch.Tensor) else torch.device("cpu")
     if device.type != "cuda" and not interpreter_active():
         if not torch.cuda.is_available():
@@ -165,20 +167,14 @@ def entropy_parameters(params, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def int_conv_requant_reference(a: torch.Tensor, layer) -> torch.Tensor:
     """Torch reference of ``int_conv_requant`` (the spec's ``integer_conv_reference``), int32."""
-    from cod_fast.models.sodec.integer_params import integer_conv_reference
-
     return integer_conv_reference(a.cpu().to(torch.int64), layer).to(torch.int32)
 
 
 def scale_index_reference(s_q: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Torch reference of ``scale_index``."""
-    from cod_fast.models.sodec.integer_params import scale_index_reference as ref
-
-    return ref(s_q.cpu(), thresholds)
+    return _scale_index_reference(s_q.cpu(), thresholds)
 
 
 def entropy_parameters_reference(params, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Torch reference of ``entropy_parameters``."""
-    from cod_fast.models.sodec.integer_params import entropy_parameters_reference as ref
-
-    return ref(params, z_hat)
+    return _entropy_parameters_reference(params, z_hat)

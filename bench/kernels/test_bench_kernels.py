@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+
 from cod_fast.kernels import KERNELS
 from cod_fast.kernels.masked_conv import conv_mask
 

@@ -2,7 +2,7 @@
 
 ``entropy_parameters(model, z_hat, backend)`` returns the integer (table index, mean code) of every
 y symbol from decoded z symbols, computed by the fixed-point spec of
-``cod_fast.models.sodec.integer_params`` on the chosen backend ("reference": torch int64 on the
+``cod_fast.int_params`` on the chosen backend ("reference": torch int64 on the
 CPU; "cpp": ``cod_fast._C.sodec``; "triton": the kernels of ``cod_fast.kernels.int_entropy_params``).
 Every backend returns the same integers, so an encoder on one device and a decoder on another parse
 the same stream.
@@ -58,9 +58,10 @@ from ..bitstream import (
 from ..checkpoints import METADATA_KEY, load_weights_strict, parse_dtype, read_checkpoint
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
+from ..int_params.api import BACKENDS
+from ..int_params.api import entropy_parameters as _entropy_parameters
+from ..int_params.reference import IntegerEntropyParams
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
-from ..models.sodec.integer_params import BACKENDS, IntegerEntropyParams
-from ..models.sodec.integer_params import entropy_parameters as _entropy_parameters
 from ..models.sodec.lora import merge_lora, split_lora_state_dict
 from ..models.sodec.model import MODEL_TAG, SODEC, TINY_SODEC, SodecConfig
 
@@ -94,7 +95,7 @@ def entropy_parameters(
     ``model``: a ``SodecHyperprior`` after ``update()`` or its exported ``IntegerEntropyParams``.
     ``indexes`` select rows of the model's y Gaussian tables; ``means`` are on the grid
     2**-mean_frac_bits. These are the first-pass (hyperprior-only) parameters; with the
-    checkerboard context the non-anchors' come from ``integer_params.context_parameters``.
+    checkerboard context the non-anchors' come from ``int_params.api.context_parameters``.
     Raises TypeError/ValueError for bad arguments, RuntimeError when the model has no integer
     state yet.
     """

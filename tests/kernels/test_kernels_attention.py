@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from tolerances import DTYPES, assert_close
+
 from cod_fast.kernels.attention import (
     attention,
     attention_reference,
@@ -9,7 +11,6 @@ from cod_fast.kernels.attention import (
     spatial_attention_reference,
 )
 from cod_fast.kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_reference
-from tolerances import DTYPES, assert_close
 
 
 def _rand(shape, dtype, device, gen, scale=1.0):

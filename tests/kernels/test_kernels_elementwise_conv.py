@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from tolerances import DTYPES, assert_close
+
 from cod_fast.kernels.masked_conv import conv_mask, masked_conv2d, masked_conv2d_reference
 from cod_fast.kernels.swiglu import swiglu, swiglu_packed, swiglu_packed_reference, swiglu_reference
-from tolerances import DTYPES, assert_close
 
 
 def _rand(shape, dtype, device, gen, scale=1.0):

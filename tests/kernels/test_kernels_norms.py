@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from tolerances import DTYPES, assert_close
+
 from cod_fast.kernels.group_norm import group_norm, group_norm_reference
 from cod_fast.kernels.layer_norm2d_modulate import (
     gated_residual_layer_norm2d_modulate,
@@ -15,7 +17,6 @@ from cod_fast.kernels.rms_norm_modulate import (
     rms_norm_modulate,
     rms_norm_modulate_reference,
 )
-from tolerances import DTYPES, assert_close
 
 
 def _rand(shape, dtype, device, gen, scale=1.0, offset=0.0):

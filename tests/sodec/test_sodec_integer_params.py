@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from cod_fast.kernels import int_entropy_params as tk
 
 from cod_fast._ext import cpu_ext
 from cod_fast.entropy import default_scale_table
+from cod_fast.kernels import int_entropy_params as tk
 from cod_fast.models.sodec.integer_params import (
     ACT_MAX,
     INT32_MAX,

@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-from cod_fast.kernels.masked_conv import conv_mask
 
 from cod_fast._ext import cpu_ext
 from cod_fast.codecs.sodec import load_sodec, seeded_state_dict
 from cod_fast.errors import ModelMismatchError
+from cod_fast.kernels.masked_conv import conv_mask
 from cod_fast.models.sodec import (
     FULL_SODEC,
     SD21_BASE_UNET,

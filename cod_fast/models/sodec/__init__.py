@@ -10,7 +10,7 @@
   fidelity guidance, UNet, SD-VAE decoder), ``SodecConfig`` and its presets ``TINY_SODEC``,
   ``FULL_SODEC``.
 - ``hyperprior``: the entropy-coded latent (analysis, hyper analysis, factorized z prior, mean-scale
-  y prior) whose entropy parameters run in fixed point (``integer_params``, identical on every
+  y prior) whose entropy parameters run in fixed point (``cod_fast.int_params``, identical on every
   backend).
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ factorized prior, y with Gaussian tables whose scale index and mean come from th
 of z. ``HyperpriorConfig.checkerboard`` adds an optional checkerboard context (two passes, He et
 al. 2021): anchors (row + col even) are coded with the hyperprior parameters, then the other half
 with parameters that add a checkerboard-masked conv (``context``) of the decoded anchors; the
-context conv runs in the integer spec too (``integer_params``, identical on every backend).
+context conv runs in the integer spec too (``cod_fast.int_params``, identical on every backend).
 
 * ``SodecHyperprior`` -- the float model (training, ``forward`` gives likelihoods for the rate).
   Layer sizes are ours (the paper gives none): E is ``n_down`` stride-2 5x5 convs with ReLU; the
@@ -15,7 +15,7 @@ context conv runs in the integer spec too (``integer_params``, identical on ever
   (scales, means) -- nearest upsampling instead of transposed convs so that the integer path is
   pure index arithmetic.
 * ``export_integer_params`` -- quantizes the float hyper synthesis into
-  ``integer_params.IntegerEntropyParams`` (the spec lives in that module).
+  ``IntegerEntropyParams`` (the spec lives in ``cod_fast.int_params.reference``).
 * ``update`` -- builds everything a parser needs as integers: the integer hyper synthesis, the
   factorized z tables (quantized once from the float pmfs) and the y Gaussian tables (copied as
   integers from ``GaussianConditionalTables``). ``integer_state_dict`` / ``load_integer_state``
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from ...entropy import CdfTables, GaussianConditionalTables, default_scale_table
 from ...errors import BitstreamError
-from .integer_params import (
+from ...int_params.api import context_parameters, entropy_head, head_parameters
+from ...int_params.reference import (
     ACT_MAX,
     INT32_MAX,
     INT32_MIN,
@@ -44,10 +45,7 @@ from .integer_params import (
     anchor_mask,
     checkerboard_taps,
     context_input,
-    context_parameters,
     dequantize_y,
-    entropy_head,
-    head_parameters,
     quantize_y,
     thresholds_from_table,
 )

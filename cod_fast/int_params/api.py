@@ -1,0 +1,112 @@
+"""SODEC's integer entropy parameters on a backend chosen by name.
+
+"reference": the torch int64 spec of :mod:`.reference`; "cpp": ``cod_fast._C.sodec``
+(csrc/sodec); "triton": ``cod_fast.kernels.int_entropy_params`` (needs Triton and a CUDA device,
+or TRITON_INTERPRET=1). All give the same integers (see ``docs/sodec_integer_params.md``).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import backends
+from .reference import (
+    INT32_MAX,
+    INT32_MIN,
+    IntegerConv,
+    IntegerEntropyParams,
+    check_z,
+    entropy_parameters_reference,
+    integer_conv_reference,
+    scale_index_reference,
+)
+
+__all__ = [
+    "BACKENDS",
+    "backend_conv",
+    "backend_scale_index",
+    "context_parameters",
+    "entropy_head",
+    "entropy_parameters",
+    "head_parameters",
+]
+
+#: Backends of ``entropy_parameters``; each gives identical integers.
+BACKENDS = ("reference", "triton", "cpp")
+
+
+def entropy_parameters(
+    params: IntegerEntropyParams, z_hat: torch.Tensor, backend: str = "reference"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 [N, M, H, W] on the CPU from integer z symbols, on ``backend``.
+
+    "reference": the torch int64 path of :mod:`.reference`; "cpp": ``cod_fast._C.sodec``
+    (csrc/sodec); "triton": ``cod_fast.kernels.int_entropy_params`` (needs Triton and a CUDA
+    device, or TRITON_INTERPRET=1). All return the same integers.
+    """
+    if backend == "reference":
+        return entropy_parameters_reference(params, z_hat)
+    if backend == "cpp":
+        return backends.entropy_parameters_cpp(params, z_hat)
+    if backend == "triton":
+        return backends.entropy_parameters_triton(params, z_hat)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def backend_conv(a: torch.Tensor, layer: IntegerConv, backend: str) -> torch.Tensor:
+    """One ``IntegerConv`` on ``backend``: int activations [N, CI, h, w] with |a| <= 32767 ->
+    int32 CPU [N, CO, h*up, w*up]. Every backend gives the same integers."""
+    if backend == "reference":
+        return integer_conv_reference(a.cpu().to(torch.int64), layer).to(torch.int32)
+    if backend == "cpp":
+        return backends.conv_cpp(a, layer)
+    if backend == "triton":
+        return backends.conv_triton(a, layer)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def backend_scale_index(s_q: torch.Tensor, thresholds: torch.Tensor, backend: str) -> torch.Tensor:
+    """``#{k : s_q > T[k]}`` on ``backend``: int32 scale codes -> int32 CPU indexes."""
+    if backend == "reference":
+        return scale_index_reference(s_q.cpu(), thresholds)
+    if backend == "cpp":
+        return backends.scale_index_cpp(s_q, thresholds)
+    if backend == "triton":
+        return backends.scale_index_triton(s_q, thresholds)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def entropy_head(params: IntegerEntropyParams, z_hat: torch.Tensor, backend: str = "reference") -> torch.Tensor:
+    """The last hyper-synthesis layer's integer output, int32 CPU [N, 2M, H, W]: scale codes
+    (channels [0, M)) then mean codes ([M, 2M)), before the table lookup."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    a = check_z(z_hat, params)
+    for layer in params.layers:
+        a = backend_conv(a, layer, backend)
+    return a.to(torch.int32)
+
+
+def head_parameters(params: IntegerEntropyParams, head: torch.Tensor,
+                    backend: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 [N, M, H, W] of an integer head [N, 2M, H, W]."""
+    m = params.n_channels
+    if head.dim() != 4 or head.shape[1] != 2 * m:
+        raise ValueError(f"head must be [N, {2 * m}, H, W], got {tuple(head.shape)}")
+    return backend_scale_index(head[:, :m].contiguous(), params.thresholds, backend), head[:, m:].contiguous()
+
+
+
+def context_parameters(params: IntegerEntropyParams, head: torch.Tensor, y_ctx: torch.Tensor,
+                       backend: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 [N, M, H, W] of the second pass (use them at non-anchor positions).
+
+    ``head2 = clamp(head + context(y_ctx), -2**31, 2**31 - 1)`` (int64 sum), then the same table
+    lookup as the first pass. ``y_ctx`` from ``context_input``; ``head`` from ``entropy_head``.
+    """
+    if params.context is None:
+        raise ValueError("these integer entropy parameters have no context layer (checkerboard is off)")
+    if y_ctx.shape[0] != head.shape[0] or y_ctx.shape[2:] != head.shape[2:]:
+        raise ValueError(f"context input {tuple(y_ctx.shape)} does not match the head {tuple(head.shape)}")
+    ctx = backend_conv(y_ctx, params.context, backend).to(torch.int64)
+    head2 = (head.to(torch.int64) + ctx).clamp(INT32_MIN, INT32_MAX).to(torch.int32)
+    return head_parameters(params, head2, backend)
