@@ -14,12 +14,10 @@
 // The segment symbol count is an encoder choice recorded in the header, so any number of threads
 // decodes any stream, and the bytes do not depend on the thread count used to encode.
 #include <algorithm>
-#include <atomic>
-#include <exception>
 #include <memory>
 #include <string>
-#include <thread>
 
+#include "common/parallel.hpp"
 #include "rans/rans_ops.hpp"
 
 namespace cod_fast {
@@ -35,36 +33,6 @@ constexpr size_t kStateBytes = 8 * kLanes;
 
 inline uint64_t load_le64(const uint8_t* p) {
   return load_le32(p) | (static_cast<uint64_t>(load_le32(p + 4)) << 32);
-}
-
-// Runs job(k) for k in [0, count) on up to `threads` threads; rethrows the first failure (lowest
-// k) after every thread has finished.
-template <class Job>
-void parallel_for(int64_t count, int threads, const Job& job) {
-  if (count <= 0) return;
-  const int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), count));
-  std::vector<std::exception_ptr> errors(count);
-  std::atomic<int64_t> next{0};
-  auto worker = [&]() {
-    for (int64_t k = next.fetch_add(1); k < count; k = next.fetch_add(1)) {
-      try {
-        job(k);
-      } catch (...) {
-        errors[k] = std::current_exception();
-      }
-    }
-  };
-  if (nt == 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(nt - 1);
-    for (int i = 0; i < nt - 1; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-  }
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
 }
 
 // Cold paths of the argument checks.
@@ -210,7 +178,7 @@ std::string fast_encode(const Tables& tables, const int32_t* symbols, const int3
   const int64_t n_seg = (n + segment_symbols - 1) / segment_symbols;
   if (n_seg > INT32_MAX) throw ArgError("rANS: too many segments");
   std::vector<std::string> payload(n_seg);
-  parallel_for(n_seg, threads, [&](int64_t k) {
+  cod_fast::parallel_for(n_seg, threads, [&](int64_t k) {
     const int64_t begin = k * segment_symbols;
     const int64_t m = std::min(segment_symbols, n - begin);
     const size_t cap = segment_capacity(m) + 1;
@@ -302,7 +270,7 @@ void fast_decode(const Tables& tables, const uint8_t* data, size_t size, const i
     s += info.segment_symbols[k];
     b += static_cast<size_t>(info.segment_bytes[k]);
   }
-  parallel_for(n_seg, threads, [&](int64_t k) {
+  cod_fast::parallel_for(n_seg, threads, [&](int64_t k) {
     decode_segment(tables, data + byte_begin[k], static_cast<size_t>(info.segment_bytes[k]),
                    indexes, sym_begin[k], info.segment_symbols[k], out);
   });
