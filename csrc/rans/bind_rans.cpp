@@ -108,7 +108,24 @@ void init_rans(py::module_ m) {
       "Validated CDF tables (int32 cdfs [n, width], cdf_lengths [n], offsets [n]) with the "
       "encoder reciprocals and decoder bucket tables derived from them.")
       .def(py::init(&make_tables), py::arg("cdfs"), py::arg("cdf_lengths"), py::arg("offsets"))
-      .def_property_readonly("n_tables", &Tables::n_tables);
+      .def_property_readonly("n_tables", &Tables::n_tables)
+      .def(
+          "slot_symbols",
+          [](const Tables& t, int32_t table) {
+            if (table < 0 || table >= t.n_tables()) throw py::index_error("table out of range");
+            // The decoder's symbol search (bucket + steps) for every slot, for the tests.
+            std::vector<int32_t> out(kTotal);
+            const TableView tv = t.view();
+            const Tables::Info& inf = t.info(table);
+            for (uint32_t slot = 0; slot < kTotal; ++slot) {
+              const uint32_t* row;
+              out[slot] = static_cast<int32_t>(tv.find(inf, slot, &row));
+            }
+            return out;
+          },
+          py::arg("table"),
+          "Decoder symbol search of every slot 0..65535 of one table (list of 65536 ints): s "
+          "with cdf[s] <= slot < cdf[s + 1]. For tests of the bucketed search.");
 
   m.def(
       "compat_encode",

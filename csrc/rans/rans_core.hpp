@@ -122,7 +122,11 @@ struct TableView {
   inline uint32_t find(const Tables::Info& inf, uint32_t slot, const uint32_t** row) const {
     const uint32_t* c = cum + inf.base;
     uint32_t s = bucket[inf.bucket_base + (slot >> inf.bucket_shift)];
-    while (c[s + 1] <= slot) ++s;  // stops at s <= max_value (see Tables::find)
+    // First step branch-free (a bucket usually holds at most one symbol boundary, so this step
+    // alone finishes the search, and a mispredicted branch here cost more than the whole lookup);
+    // the loop then almost never runs (stops at s <= max_value, see Tables::find).
+    s += c[s + 1] <= slot;
+    while (__builtin_expect(c[s + 1] <= slot, 0)) ++s;
     *row = c;
     return s;
   }

@@ -14,12 +14,10 @@
 // The segment symbol count is an encoder choice recorded in the header, so any number of threads
 // decodes any stream, and the bytes do not depend on the thread count used to encode.
 #include <algorithm>
-#include <atomic>
-#include <exception>
 #include <memory>
 #include <string>
-#include <thread>
 
+#include "common/parallel.hpp"
 #include "rans/rans_ops.hpp"
 
 namespace cod_fast {
@@ -35,36 +33,6 @@ constexpr size_t kStateBytes = 8 * kLanes;
 
 inline uint64_t load_le64(const uint8_t* p) {
   return load_le32(p) | (static_cast<uint64_t>(load_le32(p + 4)) << 32);
-}
-
-// Runs job(k) for k in [0, count) on up to `threads` threads; rethrows the first failure (lowest
-// k) after every thread has finished.
-template <class Job>
-void parallel_for(int64_t count, int threads, const Job& job) {
-  if (count <= 0) return;
-  const int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), count));
-  std::vector<std::exception_ptr> errors(count);
-  std::atomic<int64_t> next{0};
-  auto worker = [&]() {
-    for (int64_t k = next.fetch_add(1); k < count; k = next.fetch_add(1)) {
-      try {
-        job(k);
-      } catch (...) {
-        errors[k] = std::current_exception();
-      }
-    }
-  };
-  if (nt == 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(nt - 1);
-    for (int i = 0; i < nt - 1; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-  }
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
 }
 
 // Cold paths of the argument checks.
@@ -145,14 +113,26 @@ uint32_t* encode_segment(const Tables& tables, const int32_t* symbols, const int
   return ptr;
 }
 
-// Rare path: the escape payload of a decoded escape symbol.
-__attribute__((noinline)) int32_t dec_escape(uint64_t& x, WordReader& rd, const Tables::Info& inf) {
-  return checked_symbol(dec_escape_payload(x, rd, inf.max_value), inf.offset);
+// Rare path: the escape payload of a decoded escape symbol. State and read position travel by
+// value, so that the hot loop keeps them in registers (no address of theirs escapes).
+struct Escaped {
+  uint64_t x;
+  size_t pos;
+  int32_t symbol;
+};
+__attribute__((noinline, cold)) Escaped dec_escape(uint64_t x, const uint8_t* data, size_t n_words,
+                                                   size_t pos, const Tables::Info& inf) {
+  WordReader rd{data, n_words, pos};  // pos > n_words (an earlier over-read) throws on next()
+  const int32_t symbol = checked_symbol(dec_escape_payload(x, rd, inf.max_value), inf.offset);
+  return Escaped{x, rd.pos, symbol};
 }
 
-// One symbol on one lane (decoder side); i is its position, for error messages.
-inline int32_t dec_one(const TableView& tv, uint64_t& x, WordReader& rd, int32_t t, int64_t i) {
-  if (static_cast<uint32_t>(t) >= tv.n_tables) bad_index(tv.n_tables, t, i);
+// One symbol on one lane (decoder side); i is its position, for error messages. Always inlined
+// into the 4-lane loop so that the lanes' independent lookups overlap.
+__attribute__((always_inline)) inline int32_t dec_one(const TableView& tv, uint64_t& x, size_t& pos,
+                                                      const uint8_t* data, size_t n_words,
+                                                      int32_t t, int64_t i) {
+  if (__builtin_expect(static_cast<uint32_t>(t) >= tv.n_tables, 0)) bad_index(tv.n_tables, t, i);
   const auto& inf = tv.info[t];
   const uint32_t slot = static_cast<uint32_t>(x) & (kTotal - 1);
   const uint32_t* c;
@@ -160,15 +140,22 @@ inline int32_t dec_one(const TableView& tv, uint64_t& x, WordReader& rd, int32_t
   const uint32_t start = c[s];
   const uint32_t freq = c[s + 1] - start;
   x = freq * (x >> kPrecision) + slot - start;
-  // Branch-free refill. The read index is clamped to the last word, so nothing outside the
-  // segment is touched; a stream that needs more words than it has ends with rd.pos > n_words,
-  // which decode_segment reports.
-  const bool refill = x < kRansL;
-  const size_t at = rd.pos < rd.n_words ? rd.pos : rd.n_words - 1;
-  const uint64_t word = load_le32(rd.data + 4 * at);
-  x = refill ? ((x << 32) | word) : x;
-  rd.pos += refill;
-  if (static_cast<int32_t>(s) == inf.max_value) return dec_escape(x, rd, inf);
+  // Branch-free refill (a refill follows ~1 symbol in 7, unpredictably: a branch mispredicted
+  // often enough to cost more than the rest of the step). The read index is clamped to the last
+  // word, so nothing outside the segment is touched; a stream that needs more words than it has
+  // ends with pos > n_words, which decode_segment reports.
+  const size_t at = pos < n_words ? pos : n_words - 1;
+  const uint64_t word = load_le32(data + 4 * at);
+  const uint64_t refill = x < kRansL;
+  const uint64_t mask = uint64_t{0} - refill;
+  x = (((x << 32) | word) & mask) | (x & ~mask);
+  pos += refill;
+  if (__builtin_expect(static_cast<int32_t>(s) == inf.max_value, 0)) {
+    const Escaped e = dec_escape(x, data, n_words, pos, inf);
+    x = e.x;
+    pos = e.pos;
+    return e.symbol;
+  }
   return static_cast<int32_t>(s) + inf.offset;
 }
 
@@ -176,24 +163,40 @@ void decode_segment(const Tables& tables, const uint8_t* data, size_t size, cons
                     int64_t begin, int64_t m, int32_t* out) {
   const TableView tv = tables.view();
   // size >= kStateBytes and size % 4 == 0 were checked by the header parser.
-  WordReader rd{data, size / 4, 0};
+  const size_t n_words = size / 4;
   uint64_t x[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    x[l] = rd.next();
-    x[l] |= static_cast<uint64_t>(rd.next()) << 32;
+    x[l] = load_le32(data + 8 * l) | (static_cast<uint64_t>(load_le32(data + 8 * l + 4)) << 32);
     if (x[l] < kRansL || (x[l] >> 63) != 0) {
       throw StreamError("rANS stream corrupted: bad initial state");
     }
   }
+  size_t pos = 2 * kLanes;
+  uint64_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+  static_assert(kLanes == 4, "the decode loop is written for 4 lanes");
   const int32_t* ix = indexes + begin;
   int32_t* o = out + begin;
   const int64_t full = m - m % kLanes;
   for (int64_t g = 0; g < full; g += kLanes) {
-    for (int l = 0; l < kLanes; ++l) o[g + l] = dec_one(tv, x[l], rd, ix[g + l], begin + g + l);
+    // All loads of a group before its stores: an int32 store may alias the tables, and the
+    // compiler would otherwise reload them between lanes.
+    const int32_t t0 = ix[g], t1 = ix[g + 1], t2 = ix[g + 2], t3 = ix[g + 3];
+    const int64_t i = begin + g;
+    const int32_t s0 = dec_one(tv, x0, pos, data, n_words, t0, i);
+    const int32_t s1 = dec_one(tv, x1, pos, data, n_words, t1, i + 1);
+    const int32_t s2 = dec_one(tv, x2, pos, data, n_words, t2, i + 2);
+    const int32_t s3 = dec_one(tv, x3, pos, data, n_words, t3, i + 3);
+    o[g] = s0;
+    o[g + 1] = s1;
+    o[g + 2] = s2;
+    o[g + 3] = s3;
   }
-  for (int64_t j = full; j < m; ++j) o[j] = dec_one(tv, x[j % kLanes], rd, ix[j], begin + j);
-  if (rd.pos > rd.n_words) throw StreamError("rANS stream truncated: a segment needs more words");
-  if (rd.pos < rd.n_words) throw StreamError("rANS segment has trailing words");
+  x[0] = x0, x[1] = x1, x[2] = x2, x[3] = x3;
+  for (int64_t j = full; j < m; ++j) {
+    o[j] = dec_one(tv, x[j % kLanes], pos, data, n_words, ix[j], begin + j);
+  }
+  if (pos > n_words) throw StreamError("rANS stream truncated: a segment needs more words");
+  if (pos < n_words) throw StreamError("rANS segment has trailing words");
   for (int l = 0; l < kLanes; ++l) {
     if (x[l] != kRansL) throw StreamError("rANS stream corrupted: final state mismatch");
   }
@@ -210,7 +213,7 @@ std::string fast_encode(const Tables& tables, const int32_t* symbols, const int3
   const int64_t n_seg = (n + segment_symbols - 1) / segment_symbols;
   if (n_seg > INT32_MAX) throw ArgError("rANS: too many segments");
   std::vector<std::string> payload(n_seg);
-  parallel_for(n_seg, threads, [&](int64_t k) {
+  cod_fast::parallel_for(n_seg, threads, [&](int64_t k) {
     const int64_t begin = k * segment_symbols;
     const int64_t m = std::min(segment_symbols, n - begin);
     const size_t cap = segment_capacity(m) + 1;
@@ -302,7 +305,7 @@ void fast_decode(const Tables& tables, const uint8_t* data, size_t size, const i
     s += info.segment_symbols[k];
     b += static_cast<size_t>(info.segment_bytes[k]);
   }
-  parallel_for(n_seg, threads, [&](int64_t k) {
+  cod_fast::parallel_for(n_seg, threads, [&](int64_t k) {
     decode_segment(tables, data + byte_begin[k], static_cast<size_t>(info.segment_bytes[k]),
                    indexes, sym_begin[k], info.segment_symbols[k], out);
   });

@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "common/parallel.hpp"
 #include "rcc/rcc_math.h"
 
 namespace rcc {
@@ -23,24 +24,12 @@ int resolve_threads(int threads) {
   return hc == 0 ? 1 : (int)hc;
 }
 
-// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads (the caller's thread included).
+// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads (the caller's thread included);
+// thread-creation failures and exceptions from fn come back as C++ exceptions on the caller's
+// thread after every worker is joined (csrc/common/parallel.hpp).
 template <class Fn>
 void run_parallel(int64_t n_tasks, int threads, const Fn& fn) {
-  if (n_tasks <= 0) return;
-  const int n_workers = (int)std::min<int64_t>(threads, n_tasks);
-  std::atomic<int64_t> next{0};
-  auto worker = [&]() {
-    for (;;) {
-      const int64_t task = next.fetch_add(1);
-      if (task >= n_tasks) return;
-      fn(task);
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(n_workers > 0 ? n_workers - 1 : 0);
-  for (int i = 1; i < n_workers; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
+  cod_fast::parallel_for(n_tasks, threads, fn);
 }
 
 uint32_t key_lo(uint64_t seed) { return (uint32_t)seed; }

@@ -20,8 +20,20 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw py::value_error(message);
 }
 
+Impl parse_impl(const std::string& name) {
+  if (name == "auto") return Impl::kAuto;
+  if (name == "portable") return Impl::kPortable;
+  if (name == "avx2") return Impl::kAvx2;
+  if (name == "avx512") return Impl::kAvx512;
+  throw py::value_error("impl must be 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+}
+
 I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64& mult,
-                    const I64& shift, int64_t up, int64_t lo, int64_t hi) {
+                    const I64& shift, int64_t up, int64_t lo, int64_t hi, int threads,
+                    const std::string& impl) {
+  require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
+  const Impl im = parse_impl(impl);
+  require(impl_supported(im), "this CPU cannot run the '" + impl + "' kernel");
   require(a.ndim() == 4, "a must be [N, CI, h, w]");
   require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
   const int64_t n = a.shape(0), ci = a.shape(1), h = a.shape(2), w = a.shape(3);
@@ -47,7 +59,8 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
   int32_t* po = out.mutable_data();
   {
     py::gil_scoped_release release;
-    conv_requant(pa, n, ci, h, w, pw, co, k, bias.data(), mult.data(), shift.data(), up, lo, hi, po);
+    conv_requant(pa, n, ci, h, w, pw, co, k, bias.data(), mult.data(), shift.data(), up, lo, hi, po,
+                 threads, im);
   }
   return out;
 }
@@ -72,7 +85,12 @@ void init_sodec(py::module_& m) {
   m.doc() = "SODEC fixed-point entropy parameters (the 'cpp' backend)";
   m.def("conv_requant", &conv_requant_py, py::arg("a"), py::arg("weight"), py::arg("bias"),
         py::arg("mult"), py::arg("shift"), py::arg("up"), py::arg("lo"), py::arg("hi"),
-        "One IntegerConv layer: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up] (see integer_params.py).");
+        py::arg("threads") = 0, py::arg("impl") = "auto",
+        "One IntegerConv layer: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up] (see integer_params.py). "
+        "threads: 0 = one per CPU; impl: 'auto', 'portable', 'avx2' or 'avx512' (same integers).");
+  m.def(
+      "impl_supported", [](const std::string& impl) { return impl_supported(parse_impl(impl)); },
+      py::arg("impl"), "Whether this CPU runs the conv_requant kernel `impl`.");
   m.def("scale_index", &scale_index_py, py::arg("s"), py::arg("thresholds"),
         "#{k : s > thresholds[k]} for int32 scale codes (any shape) -> int32.");
 }

@@ -27,10 +27,16 @@ inline int64_t floor_shift(int64_t v, int s) {
 // bias, mult, shift: [co]; out: [n, co, h*up, w*up]. All row-major contiguous.
 // out = clamp(floor((acc * mult + 2^(shift-1)) / 2^shift), lo, hi) with
 // acc = bias + sum_{i,ky,kx} weight * a_up(zero padded), a_up the nearest upsampling of a by up.
+// Computed as a blocked int16 x int16 -> int32 (chunked) -> int64 GEMM (int_params.cpp), on up to
+// `threads` threads (<= 0: one per CPU), with the kernel `impl` (kAuto: the best this CPU runs).
+// Every kernel gives the same integers. Throws std::invalid_argument for an unsupported impl.
+enum class Impl { kAuto, kPortable, kAvx2, kAvx512 };
+bool impl_supported(Impl impl);
 void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int32_t* weight, int64_t co, int64_t k,
                   const int64_t* bias, const int64_t* mult, const int64_t* shift,
-                  int64_t up, int64_t lo, int64_t hi, int32_t* out);
+                  int64_t up, int64_t lo, int64_t hi, int32_t* out, int threads = 0,
+                  Impl impl = Impl::kAuto);
 
 // out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
