@@ -1,6 +1,6 @@
 """Regenerate the golden streams in tests/golden/ (a format change: bump the container version).
 
-Usage: .venv/bin/python tools/make_golden.py [--check]
+Usage: .venv/bin/python tools/make_golden.py [--check] [--only NAME ...]
 
 For each golden case: a tiny model with seeded weights (``golden_weights``), a synthetic image
 (``golden_image``), the container bytes written to ``tests/golden/<name>.codf``, the decoded
@@ -47,9 +47,14 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
     "sodec_tiny_checkerboard": ({"model": "sodec", "named": "sodec-tiny-checkerboard"}, 7, (70, 33), {}),
     # The shipped default model (cod_fast/weights): its release streams. New weights change the
-    # fingerprint, so this case is regenerated with them (the old stream is then rejected with
-    # ModelMismatchError, never misdecoded). The seed is unused.
-    "default_model": ({"model": "default"}, 0, (72, 100), {"quality": 2.0}),
+    # fingerprint, so these cases are regenerated with them (the old stream is then rejected with
+    # ModelMismatchError, never misdecoded). The seed is unused. "default_model" is release 1
+    # (float32 entropy parameters, kept as the old-release stream: it still decodes where its
+    # float maths rounds as the encoder's did, e.g. at one torch thread on x86-64);
+    # "default_model_r2" is release 2 (fixed-point entropy parameters: bytes and integers are the
+    # same at every thread count).
+    "default_model": ({"model": "default", "release": 1}, 0, (72, 100), {"quality": 2.0}),
+    "default_model_r2": ({"model": "default", "release": 2}, 0, (72, 100), {"quality": 2.0}),
 }
 
 
@@ -89,7 +94,9 @@ def golden_codec(name: str) -> Any:
 
     config, seed, _, _ = CASES[name]
     if config.get("model") == "default":
-        return load_model()
+        from cod_fast.codecs.default import load_default_codec
+
+        return load_default_codec(release=int(config.get("release", 2)))
     if config.get("model") == "sodec":
         from cod_fast.codecs.sodec import NAMED_MODELS
 
@@ -180,13 +187,17 @@ def generate(name: str) -> tuple[bytes, torch.Tensor, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the committed files")
+    ap.add_argument("--only", action="append", choices=sorted(CASES),
+                    help="(re)generate or check only this case (repeatable); the others' records are kept")
     args = ap.parse_args(argv)
     from cod_fast.bitstream import FORMAT_VERSION
 
     records: dict[str, Any] = {"format_version": FORMAT_VERSION, "cases": {}}
     ok = True
     old = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else None
-    for name in CASES:
+    if args.only and old is not None:
+        records["cases"] = {k: v for k, v in old["cases"].items() if k in CASES}
+    for name in args.only or CASES:
         stream, pixels, rec = generate(name)
         records["cases"][name] = rec
         path = GOLDEN / f"{name}.codf"

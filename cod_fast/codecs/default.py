@@ -7,10 +7,21 @@ Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true imag
 * ``HYPERPRIOR_Y``: the rANS stream of the y symbols;
 * ``HYPERPRIOR_Z``: the rANS stream of the z symbols;
 * ``HYPERPRIOR_CHECK`` (4 bytes, optional; written since the unit-domain model): u32 CRC32 of
-  the y table indexes the encoder used. The model's hyper-synthesis runs in float32 on the CPU,
-  and another CPU or library may round it differently; the decoder recomputes the indexes and
-  raises ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
+  the y table indexes the encoder used. The decoder recomputes the indexes and raises
+  ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
   garbage. Streams without the section decode unchecked.
+
+Releases (the model fingerprint tells them apart; the section layout is the same):
+
+* **release 2** (current, ``load_default_codec()``): the z/y rANS tables, the y table indexes and
+  the y means come from integers only (``cod_fast.models.default.integer_params``, SODEC's
+  fixed-point spec), so a stream decodes identically whatever the torch thread count, process,
+  CPU kind or entropy backend; the fingerprint hashes the integer state too;
+* **release 1** (the same float weights, fingerprint ``RELEASE1_FINGERPRINT``): indexes and means
+  from the float32 hyper synthesis, whose rounding depends on the thread count, the CPU's kernels
+  and the BLAS. Its streams still decode (``load_default_codec(release=1)``, found by fingerprint)
+  where that float maths gives the encoder's bits; elsewhere the CHECK section refuses them with an
+  error naming release 1 and asking for a re-encode with release 2.
 
 The parser checks the quality range and that the z grid is the one the header's image size
 implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
@@ -36,9 +47,17 @@ from ..bitstream import (
     read_container,
     write_container,
 )
-from ..errors import BitstreamError
+from ..errors import BitstreamError, EntropyParameterMismatchError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
-from ..models.default import STRIDE, WEIGHTS_DIR, WEIGHTS_FILE, default_model_info, load_default_model
+from ..models.default import (
+    STRIDE,
+    WEIGHTS_DIR,
+    WEIGHTS_FILE,
+    default_model_info,
+    load_default_model,
+    load_integer_state,
+)
+from ..models.default.integer_params import BACKENDS, DefaultIntegerParams, IntegerEntropyModel
 from ..models.default.model import MAX_Z_POSITIONS
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
@@ -50,22 +69,38 @@ _SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionTyp
              SectionType.HYPERPRIOR_CHECK}
 
 
-def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor]) -> bytes:
+#: Fingerprint of release 1 (float32 entropy parameters) of the shipped weights.
+RELEASE1_FINGERPRINT = "ce5b5023c7ebb2f8f593d00b5141a4eb"
+
+
+def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor],
+                        integer: dict[str, torch.Tensor] | None = None) -> bytes:
     """16-byte fingerprint of the default model from its config dict and its tensors as stored
-    (float16 in the shipped file: hashed before the cast to float32, as ``load_model`` does)."""
-    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
+    (float16 in the shipped file: hashed before the cast to float32, as ``load_model`` does).
+
+    ``integer``: release 2's stored integer entropy state, hashed under ``integer.`` with
+    ``"release": 2`` in the hashed config; None gives release 1's fingerprint."""
+    if integer is None:
+        return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
+    tensors = {**stored, **{f"integer.{k}": v for k, v in integer.items()}}
+    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False, "release": 2},
+                               tensors)
 
 
 class DefaultCodec:
     """Codec over a ``DefaultCodecModel``.
 
     Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,
-    ``levels`` (number of rate levels; quality lies in [0, levels - 1]), ``stride`` (64).
+    ``levels`` (number of rate levels; quality lies in [0, levels - 1]), ``stride`` (64),
+    ``integer`` (release 2's ``IntegerEntropyModel``, or None for release 1's float32 entropy
+    parameters), ``release`` (1 or 2), ``entropy_backend`` ("reference", "cpp" or "triton": where
+    release 2's fixed-point convolutions run; every backend gives the same integers).
     """
 
     codec_id = CodecId.DEFAULT_HYPERPRIOR
 
-    def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None) -> None:
+    def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None,
+                 integer: Any = None, entropy_backend: str = "reference") -> None:
         if len(fingerprint) != 16:
             raise ValueError("fingerprint must be 16 bytes")
         entropy = [*net.entropy_parameters(), net.log_gain, net.log_inv_gain]
@@ -79,6 +114,11 @@ class DefaultCodec:
         self.levels = int(net.cfg.levels)
         self.stride = int(STRIDE)
         self.threads = threads
+        if entropy_backend not in BACKENDS:
+            raise ValueError(f"entropy_backend must be one of {BACKENDS}, got {entropy_backend!r}")
+        self.integer = integer
+        self.release = 1 if integer is None else 2
+        self.entropy_backend = entropy_backend
         self._lock = threading.Lock()  # the model caches its entropy tables lazily
 
     @property
@@ -87,7 +127,8 @@ class DefaultCodec:
         return self.fingerprint.hex()
 
     def __repr__(self) -> str:
-        return f"DefaultCodec(fingerprint={self.fingerprint_hex}, device={self.device}, levels={self.levels})"
+        return (f"DefaultCodec(release={self.release}, fingerprint={self.fingerprint_hex}, device={self.device}, "
+                f"levels={self.levels})")
 
     def _z_shape(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // self.stride), -(-width // self.stride)
@@ -111,7 +152,8 @@ class DefaultCodec:
         _, h, w = img.shape
         x = uint8_to_unit(img).to(self.device)
         with self._lock:
-            out = self.net.compress(x, quality=q, threads=self.threads, rdoq=bool(rdoq))
+            out = self.net.compress(x, quality=q, threads=self.threads, rdoq=bool(rdoq), integer=self.integer,
+                                    backend=self.entropy_backend)
         zh, zw = out["shape"]
         if (zh, zw) != self._z_shape(h, w):  # invariant of the model's padding policy
             raise RuntimeError(f"model returned z grid {zh}x{zw} for a {h}x{w} image")
@@ -159,11 +201,25 @@ class DefaultCodec:
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
         try:
             with self._lock:
-                return self.net.decode_symbols(strings, z_shape, quality=q, threads=self.threads, index_crc=crc)
+                return self.net.decode_symbols(strings, z_shape, quality=q, threads=self.threads, index_crc=crc,
+                                               integer=self.integer, backend=self.entropy_backend)
+        except EntropyParameterMismatchError as exc:
+            raise self._mismatch(exc) from None
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
+
+    def _mismatch(self, exc: Exception) -> EntropyParameterMismatchError:
+        """The CHECK failure, reworded for this codec's release (never blames a platform)."""
+        if self.release == 1:
+            return EntropyParameterMismatchError(
+                f"this stream was written by release 1 of the default model (fingerprint {self.fingerprint_hex}), "
+                f"whose entropy parameters come from a float32 hyper synthesis: {exc}. It decodes only where "
+                "that float maths rounds as it did for the encoder (e.g. the same torch thread count on the same "
+                "kind of CPU); re-encode the image with release 2 (the current default model, "
+                "cod_fast.load_model()), whose streams decode identically everywhere")
+        return EntropyParameterMismatchError(f"default model release 2 (fingerprint {self.fingerprint_hex}): {exc}")
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
@@ -172,7 +228,10 @@ class DefaultCodec:
         try:
             with self._lock:
                 x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
-                                            threads=self.threads, index_crc=crc)
+                                            threads=self.threads, index_crc=crc, integer=self.integer,
+                                            backend=self.entropy_backend)
+        except EntropyParameterMismatchError as exc:
+            raise self._mismatch(exc) from None
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
@@ -181,24 +240,34 @@ class DefaultCodec:
         return img.to("cpu").contiguous()
 
 
-_cache: dict[str, DefaultCodec] = {}
+_cache: dict[tuple[str, int], DefaultCodec] = {}
 _cache_lock = threading.Lock()
 
 
-def load_default_codec(device: Union[str, torch.device] = "cpu") -> DefaultCodec:
-    """The ``DefaultCodec`` with the shipped weights on ``device``: built once per device,
-    cached, and registered so that ``cod_fast.decode(data)`` finds it."""
+def load_default_codec(device: Union[str, torch.device] = "cpu", release: int = 2) -> DefaultCodec:
+    """The ``DefaultCodec`` with the shipped weights on ``device``: release 2 (fixed-point entropy
+    parameters, the default) or release 1 (float32; to read old streams). Both releases are built
+    once per device (sharing the float model), cached, and registered, so that
+    ``cod_fast.decode(data)`` finds either by fingerprint."""
+    if release not in (1, 2):
+        raise ValueError(f"the default model has releases 1 and 2, got {release!r}")
     key = str(torch.device(device))
     with _cache_lock:
-        codec = _cache.get(key)
-        if codec is None:
+        if (key, release) not in _cache:
             net = load_default_model(device=device)
             info = default_model_info()
             stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
-            codec = DefaultCodec(net, default_fingerprint(info["config"], stored))
-            _cache[key] = codec
-    registry.register(codec)
-    return codec
+            int_state = load_integer_state()
+            integer = IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state))
+            _cache[(key, 1)] = DefaultCodec(net, default_fingerprint(info["config"], stored))
+            _cache[(key, 2)] = DefaultCodec(net, default_fingerprint(info["config"], stored, int_state),
+                                            integer=integer)
+            # one lock for both: they share the model (and its lazily built release-1 tables)
+            _cache[(key, 1)]._lock = _cache[(key, 2)]._lock
+        codecs = (_cache[(key, 1)], _cache[(key, 2)])
+    for codec in codecs:
+        registry.register(codec)
+    return codecs[release - 1]
 
 
 @registry.named_model("default")

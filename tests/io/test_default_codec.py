@@ -109,9 +109,13 @@ def test_rdoq_lowers_the_rate_distortion_cost(codec: DefaultCodec, image: torch.
 
 
 def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> None:
-    """The CHECK section guards parsing: a decoder whose float h_s rounds differently (simulated
-    by nudging one scale bias) or a stream with another checksum stops before y is parsed; a
-    stream without the section (older writers) still decodes."""
+    """The CHECK section guards parsing: a decoder whose entropy parameters differ (simulated by
+    nudging a bias: release 1's float h_s, release 2's integer head) or a stream with another
+    checksum stops before y is parsed, with an error naming the release and never blaming a
+    platform; a stream without the section (older writers) still decodes."""
+    from cod_fast.codecs.default import load_default_codec
+
+    assert codec.release == 2
     ref = codec.decode(stream)
     (crc,) = struct.unpack("<I", read_container(stream).sections[SectionType.HYPERPRIOR_CHECK])
     with pytest.raises(EntropyParameterMismatchError, match="differ from the encoder"):
@@ -122,17 +126,35 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
     del sections[SectionType.HYPERPRIOR_CHECK]
     assert torch.equal(codec.decode(write_container(Container(codec_id=CodecId.DEFAULT_HYPERPRIOR, fingerprint=codec.fingerprint, height=70, width=100,
                                                       sections=sections))), ref)
+    # release 2: the integer head's bias moved -> refused, naming release 2
+    ibias = codec.integer.params.layers[-1].bias
+    isaved = ibias.clone()
+    try:
+        ibias[: codec.net.cfg.latent] += 1 << 12  # every scale code moves: indexes change
+        with pytest.raises(EntropyParameterMismatchError, match="release 2") as info:
+            codec.decode(stream)
+        assert "platform" not in str(info.value)
+    finally:
+        ibias.copy_(isaved)
+    assert torch.equal(codec.decode(stream), ref)
+    # release 1 (float h_s): a decoder whose float maths rounds otherwise is refused, naming release 1
+    old = load_default_codec(release=1)
+    old_stream = old.encode(image, quality=3.0)
+    old_ref = old.decode(old_stream)
     bias = codec.net.h_s.conv3.bias
     saved = bias.detach().clone()
     try:
         with torch.no_grad():
             bias[: codec.net.cfg.latent] += 0.5  # every scale moves: indexes change
-        with pytest.raises(EntropyParameterMismatchError):
-            codec.decode(stream)
+        with pytest.raises(EntropyParameterMismatchError, match="release 1") as info:
+            old.decode(old_stream)
+        assert "re-encode" in str(info.value) and "release 2" in str(info.value)
+        assert "platform" not in str(info.value)
+        assert torch.equal(codec.decode(stream), ref)  # release 2 does not use the float h_s
     finally:
         with torch.no_grad():
             bias.copy_(saved)
-    assert torch.equal(codec.decode(stream), ref)
+    assert torch.equal(old.decode(old_stream), old_ref)
 
 
 def test_other_model_stream(codec: DefaultCodec, stream: bytes) -> None:
@@ -206,7 +228,7 @@ def test_lower_precision_synthesis_only(codec: DefaultCodec, stream: bytes) -> N
 
     net = copy.deepcopy(codec.net)
     net.g_s.to(torch.bfloat16)
-    out = DefaultCodec(net, codec.fingerprint).decode(stream)
+    out = DefaultCodec(net, codec.fingerprint, integer=codec.integer).decode(stream)
     assert psnr(out, codec.decode(stream)) > 40.0
     with pytest.raises(ValueError, match="float32"):
         DefaultCodec(copy.deepcopy(codec.net).to(torch.bfloat16), codec.fingerprint)

@@ -18,6 +18,11 @@ from .model import STRIDE, DefaultCodecModel, DefaultConfig, pad_to_stride
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 WEIGHTS_FILE = "default.safetensors"
 CONFIG_FILE = "default.json"
+#: Release 2's fixed-point entropy model (``integer_params``), derived from the float weights by
+#: ``tools/export_default_int.py`` and committed: these integers are the model.
+INT_WEIGHTS_FILE = "default_int.safetensors"
+#: The current release of the default model (1: float32 entropy parameters; 2: fixed point).
+RELEASE = 2
 
 __all__ = [
     "STRIDE",
@@ -27,6 +32,8 @@ __all__ = [
     "load_default_model",
     "default_model_info",
     "WEIGHTS_DIR",
+    "RELEASE",
+    "load_integer_state",
 ]
 
 
@@ -64,3 +71,16 @@ def load_default_model(device: str | torch.device = "cpu", weights_dir: Path | s
             f"default weights do not fit their config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}",
         )
     return model.to(device).eval()
+
+
+def load_integer_state(weights_dir: Path | str | None = None) -> dict[str, torch.Tensor]:
+    """Release 2's stored integer entropy state (``default_int.safetensors``) as a dict of int
+    tensors (``integer_params.DefaultIntegerParams.from_state_dict`` builds the model from it).
+    FileNotFoundError when missing."""
+    from safetensors.torch import load_file
+
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = d / INT_WEIGHTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"default model integer entropy parameters not found at {path}")
+    return load_file(str(path))

@@ -468,6 +468,12 @@ class DefaultCodecModel(nn.Module):
             self._tables_y = GaussianConditionalTables(tail_mass=TAIL_MASS)
         return self._tables_y
 
+    def _rans_tables(self, integer: Any) -> tuple[Any, Any]:
+        """(y tables, z tables): release 2's stored integer tables, or release 1's built ones."""
+        if integer is not None:
+            return integer.y_tables, integer.z_tables
+        return self._y_tables(), self._z_tables()
+
     def reset_tables(self) -> None:
         """Forget the cached entropy tables (call after changing the weights)."""
         self._tables_z = None
@@ -479,7 +485,8 @@ class DefaultCodecModel(nn.Module):
 
     @torch.no_grad()
     def compress(
-        self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None, rdoq: bool = False
+        self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None, rdoq: bool = False,
+        integer: Any = None, backend: str = "reference",
     ) -> dict[str, Any]:
         """Entropy-code one image.
 
@@ -487,7 +494,10 @@ class DefaultCodecModel(nn.Module):
         multiples of 64 and cropped back by ``decompress``); quality: rate level in
         [0, levels - 1] (fractional values interpolate); rdoq: choose each y symbol by
         rate-distortion cost (``rdo_symbols``) instead of plain rounding -- an encoder-only
-        decision, the stream format and decoder are the same. Returns ``{"strings": [y_bytes,
+        decision, the stream format and decoder are the same. ``integer``: release 2's
+        ``integer_params.IntegerEntropyModel`` (entropy parameters and tables in fixed point,
+        computed on ``backend``: "reference", "cpp" or "triton", identical integers); None:
+        release 1's float32 hyper synthesis. Returns ``{"strings": [y_bytes,
         z_bytes], "shape": (H/64, W/64) of z (padded), "image_size": (H, W), "quality": q}``.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
@@ -502,18 +512,28 @@ class DefaultCodecModel(nn.Module):
         xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
         y, z, _ = self._analyse(self.g_a(xp), q)
         z_sym = torch.round(z).to("cpu", torch.float32)
-        scales, means = self._hyper_params_cpu(z_sym, q)
         y_cpu = y.to("cpu", torch.float32)
-        y_sym = torch.round(y_cpu - means).to(torch.int32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
-        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        y_tables, z_tables = self._rans_tables(integer)
+        if integer is None:  # release 1: float32 hyper synthesis
+            scales, means = self._hyper_params_cpu(z_sym, q)
+            y_sym = torch.round(y_cpu - means).to(torch.int32)
+            y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        else:  # release 2: fixed point (integer_params)
+            from .integer_params import dequantize_y, entropy_parameters, quantize_y
+
+            p = integer.params
+            idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
+            means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
+            y_sym = quantize_y(y_cpu, m_q, p.mean_frac_bits)
+            y_idx = idx4.reshape(-1)
         if rdoq:
             table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
             inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
             y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
-        y_bytes = self._y_tables().encode(y_sym.reshape(-1), y_idx, threads=threads)
+        y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
         index_crc = index_checksum(y_idx)
-        z_bytes = self._z_tables().encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
+        z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
         return {
             "strings": [bytes(y_bytes), bytes(z_bytes)],
             "shape": z_shape,
@@ -530,6 +550,8 @@ class DefaultCodecModel(nn.Module):
         quality: float = 3.0,
         threads: int | None = None,
         index_crc: int | None = None,
+        integer: Any = None,
+        backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The entropy-decoded integers of a stream, without the synthesis: ``(y symbols int32
         (1, M, 4 zh, 4 zw), z symbols int32 (1, Nz, zh, zw))`` on the CPU (arguments as in
@@ -540,28 +562,41 @@ class DefaultCodecModel(nn.Module):
         if zh < 1 or zw < 1 or zh * zw > MAX_Z_POSITIONS:
             raise ValueError(f"z_shape {z_shape} must be positive with at most {MAX_Z_POSITIONS} positions")
         q = self._check_levels(quality, 1, next(self.parameters()).device)
-        y_sym, z_sym, _ = self._decode_symbols(strings, (zh, zw), q, threads, index_crc)
+        y_sym, z_sym, _ = self._decode_symbols(strings, (zh, zw), q, threads, index_crc, integer, backend)
         return y_sym, z_sym
 
     def _decode_symbols(
         self, strings: list[bytes], z_shape: tuple[int, int], q: torch.Tensor, threads: int | None,
-        index_crc: int | None,
+        index_crc: int | None, integer: Any = None, backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(y symbols int32 (1, M, h, w), z symbols int32 (1, Nz, zh, zw), means float32 (1, M, h, w))."""
         zh, zw = z_shape
         c = self.cfg.hyper_latent
-        z_sym = self._z_tables().decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
-        z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
-        scales, means = self._hyper_params_cpu(z_hat, q)
-        y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        y_tables, z_tables = self._rans_tables(integer)
+        z_sym = z_tables.decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
+        if integer is None:  # release 1: float32 hyper synthesis
+            z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
+            scales, means = self._hyper_params_cpu(z_hat, q)
+            y_idx = self._y_tables().build_indexes(scales.reshape(-1))
+        else:  # release 2: fixed point
+            from .integer_params import dequantize_y, entropy_parameters
+
+            p = integer.params
+            idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32).reshape(1, c, zh, zw), float(q[0]), backend)
+            means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
+            y_idx = idx4.reshape(-1)
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
             from cod_fast.errors import EntropyParameterMismatchError
 
+            how = ("release 1's float32 hyper synthesis gave other bits here than where the stream was written "
+                   "(its rounding depends on the torch thread count, the CPU's kernels and the BLAS)"
+                   if integer is None else
+                   "they come from integers only (release 2), so the stream is corrupt or was written by another "
+                   "implementation of the fixed-point spec")
             raise EntropyParameterMismatchError(
                 f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
-                f"encoder's ({int(index_crc):08x}): this machine's float32 hyper-synthesis rounds "
-                "differently, so the y stream cannot be parsed here; decode on the encoder's platform")
-        y_sym = self._y_tables().decode(bytes(strings[0]), y_idx, threads=threads)
+                f"encoder's ({int(index_crc):08x}): {how}; the y stream cannot be parsed")
+        y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
         return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
 
     @torch.no_grad()
@@ -573,13 +608,16 @@ class DefaultCodecModel(nn.Module):
         image_size: tuple[int, int] | None = None,
         threads: int | None = None,
         index_crc: int | None = None,
+        integer: Any = None,
+        backend: str = "reference",
     ) -> torch.Tensor:
         """Inverse of ``compress``: returns x_hat (1, 3, H, W) float32 in [0, 1] on the model's
         device, cropped to ``image_size`` when given (else the padded size 64 * z_shape).
 
         ``index_crc``: the encoder's ``index_checksum`` of the y table indexes (``compress``
         returns it); when given, the decoder's indexes must match it before y is parsed, else
-        ``EntropyParameterMismatchError`` (the float h_s gave other bits on this machine)."""
+        ``EntropyParameterMismatchError``. ``integer``/``backend``: as in ``compress`` (the stream's
+        release decides which)."""
         if not isinstance(strings, (list, tuple)) or len(strings) != 2 or not all(
             isinstance(s, (bytes, bytearray, memoryview)) for s in strings
         ):
@@ -595,7 +633,7 @@ class DefaultCodecModel(nn.Module):
                 raise ValueError(f"image_size {image_size} does not match z_shape {z_shape}")
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
-        y_sym, _, means = self._decode_symbols(strings, (zh, zw), q, threads, index_crc)
+        y_sym, _, means = self._decode_symbols(strings, (zh, zw), q, threads, index_crc, integer, backend)
         y_hat = y_sym.to(torch.float32) + means
         dtype = next(self.g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
         x_hat = self.g_s((y_hat.to(dev) * self._gain(self.log_inv_gain, q)).to(dtype), q).clamp_(0.0, 1.0)

@@ -1,0 +1,77 @@
+"""Derive release 2 of the default model's fixed-point entropy model from the shipped float
+weights and write ``cod_fast/weights/default_int.safetensors``.
+
+Usage: .venv/bin/python tools/export_default_int.py [--check]
+
+Deterministic: float64 on the CPU (``cod_fast.models.default.integer_params.export_integer_params``)
+from the float weights and a fixed calibration set -- the z of the bundled demo photo
+(``cod_fast/data``) and of the golden image (``tools/make_golden.py``), at one torch thread --
+which only picks the power-of-two grids of the activations. The committed integers are the model
+(they are hashed into release 2's fingerprint); ``--check`` re-derives them and compares instead of
+writing. A change of the float weights needs a new export (and a new release).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def calibration_z(net: torch.nn.Module) -> torch.Tensor:
+    """Rounded z [N, Nz, h, w] float of the calibration images (demo photo, golden image, and
+    their horizontal flips), padded to a common grid with zeros."""
+    from cod_fast.cli import DEMO_IMAGE
+    from cod_fast.image_io import to_uint8_chw, uint8_to_unit
+    from cod_fast.models.default.model import pad_to_stride
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_golden import golden_image
+
+    zs = []
+    for img in (to_uint8_chw(DEMO_IMAGE), golden_image(72, 100)):
+        for flip in (False, True):
+            x = uint8_to_unit(img.flip(-1) if flip else img)
+            x = x.unsqueeze(0) if x.dim() == 3 else x
+            with torch.no_grad():
+                _, z, _ = net._analyse(net.g_a(pad_to_stride(x)), torch.zeros(1))
+            zs.append(torch.round(z))
+    h = max(z.shape[2] for z in zs)
+    w = max(z.shape[3] for z in zs)
+    return torch.cat([torch.nn.functional.pad(z, (0, w - z.shape[3], 0, h - z.shape[2])) for z in zs])
+
+
+def export() -> dict[str, torch.Tensor]:
+    from cod_fast.models.default import load_default_model
+    from cod_fast.models.default.integer_params import export_integer_params
+
+    torch.set_num_threads(1)
+    net = load_default_model()
+    return export_integer_params(net, calibration_z(net)).state_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from safetensors.torch import load_file, save_file
+
+    from cod_fast.models.default import INT_WEIGHTS_FILE, WEIGHTS_DIR
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
+    args = ap.parse_args(argv)
+    sd = {k: v.contiguous() for k, v in export().items()}
+    path = WEIGHTS_DIR / INT_WEIGHTS_FILE
+    if args.check:
+        old = load_file(str(path))
+        same = set(old) == set(sd) and all(torch.equal(old[k], sd[k]) for k in sd)
+        print("identical" if same else "DIFFERENT")
+        return 0 if same else 1
+    save_file(sd, str(path), metadata={"model": "cod_fast.default", "release": "2"})
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
