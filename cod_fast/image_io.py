@@ -239,6 +239,19 @@ def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp((x.float() + 1.0) * 127.5 + 0.5, 0, 255).to(torch.uint8)
 
 
+def encode_image(img: torch.Tensor, format: str = "PNG") -> bytes:
+    """uint8 [3, H, W] -> the bytes of an image file in ``format`` (a PIL format name)."""
+    import io
+
+    from PIL import Image
+
+    if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"expected uint8 [3, H, W], got {img.dtype} {tuple(img.shape)}")
+    buf = io.BytesIO()
+    Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).save(buf, format=format)
+    return buf.getvalue()
+
+
 def save_image(img: torch.Tensor, path: str | os.PathLike) -> None:
     """Save uint8 [3, H, W] to ``path`` (format from the extension, PNG recommended)."""
     from PIL import Image
