@@ -73,7 +73,7 @@ def test_official_cod_via_cli(model_file, images, tmp_path, capsys) -> None:
     assert main(["decompress", str(cod), "-o", str(tmp_path / "r"), "--model", model_file]) == 0
     with Image.open(tmp_path / "r" / "b.png") as im:
         assert im.size == (32, 64)
-    assert main(["decompress", str(cod), "-o", str(tmp_path / "r")]) == 2  # .cod needs --model
+    assert main(["decompress", str(cod), "-o", str(tmp_path / "r2")]) == 2  # .cod needs --model
     assert main(["compress", str(images / "a.png"), "-o", str(out), "--model", model_file, "--official", "cod"]) == 1
 
 
