@@ -36,6 +36,7 @@ from ..bitstream import (
 )
 from ..errors import BitstreamError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
+from ..portable import PortableCodec
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
 CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
@@ -52,7 +53,7 @@ def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor])
     return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
 
 
-class DefaultCodec:
+class DefaultCodec(PortableCodec):
     """Codec over a ``DefaultCodecModel``.
 
     Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,

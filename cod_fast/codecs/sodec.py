@@ -57,6 +57,7 @@ from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
 from ..models.sodec.integer_params import BACKENDS, IntegerEntropyParams
 from ..models.sodec.integer_params import entropy_parameters as _entropy_parameters
 from ..models.sodec.model import MODEL_TAG, SODEC, TINY_SODEC, SodecConfig
+from ..portable import PortableCodec
 
 __all__ = [
     "BACKENDS",
@@ -109,7 +110,7 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-class SodecCodec:
+class SodecCodec(PortableCodec):
     """Codec over a ``SODEC`` model (see the module docstring for the stream).
 
     Attributes: ``net`` (the model, eval mode, integer state installed), ``fingerprint`` (16 bytes),
