@@ -30,6 +30,9 @@ _LAZY: dict[str, str] = {
     "decode": ".api",
     "load_model": ".portable",  # loading.load_model that records the reference (pickling)
     "save_model": ".loading",
+    "decode_many": ".batch",
+    "encode_many": ".batch",
+    "StreamDataset": ".batch",
     "NotPortableError": ".portable",
     "optimize": ".fast",
 }
