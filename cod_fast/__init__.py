@@ -1,6 +1,7 @@
 """cod_fast: fast, dependable inference for diffusion image codecs.
 
-The public API (``encode``, ``decode``, ``load_model``, ``optimize``) is imported lazily so that
+The public API (``encode``, ``decode``, ``load_model``, ``optimize``; ``decode_many``,
+``encode_many`` and ``StreamDataset`` for many streams) is imported lazily so that
 ``import cod_fast`` stays cheap and works without a GPU, Triton or the compiled extension.
 """
 from __future__ import annotations
@@ -27,7 +28,12 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "encode": ".api",
     "decode": ".api",
-    "load_model": ".loading",
+    "load_model": ".portable",  # loading.load_model that records the reference (pickling)
+    "save_model": ".loading",
+    "decode_many": ".batch",
+    "encode_many": ".batch",
+    "StreamDataset": ".batch",
+    "NotPortableError": ".portable",
     "optimize": ".fast",
 }
 

@@ -31,6 +31,8 @@ def resolve_model(model: ModelLike, **load_kwargs: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         key = str(model)
         if key not in _by_name:
+            from .portable import load_model  # records the reference: the codec pickles
+
             if Path(key).suffix == ".safetensors":
                 _by_name[key] = load_model(checkpoint=key, **load_kwargs)
             else:

@@ -31,12 +31,13 @@ from ..checkpoints import parse_dtype
 from ..compat import read_cod, write_cod
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
+from ..portable import PortableCodec
 
 #: Default limit on decoded pixels (padded H * W): 64 Mpx. Pass max_pixels= to decode more.
 DEFAULT_MAX_PIXELS = 1 << 26
 
 
-class VQCodec(ABC):
+class VQCodec(PortableCodec, ABC):
     """Base of the codecs built on a CoD-style network ``net`` with a condition codec at
     ``net.y_embedder`` (``compress``/``decompress`` as the official modules).
 

@@ -59,6 +59,7 @@ from ..models.default import (
 )
 from ..models.default.integer_params import BACKENDS, DefaultIntegerParams, IntegerEntropyModel
 from ..models.default.model import MAX_Z_POSITIONS
+from ..portable import PortableCodec
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
 CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
@@ -87,7 +88,7 @@ def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor],
                                tensors)
 
 
-class DefaultCodec:
+class DefaultCodec(PortableCodec):
     """Codec over a ``DefaultCodecModel``.
 
     Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,

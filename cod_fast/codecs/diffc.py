@@ -79,6 +79,7 @@ from ..diffc.schedule import (
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..models.vae import latent_decode, latent_encode
+from ..portable import PortableCodec
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
 from .base import DEFAULT_MAX_PIXELS
@@ -282,7 +283,7 @@ class DiffCTrace:
     timestep: int = START_TIMESTEP
 
 
-class DiffCCodec:
+class DiffCCodec(PortableCodec):
     """DiffC over a multi-step CoD codec (``CoDCodec`` from ``load_model``: its net, VAE, fingerprint).
 
     ``backend``: rcc backend ("auto", "reference", "cpp", "cuda"); ``threads``: rcc CPU threads.

@@ -64,6 +64,7 @@ from ..int_params.reference import IntegerEntropyParams
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
 from ..models.sodec.lora import merge_lora, split_lora_state_dict
 from ..models.sodec.model import MODEL_TAG, SODEC, TINY_SODEC, SodecConfig
+from ..portable import PortableCodec
 
 __all__ = [
     "BACKENDS",
@@ -116,7 +117,7 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-class SodecCodec:
+class SodecCodec(PortableCodec):
     """Codec over a ``SODEC`` model (see the module docstring for the stream).
 
     Attributes: ``net`` (the model, eval mode, integer state installed), ``fingerprint`` (16 bytes),

@@ -1,0 +1,471 @@
+"""Many streams at once: ``decode_many`` / ``encode_many`` (ordered iterators with per-item errors)
+and ``StreamDataset`` (a ``torch.utils.data.Dataset`` over stream files, decoding in workers).
+
+``decode_many`` runs a two-stage pipeline:
+
+1. *prepare* (``workers`` background threads, running ahead of the consumer): read the stream,
+   find its model, parse it and, for the default model, entropy-decode it (the rANS decoder is C++
+   and releases the GIL; the hyper-synthesis that sets the table indexes runs per stream, exactly
+   as ``decode`` runs it, at the caller's torch thread count);
+2. *synthesise* (the calling thread): groups of up to ``batch_size`` prepared streams with the same
+   model and padded size go through the synthesis network together.
+
+Equality with one-by-one ``decode``: the entropy-decoded integers (symbols, table indexes) are
+identical (they come from the same per-stream code); the pixels of a batched synthesis may differ
+from the one-by-one pixels by float rounding of the batched convolutions, at most 1 level of 255
+in our tests (see tests/batch). On the CPU the default model's synthesis runs one image per forward
+(``forward_batch=1``: batched CPU convolutions were slower per image on the machines we measured,
+BENCHMARKS.md) in a channels-last copy of the synthesis; on CUDA it runs ``batch_size`` per forward.
+Other codecs (SODEC, CoD, DiffC) are decoded stream by stream in the same pipeline.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelMismatchError
+
+__all__ = ["DecodeResult", "EncodeResult", "StreamDataset", "decode_many", "encode_many"]
+
+StreamLike = bytes | bytearray | memoryview | str | os.PathLike
+ON_ERROR = ("report", "raise")
+
+
+@dataclass
+class DecodeResult:
+    """One item of ``decode_many``: ``image`` (uint8 [3, H, W], CPU) or ``error`` (the exception).
+
+    ``index``: position in the input; ``name``: the file path for path inputs, else None."""
+
+    index: int
+    image: torch.Tensor | None = None
+    error: BaseException | None = None
+    name: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class EncodeResult:
+    """One item of ``encode_many``: ``data`` (container bytes) or ``error``."""
+
+    index: int
+    data: bytes | None = None
+    error: BaseException | None = None
+    name: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+def _read(stream: StreamLike) -> tuple[bytes, str | None]:
+    if isinstance(stream, (bytes, bytearray, memoryview)):
+        return bytes(stream), None
+    if isinstance(stream, (str, os.PathLike)):
+        from .bitstream import MAX_CONTAINER_BYTES
+        from .errors import BitstreamError
+
+        p = Path(stream)
+        size = p.stat().st_size
+        if size > MAX_CONTAINER_BYTES:
+            raise BitstreamError(f"{p} is {size} bytes, larger than any valid stream")
+        return p.read_bytes(), str(p)
+    raise TypeError(f"a stream must be bytes or a file path, got {type(stream).__name__}")
+
+
+def _on_device(codec: Any, device: torch.device | None) -> Any:
+    """``codec`` on ``device`` (rebuilt there from its reference when it lives elsewhere)."""
+    if device is None or torch.device(codec.device) == device:
+        return codec
+    from . import portable
+
+    inner = codec.base if type(codec).__name__ == "DiffCCodec" else codec
+    ref = portable.reference_of(inner)
+    if ref is None:
+        raise portable.NotPortableError(
+            f"the codec lives on {codec.device} and holds weights only in memory: cannot load it on {device}; "
+            "pass a codec already on that device")
+    return portable.rebuild(ref, inner.fingerprint, device, getattr(inner, "dtype", None))
+
+
+class _Models:
+    """Stream -> codec: the given model, or the registry by fingerprint; moved to ``device``."""
+
+    def __init__(self, model: Any, device: torch.device | None) -> None:
+        from .api import resolve_model
+
+        self.fixed = _on_device(resolve_model(model), device) if model is not None else None
+        self.device = device
+        self._lock = threading.Lock()
+        self._by_fp: dict[bytes, Any] = {}
+
+    def codec_for(self, data: bytes) -> Any:
+        from . import registry
+        from .api import _diffc_view
+        from .bitstream import read_header
+
+        if self.fixed is not None:
+            return _diffc_view(self.fixed, data)
+        fp = read_header(data).fingerprint
+        with self._lock:
+            codec = self._by_fp.get(fp)
+        if codec is None:
+            codec = registry.find(fp)
+            if codec is None:
+                raise ModelMismatchError("", fp.hex(), f"no loaded or named model has fingerprint {fp.hex()}; "
+                                         "load it with cod_fast.load_model(...) or pass model=")
+            codec = _on_device(codec, self.device)
+            with self._lock:
+                codec = self._by_fp.setdefault(fp, codec)
+        return _diffc_view(codec, data)
+
+
+@dataclass
+class _Prepared:
+    index: int
+    name: str | None
+    data: bytes | None = None
+    codec: Any = None
+    error: BaseException | None = None
+    # default model only: what the synthesis needs
+    y_hat: torch.Tensor | None = None  # float32 (1, M, h, w), CPU
+    quality: float = 0.0
+    size: tuple[int, int] = (0, 0)
+    image: torch.Tensor | None = None
+
+
+_cl_synthesis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_cl_lock = threading.Lock()
+
+
+def _cpu_synthesis(net: torch.nn.Module) -> torch.nn.Module:
+    """A channels-last copy of ``net.g_s`` (CPU float32), made once per network."""
+    with _cl_lock:
+        g = _cl_synthesis.get(net)
+        if g is None:
+            g = copy.deepcopy(net.g_s).to(memory_format=torch.channels_last).eval()
+            _cl_synthesis[net] = g
+    return g
+
+
+def _prepare(index: int, stream: StreamLike, models: _Models) -> _Prepared:
+    from .codecs.default import DefaultCodec
+
+    item = _Prepared(index=index, name=str(stream) if isinstance(stream, (str, os.PathLike)) else None)
+    try:
+        item.data, item.name = _read(stream)
+        item.codec = models.codec_for(item.data)
+        if isinstance(item.codec, DefaultCodec):
+            item.y_hat, item.quality, item.size = _default_entropy(item.codec, item.data)
+    except Exception as exc:  # noqa: BLE001 -- reported per item
+        item.error = exc
+    return item
+
+
+def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """Parse + entropy-decode a default-model stream as ``DefaultCodec.decode`` does: (y_hat
+    float32 (1, M, h, w) CPU, quality, (H, W))."""
+    from .bitstream import SectionType
+    from .errors import BitstreamError
+
+    c, q, z_shape, crc = codec.parse(data)
+    strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+    net = codec.net
+    try:
+        qt = net._check_levels(q, 1, torch.device("cpu"))
+        with torch.inference_mode():
+            y_sym, _, means = net._decode_symbols(strings, z_shape, qt, codec.threads, crc)
+    except BitstreamError:
+        raise
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
+    return y_sym.to(torch.float32) + means, float(q), (c.height, c.width)
+
+
+def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -> None:
+    """Synthesise prepared default-model items (same padded size) in forwards of ``forward_batch``;
+    sets ``image`` or ``error`` on each."""
+    net = codec.net
+    dev = next(net.parameters()).device
+    dtype = next(net.g_s.parameters()).dtype
+    g_s = _cpu_synthesis(net) if dev.type == "cpu" and dtype == torch.float32 else net.g_s
+    for start in range(0, len(items), forward_batch):
+        part = items[start:start + forward_batch]
+        try:
+            with torch.inference_mode(), codec._lock:
+                q = torch.tensor([it.quality for it in part], dtype=torch.float32, device=dev)
+                y = torch.cat([it.y_hat for it in part]).to(dev)
+                gain = net._gain(net.log_inv_gain, q)
+                inp = (y * gain).to(dtype)
+                if g_s is not net.g_s:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
+                x = g_s(inp, q).clamp_(0.0, 1.0)
+            for k, it in enumerate(part):
+                h, w = it.size
+                img = (x[k, :, :h, :w].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+                it.image, it.y_hat = img.to("cpu").contiguous(), None
+        except Exception as exc:  # noqa: BLE001 -- reported per item
+            for it in part:
+                it.error = exc
+
+
+def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any]) -> list[DecodeResult]:
+    from .codecs.default import DefaultCodec
+
+    groups: dict[tuple, list[_Prepared]] = {}
+    for it in chunk:
+        if it.error is None and isinstance(it.codec, DefaultCodec) and not overrides:
+            pad = tuple(-(-s // it.codec.stride) for s in it.size)
+            groups.setdefault((id(it.codec), pad), []).append(it)
+    for items in groups.values():
+        codec = items[0].codec
+        fb = forward_batch or (len(items) if torch.device(codec.device).type == "cuda" else 1)
+        _default_synthesis(codec, items, max(1, int(fb)))
+    out = []
+    for it in chunk:
+        res = DecodeResult(index=it.index, name=it.name, error=it.error)
+        if it.error is None:
+            if isinstance(it.codec, DefaultCodec) and not overrides:
+                res.image = it.image
+            else:
+                try:
+                    res.image = it.codec.decode(it.data, **overrides)
+                except Exception as exc:  # noqa: BLE001 -- reported per item
+                    res.error = exc
+        out.append(res)
+    return out
+
+
+def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
+
+
+def _check_common(batch_size: int, workers: int, on_error: str) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size: int = 8,
+                device: str | torch.device | None = None, workers: int = 1, progress: bool = False,
+                on_error: str = "report", forward_batch: int | None = None,
+                **overrides: Any) -> Iterator[DecodeResult]:
+    """Decode many streams; yields one :class:`DecodeResult` per input, in input order.
+
+    Args:
+        streams: container bytes or stream file paths (any iterable; consumed lazily, at most
+            ``(workers + 2) * batch_size`` items ahead).
+        model: a codec, or what ``cod_fast.decode`` accepts; None: each stream's model is found
+            by its fingerprint (``cod_fast.registry``), as ``cod_fast.decode`` does.
+        batch_size: streams grouped per synthesis step (same model and padded size together).
+        device: decode on this device (codecs elsewhere are rebuilt there from their reference);
+            None: where each codec lives.
+        workers: background threads that read, parse and entropy-decode ahead (0: none).
+        progress: a tqdm progress bar on stderr.
+        on_error: "report" (the item carries ``.error``, the others go on) or "raise" (raise
+            the item's exception when its turn comes).
+        forward_batch: images per synthesis forward of the default model (None: ``batch_size``
+            on CUDA, 1 on the CPU).
+        overrides: decode settings passed to every codec's ``decode`` (e.g. ``steps``); with
+            overrides the default model's streams are decoded one by one by ``decode``.
+
+    Returns: an iterator of DecodeResult (``image``: uint8 [3, H, W] on the CPU, or ``error``).
+    """
+    _check_common(batch_size, workers, on_error)
+    if forward_batch is not None and (not isinstance(forward_batch, int) or forward_batch < 1):
+        raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
+    dev = torch.device(device) if device is not None else None
+    models = _Models(model, dev)
+    return _decode_iter(streams, models, batch_size, workers, progress, on_error, forward_batch, overrides)
+
+
+def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int, workers: int, progress: bool,
+                 on_error: str, forward_batch: int | None, overrides: dict[str, Any]) -> Iterator[DecodeResult]:
+    total = len(streams) if hasattr(streams, "__len__") else None  # type: ignore[arg-type]
+    bar = _progress_bar(total, "decode", progress)
+    source = enumerate(streams)
+    threads = torch.get_num_threads()
+
+    def init() -> None:  # the entropy parameters depend on the thread count: use the caller's
+        torch.set_num_threads(threads)
+
+    pool = ThreadPoolExecutor(max_workers=workers, initializer=init) if workers > 0 else None
+    pending: deque[Future | _Prepared] = deque()
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            try:
+                i, s = next(source)
+            except StopIteration:
+                return
+            pending.append(pool.submit(_prepare, i, s, models) if pool else _prepare(i, s, models))
+
+    try:
+        feed((workers + 1) * batch_size if pool else batch_size)
+        while pending:
+            chunk = []
+            while pending and len(chunk) < batch_size:
+                p = pending.popleft()
+                chunk.append(p.result() if isinstance(p, Future) else p)
+            feed(len(chunk))  # keep the threads busy while this chunk is synthesised
+            for res in _finish(chunk, forward_batch, overrides):
+                if bar is not None:
+                    bar.update(1)
+                if res.error is not None and on_error == "raise":
+                    raise res.error
+                yield res
+    finally:
+        if pool is not None:
+            for p in pending:
+                if isinstance(p, Future):
+                    p.cancel()
+            pool.shutdown(wait=True)
+        if bar is not None:
+            bar.close()
+
+
+def encode_many(images: Iterable[Any], model: Any = None, *, workers: int = 1, progress: bool = False,
+                on_error: str = "report", **params: Any) -> Iterator[EncodeResult]:
+    """Encode many images with one model; yields one :class:`EncodeResult` per input, in order.
+
+    ``images``: anything ``encode`` takes (paths, PIL images, arrays, uint8/float tensors);
+    ``model``: a codec or what ``cod_fast.encode`` accepts (None: the bundled default model);
+    ``workers``: threads that read and convert images ahead; ``params``: the codec's encode
+    parameters (e.g. ``quality`` for the default model, ``steps`` for CoD). Errors as
+    ``decode_many`` (``on_error``).
+    """
+    _check_common(1, workers, on_error)
+    from .api import resolve_model
+    from .portable import load_model
+
+    codec = resolve_model(model) if model is not None else load_model()
+    return _encode_iter(images, codec, workers, progress, on_error, params)
+
+
+def _load_image(index: int, image: Any) -> tuple[int, Any, str | None, BaseException | None]:
+    from .image_io import to_uint8_chw
+
+    name = str(image) if isinstance(image, (str, os.PathLike)) else None
+    try:
+        return index, to_uint8_chw(image), name, None
+    except Exception as exc:  # noqa: BLE001 -- reported per item
+        return index, None, name, exc
+
+
+def _encode_iter(images: Iterable[Any], codec: Any, workers: int, progress: bool, on_error: str,
+                 params: dict[str, Any]) -> Iterator[EncodeResult]:
+    total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
+    bar = _progress_bar(total, "encode", progress)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    pending: deque = deque()
+    source = enumerate(images)
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            try:
+                i, im = next(source)
+            except StopIteration:
+                return
+            pending.append(pool.submit(_load_image, i, im) if pool else _load_image(i, im))
+
+    try:
+        feed(2 * max(workers, 1))
+        while pending:
+            p = pending.popleft()
+            index, img, name, err = p.result() if isinstance(p, Future) else p
+            feed(1)
+            res = EncodeResult(index=index, name=name, error=err)
+            if err is None:
+                try:
+                    res.data = codec.encode(img, **params)
+                except Exception as exc:  # noqa: BLE001 -- reported per item
+                    res.error = exc
+            if bar is not None:
+                bar.update(1)
+            if res.error is not None and on_error == "raise":
+                raise res.error
+            yield res
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+
+
+class StreamDataset(torch.utils.data.Dataset):
+    """A map-style Dataset over stream files (or a folder of ``.codf`` files): item ``i`` is the
+    decoded image of file ``i``, uint8 [3, H, W] (after ``transform`` when given).
+
+    ``model``: a codec (it pickles by reference, so DataLoader workers started with "spawn" rebuild
+    it once each), a preset name or path, or None (each stream's model by fingerprint, e.g. the
+    bundled default model). ``threads``: torch threads in the decoding process (default: this
+    process's count when the dataset is made; DataLoader workers otherwise run at 1, and the default
+    model's entropy parameters must be computed at the encoder's thread count, see
+    ``EntropyParameterMismatchError``). Decoding errors are raised with the file name.
+    """
+
+    def __init__(self, files: str | os.PathLike | Iterable[str | os.PathLike], model: Any = None, *,
+                 device: str | torch.device = "cpu", threads: int | None = None,
+                 transform: Any = None, suffixes: tuple[str, ...] = (".codf",)) -> None:
+        if isinstance(files, (str, os.PathLike)) and Path(files).is_dir():
+            self.files = sorted(str(p) for p in Path(files).iterdir() if p.suffix.lower() in suffixes)
+        elif isinstance(files, (str, os.PathLike)):
+            self.files = [str(files)]
+        else:
+            self.files = [str(f) for f in files]
+        self.model = model
+        self.device = str(torch.device(device))
+        self.threads = int(threads) if threads is not None else torch.get_num_threads()
+        self.transform = transform
+        self._models: _Models | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_models"] = None  # rebuilt in the worker
+        return state
+
+    def __getitem__(self, i: int) -> Any:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        if self._models is None:
+            self._models = _Models(self.model, torch.device(self.device))
+        f = self.files[i]
+        try:
+            data, _ = _read(f)
+            img = self._models.codec_for(data).decode(data)
+        except Exception as exc:
+            exc.add_note(f"while decoding {f}")
+            raise
+        return self.transform(img) if self.transform is not None else img
