@@ -184,7 +184,7 @@ def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tupl
     """Parse + entropy-decode a default-model stream as ``DefaultCodec.decode`` does: (y_hat
     float32 (1, M, h, w) CPU, quality, (H, W))."""
     from .bitstream import SectionType
-    from .errors import BitstreamError
+    from .errors import BitstreamError, EntropyParameterMismatchError
 
     c, q, z_shape, crc = codec.parse(data)
     strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
@@ -192,7 +192,10 @@ def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tupl
     try:
         qt = net._check_levels(q, 1, torch.device("cpu"))
         with torch.inference_mode():
-            y_sym, _, means = net._decode_symbols(strings, z_shape, qt, codec.threads, crc)
+            y_sym, _, means = net._decode_symbols(strings, z_shape, qt, codec.threads, crc,
+                                                  integer=codec.integer, backend=codec.entropy_backend)
+    except EntropyParameterMismatchError as exc:
+        raise codec._mismatch(exc) from None
     except BitstreamError:
         raise
     except (ValueError, RuntimeError, IndexError) as exc:

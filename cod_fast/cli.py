@@ -369,11 +369,11 @@ def _stream_hw(data: bytes, layout: str) -> tuple[int, int]:
 def _cmd_compress(args: argparse.Namespace) -> int:
     entries = _expand(args.inputs, IMAGE_SUFFIXES, args.recursive)
     suffix = OFFICIAL_SUFFIX if args.official else STREAM_SUFFIX
-    plan = _plan_outputs(entries, args.output, lambda rel: rel.with_name(rel.name + suffix), args)
-    codec = _load(args)
+    codec = _load(args)  # usage errors (model, flags) come before the output checks
     if args.official and not hasattr(codec, "encode_cod"):
         raise UsageError("--official writes GenCodec .cod files: it needs a CoD --model")
     enc_params = _settings(args, codec, "encode")
+    plan = _plan_outputs(entries, args.output, lambda rel: rel.with_name(rel.name + suffix), args)
     layout = None if args.official in (None, "auto") else args.official
     batch = _Batch("compressed", len(plan))
 

@@ -88,7 +88,7 @@ class ModelRef:
         if self.kind == "default":
             from .codecs.default import load_default_codec
 
-            return load_default_codec(device)
+            return load_default_codec(device, release=1 if self.name == "release1" else 2)
         if self.kind == "named":
             from .codecs.sodec import load_named
 
@@ -182,22 +182,14 @@ def set_reference(codec: Any, ref: ModelRef) -> None:
     setattr(target, _REF_ATTR, ref)
 
 
-_bundled_fp: bytes | None = None
-_bundled_lock = threading.Lock()
+def _bundled_default_release(codec: Any) -> int | None:
+    """The release (1 or 2) of the bundled default model that ``codec`` is, by fingerprint; else None."""
+    from .codecs.default import load_default_codec
 
-
-def _bundled_default_fingerprint() -> bytes:
-    global _bundled_fp
-    with _bundled_lock:
-        if _bundled_fp is None:
-            from safetensors.torch import load_file
-
-            from .codecs.default import default_fingerprint
-            from .models.default import WEIGHTS_DIR, WEIGHTS_FILE, default_model_info
-
-            stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
-            _bundled_fp = default_fingerprint(default_model_info()["config"], stored)
-        return _bundled_fp
+    for release in (1, 2):
+        if codec.fingerprint == load_default_codec(release=release).fingerprint:  # cached after the first
+            return release
+    return None
 
 
 def reference_of(codec: Any) -> ModelRef | None:
@@ -209,8 +201,10 @@ def reference_of(codec: Any) -> ModelRef | None:
     from .codecs.default import DefaultCodec
     from .codecs.sodec import NAMED_MODELS, SodecCodec
 
-    if isinstance(codec, DefaultCodec) and codec.fingerprint == _bundled_default_fingerprint():
-        return ModelRef(kind="default")
+    if isinstance(codec, DefaultCodec):
+        release = _bundled_default_release(codec)
+        if release is not None:
+            return ModelRef(kind="default", name=f"release{release}")
     if isinstance(codec, SodecCodec) and codec.name in NAMED_MODELS:
         return ModelRef(kind="named", name=codec.name)
     return None

@@ -45,7 +45,8 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
     for i, data in enumerate(default_streams):
         c, q, z_shape, crc = default_codec.parse(data)
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
-        y_sym, _, means = net._decode_symbols(strings, z_shape, torch.tensor([q]), None, crc)
+        y_sym, _, means = net._decode_symbols(strings, z_shape, torch.tensor([q]), None, crc,
+                                              integer=default_codec.integer, backend=default_codec.entropy_backend)
         assert torch.equal(y_sym, default_codec.decode_symbols(data)[0])
         assert torch.equal(out[i], y_sym.to(torch.float32) + means)
 
