@@ -18,7 +18,7 @@ from .bitstream import CodecId, read_header
 from .codecs.diffc import DiffCCodec  # importing the codecs registers their named models
 from .errors import ModelMismatchError
 from .image_io import ImageLike
-from .loading import load_model
+from .portable import load_model  # records the reference: the codec pickles
 
 ModelLike = Union[Any, str, os.PathLike]
 _by_name: dict[str, Any] = {}
@@ -31,8 +31,6 @@ def resolve_model(model: ModelLike, **load_kwargs: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         key = str(model)
         if key not in _by_name:
-            from .portable import load_model  # records the reference: the codec pickles
-
             if Path(key).suffix == ".safetensors":
                 _by_name[key] = load_model(checkpoint=key, **load_kwargs)
             else:

@@ -14,7 +14,7 @@ for sub in ("io", "diffc", "batch"):
     if str(_TESTS / sub) not in sys.path:
         sys.path.insert(0, str(_TESTS / sub))
 
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
+from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint  # noqa: E402 -- after sys.path
 
 
 @pytest.fixture(autouse=True, scope="package")
