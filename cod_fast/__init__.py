@@ -28,7 +28,8 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "encode": ".api",
     "decode": ".api",
-    "load_model": ".portable",  # loading.load_model that records the reference (pickling)
+    "load_model": ".references",  # loading.load_model that records the reference (pickling)
+    "save_reference": ".references",
     "save_model": ".loading",
     "decode_many": ".batch",
     "encode_many": ".batch",

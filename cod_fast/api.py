@@ -18,7 +18,7 @@ from .bitstream import CodecId, read_header
 from .codecs.diffc import DiffCCodec  # importing the codecs registers their named models
 from .errors import ModelMismatchError
 from .image_io import ImageLike
-from .portable import load_model  # records the reference: the codec pickles
+from .references import load_model  # records the reference: the codec pickles
 
 ModelLike = Union[Any, str, os.PathLike]
 _by_name: dict[str, Any] = {}

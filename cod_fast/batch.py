@@ -368,7 +368,7 @@ def encode_many(images: Iterable[Any], model: Any = None, *, workers: int = 1, p
     """
     _check_common(1, workers, on_error)
     from .api import resolve_model
-    from .portable import load_model
+    from .references import load_model
 
     codec = resolve_model(model) if model is not None else load_model()
     return _encode_iter(images, codec, workers, progress, on_error, params)

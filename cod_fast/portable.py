@@ -29,16 +29,20 @@ at that path).
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import pickle
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .checkpoints import parse_dtype
 from .errors import CodFastError, ModelMismatchError
 
 __all__ = [
@@ -46,11 +50,10 @@ __all__ = [
     "NotPortableError",
     "PortableCodec",
     "clear_cache",
-    "load_model",
     "rebuild",
     "receive_on",
     "reference_of",
-    "save_reference",
+    "register_loader",
     "set_reference",
 ]
 
@@ -83,25 +86,31 @@ class ModelRef:
 
     def load(self, device: Any = "cpu", dtype: Any = None) -> Any:
         """Build the codec this reference names on ``device`` (a fresh load: no cache)."""
-        import torch
-
-        if self.kind == "default":
-            from .codecs.default import load_default_codec
-
-            return load_default_codec(device, release=1 if self.name == "release1" else 2)
-        if self.kind == "named":
-            from .codecs.sodec import load_named
-
-            return load_named(str(self.name), device)
-        if self.kind != "load_model":
+        loader = _LOADERS.get(self.kind)
+        if loader is None and self.kind in _LOADER_MODULES:
+            # The loaders live in the layers above this one (codecs, loading), which register them
+            # when imported; a process that only unpickles has not imported them yet: import the
+            # module that registers this kind by name (a plugin load, not a static import).
+            importlib.import_module(_LOADER_MODULES[self.kind])
+            loader = _LOADERS.get(self.kind)
+        if loader is None:
             raise ValueError(f"unknown model reference kind {self.kind!r}")
-        from .loading import load_model as _load
+        return loader(self, device, dtype)
 
-        config: Any = self.config
-        if self.config_json is not None:
-            config = json.loads(self.config_json)
-        return _load(config, self.checkpoint, device=device, dtype=dtype or torch.float32, vae=self.vae,
-                     allow_pickle=self.allow_pickle, random_init_seed=self.random_init_seed)
+
+#: kind -> loader(ref, device, dtype) -> codec; filled by ``register_loader``.
+_LOADERS: dict[str, Callable[[ModelRef, Any, Any], Any]] = {}
+#: kind -> the module whose import registers its loader.
+_LOADER_MODULES = {"default": "cod_fast.codecs.default", "named": "cod_fast.codecs.sodec",
+                   "load_model": "cod_fast.references"}
+
+
+def register_loader(kind: str) -> Callable[[Callable[[ModelRef, Any, Any], Any]], Callable[[ModelRef, Any, Any], Any]]:
+    """Decorator: ``fn(ref, device, dtype) -> codec`` builds the references of ``kind``."""
+    def deco(fn: Callable[[ModelRef, Any, Any], Any]) -> Callable[[ModelRef, Any, Any], Any]:
+        _LOADERS[kind] = fn
+        return fn
+    return deco
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,45 +144,6 @@ def _config_ref(config: Any) -> dict[str, Any] | None:
     return None
 
 
-def reference_from_args(config: Any = None, checkpoint: Any = None, *, vae: Any = None,
-                        allow_pickle: bool = False, random_init_seed: int | None = None) -> ModelRef | None:
-    """The reference of a ``load_model`` call with these arguments, or None when the weights are
-    in memory only (a dict checkpoint) or the config cannot be recorded."""
-    if config is None and checkpoint is None and random_init_seed is None:
-        return ModelRef(kind="default")
-    if isinstance(config, str) and checkpoint is None and random_init_seed is None:
-        from .codecs.sodec import NAMED_MODELS
-
-        if config in NAMED_MODELS:
-            return ModelRef(kind="named", name=config)
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        return None
-    cfg = _config_ref(config)
-    if cfg is None:
-        return None
-    return ModelRef(kind="load_model", checkpoint=_abs_path(checkpoint) if checkpoint is not None else None,
-                    vae=_abs_path(vae) if vae is not None else None, allow_pickle=bool(allow_pickle),
-                    random_init_seed=None if random_init_seed is None else int(random_init_seed), **cfg)
-
-
-def load_model(config: Any = None, checkpoint: Any = None, device: Any = "cpu", dtype: Any = None, *,
-               vae: Any = None, allow_pickle: bool = False, random_init_seed: int | None = None) -> Any:
-    """``cod_fast.loading.load_model`` (same arguments, same codec) that also records how the codec
-    was loaded, so that it pickles (see the module docstring). This is ``cod_fast.load_model``."""
-    import torch
-
-    from .loading import load_model as _load
-
-    codec = _load(config, checkpoint, device=device, dtype=torch.float32 if dtype is None else dtype, vae=vae,
-                  allow_pickle=allow_pickle, random_init_seed=random_init_seed)
-    ref = reference_from_args(config, checkpoint, vae=vae, allow_pickle=allow_pickle,
-                              random_init_seed=random_init_seed)
-    if ref is not None and ref.kind == "load_model":
-        set_reference(codec, ref)
-    return codec
-
-
-
 def set_reference(codec: Any, ref: ModelRef) -> None:
     """Record ``ref`` as the way to rebuild ``codec`` (checked against its fingerprint on arrival)."""
     if not isinstance(ref, ModelRef):
@@ -182,76 +152,16 @@ def set_reference(codec: Any, ref: ModelRef) -> None:
     setattr(target, _REF_ATTR, ref)
 
 
-def _bundled_default_release(codec: Any) -> int | None:
-    """The release (1 or 2) of the bundled default model that ``codec`` is, by fingerprint; else None."""
-    from .codecs.default import load_default_codec
-
-    for release in (1, 2):
-        if codec.fingerprint == load_default_codec(release=release).fingerprint:  # cached after the first
-            return release
-    return None
-
-
 def reference_of(codec: Any) -> ModelRef | None:
-    """The reference ``codec`` pickles to, or None when it has none (weights in memory only)."""
+    """The reference ``codec`` pickles to, or None when it has none (weights in memory only):
+    the one recorded by ``cod_fast.load_model``/``save_reference``, else the codec's own
+    ``portable_reference()`` (the bundled default model, the named SODEC models)."""
     codec = getattr(codec, "base", codec) if type(codec).__name__ == "DiffCCodec" else codec
     ref = getattr(codec, _REF_ATTR, None)
     if ref is not None:
         return ref
-    from .codecs.default import DefaultCodec
-    from .codecs.sodec import NAMED_MODELS, SodecCodec
-
-    if isinstance(codec, DefaultCodec):
-        release = _bundled_default_release(codec)
-        if release is not None:
-            return ModelRef(kind="default", name=f"release{release}")
-    if isinstance(codec, SodecCodec) and codec.name in NAMED_MODELS:
-        return ModelRef(kind="named", name=codec.name)
-    return None
-
-
-def save_reference(codec: Any, path: str | os.PathLike, *, vae: Any = None) -> ModelRef:
-    """Write ``codec``'s weights to ``path`` (``.safetensors``), check that loading that file gives
-    the codec's fingerprint, and record it as the codec's reference. Returns the reference.
-
-    CoD codecs must hold float32 weights (a bf16 copy hashes differently); latent CoD codecs need
-    ``vae=`` (their SD-VAE folder) unless their reference already names it. The bundled default
-    model and named models need no file. ValueError / ModelMismatchError when this cannot work.
-    """
-    import torch
-
-    from .codecs.base import VQCodec
-    from .codecs.sodec import SodecCodec, save_sodec
-    from .loading import save_model
-
-    target = getattr(codec, "base", codec) if type(codec).__name__ == "DiffCCodec" else codec
-    existing = reference_of(target)
-    if existing is not None and existing.kind in ("default", "named"):
-        return existing
-    p = Path(path)
-    if isinstance(target, VQCodec):
-        if target.dtype != torch.float32:
-            raise ValueError(f"save_reference needs a float32 codec (this one holds {target.dtype} weights, "
-                             "whose file would hash to another fingerprint); load the model in float32")
-        vae = vae if vae is not None else (existing.vae if existing is not None else None)
-        if target.spec.latent and vae is None:
-            raise ValueError("a latent CoD codec needs vae= (its SD-VAE folder) to be rebuilt elsewhere")
-        save_model(target, p)
-        ref = ModelRef(kind="load_model", checkpoint=_abs_path(p), vae=_abs_path(vae) if vae is not None else None)
-    elif isinstance(target, SodecCodec):
-        save_sodec(target, p)
-        ref = ModelRef(kind="load_model", checkpoint=_abs_path(p))
-    else:
-        raise NotPortableError(f"{type(target).__name__} with weights in memory cannot be saved as a reference "
-                               "(only the bundled default model's weights are supported for this codec)")
-    rebuilt = ref.load(device="cpu")
-    if bytes(rebuilt.fingerprint) != bytes(target.fingerprint):
-        raise ModelMismatchError(target.fingerprint.hex(), rebuilt.fingerprint.hex(),
-                                 f"the file written to {p} loads as model {rebuilt.fingerprint.hex()}, not "
-                                 f"{target.fingerprint.hex()} (e.g. LoRA factors merged at load); it cannot "
-                                 "stand for this codec")
-    set_reference(target, ref)
-    return ref
+    own = getattr(codec, "portable_reference", None)
+    return own() if callable(own) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,7 +175,7 @@ def _state_of(codec: Any) -> dict[str, Any]:
             f"{type(codec).__name__} {codec.fingerprint.hex()} holds weights that exist only in memory "
             "(loaded from a dict, or built without cod_fast.load_model), so it cannot be rebuilt in another "
             "process; load it with cod_fast.load_model from a checkpoint file, or call "
-            "cod_fast.portable.save_reference(codec, 'model.safetensors') once")
+            "cod_fast.save_reference(codec, 'model.safetensors') once")
     dtype = getattr(codec, "dtype", None)
     settings: dict[str, Any] = {}
     for name in ("cuda_graphs", "threads"):
@@ -278,8 +188,6 @@ def _state_of(codec: Any) -> dict[str, Any]:
 
 def reduce_codec(codec: Any) -> tuple:
     """``__reduce__`` of the codec classes: (rebuild, (state,))."""
-    if type(codec).__name__ == "DiffCCodec":
-        return _rebuild_diffc, (_state_of(codec.base), {"backend": codec.backend, "threads": codec.threads})
     return _rebuild, (_state_of(codec),)
 
 
@@ -297,12 +205,7 @@ class PortableCodec:
         return new
 
     def __deepcopy__(self, memo: dict) -> Any:
-        state = _state_of(self) if type(self).__name__ != "DiffCCodec" else None
-        if state is None:
-            new = _rebuild_diffc(_state_of(self.base), {"backend": self.backend, "threads": self.threads},  # type: ignore[attr-defined]
-                                 cache=False)
-        else:
-            new = _rebuild(state, cache=False)
+        new = _rebuild(_state_of(self), cache=False)
         memo[id(self)] = new
         return new
 
@@ -322,8 +225,6 @@ def clear_cache() -> None:
 def receive_on(device: Any) -> Iterator[None]:
     """Rebuild codecs unpickled inside this block on ``device`` (e.g. "cpu" for codecs pickled on
     a GPU machine), whatever device they were pickled from. Process-wide while it lasts."""
-    import torch
-
     global _receive_device
     saved = _receive_device
     _receive_device = str(torch.device(device))
@@ -336,8 +237,6 @@ def receive_on(device: Any) -> Iterator[None]:
 def rebuild(ref: ModelRef, fingerprint: bytes, device: Any = "cpu", dtype: Any = None, *, cache: bool = True) -> Any:
     """The codec ``ref`` names on ``device``, checked to have ``fingerprint`` (ModelMismatchError
     otherwise); built once per (reference, device, dtype) in this process when ``cache``."""
-    import torch
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"this codec was pickled on {dev} but this process has no CUDA device; "
@@ -346,8 +245,6 @@ def rebuild(ref: ModelRef, fingerprint: bytes, device: Any = "cpu", dtype: Any =
     with _cache_lock:
         codec = _cache.get(key) if cache else None
     if codec is None:
-        from .loading import parse_dtype
-
         codec = ref.load(device=dev, dtype=parse_dtype(dtype) if dtype else None)
         if bytes(codec.fingerprint) != bytes(fingerprint):
             raise ModelMismatchError(
@@ -384,10 +281,3 @@ def _rebuild(state: dict[str, Any], cache: bool = True) -> Any:
         raise ModelMismatchError("", codec.fingerprint.hex(),
                                  f"the reference rebuilt a {type(codec).__name__}, the pickled codec was a {state['class']}")
     return _with_settings(codec, state.get("settings", {}))
-
-
-def _rebuild_diffc(base_state: dict[str, Any], options: dict[str, Any], cache: bool = True) -> Any:
-    from .codecs.diffc import DiffCCodec
-
-    return DiffCCodec(_rebuild(base_state, cache=cache), backend=options["backend"], threads=options["threads"])
-

@@ -59,7 +59,7 @@ from ..models.default import (
 )
 from ..models.default.integer_params import BACKENDS, DefaultIntegerParams, IntegerEntropyModel
 from ..models.default.model import MAX_Z_POSITIONS
-from ..portable import PortableCodec
+from ..portable import ModelRef, PortableCodec, register_loader
 
 #: Class path hashed into the fingerprint (the model is ours; there is no official one).
 CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
@@ -126,6 +126,14 @@ class DefaultCodec(PortableCodec):
     def fingerprint_hex(self) -> str:
         """The fingerprint as 32 hex digits."""
         return self.fingerprint.hex()
+
+    def portable_reference(self) -> ModelRef | None:
+        """The reference this codec pickles to when it is a release of the bundled model (by
+        fingerprint), else None (``cod_fast.portable``)."""
+        for release, fp in bundled_fingerprints().items():
+            if bytes(self.fingerprint) == fp:
+                return ModelRef(kind="default", name=f"release{release}")
+        return None
 
     def __repr__(self) -> str:
         return (f"DefaultCodec(release={self.release}, fingerprint={self.fingerprint_hex}, device={self.device}, "
@@ -269,6 +277,26 @@ def load_default_codec(device: Union[str, torch.device] = "cpu", release: int = 
     for codec in codecs:
         registry.register(codec)
     return codecs[release - 1]
+
+
+_bundled: dict[int, bytes] = {}
+
+
+def bundled_fingerprints() -> dict[int, bytes]:
+    """Release -> fingerprint of the shipped weights (hashed from the files, without building)."""
+    with _cache_lock:
+        if not _bundled:
+            info = default_model_info()
+            stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
+            _bundled[1] = default_fingerprint(info["config"], stored)
+            _bundled[2] = default_fingerprint(info["config"], stored, load_integer_state())
+        return dict(_bundled)
+
+
+@register_loader("default")
+def _load_reference(ref: ModelRef, device: Any, dtype: Any) -> DefaultCodec:
+    """Rebuild a pickled bundled default codec (``cod_fast.portable``): its release, on ``device``."""
+    return load_default_codec(device, release=1 if ref.name == "release1" else 2)
 
 
 @registry.named_model("default")

@@ -79,7 +79,7 @@ from ..diffc.schedule import (
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..models.vae import latent_decode, latent_encode
-from ..portable import PortableCodec
+from ..portable import PortableCodec, _rebuild, _state_of
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
 from .base import DEFAULT_MAX_PIXELS
@@ -291,6 +291,15 @@ class DiffCCodec(PortableCodec):
     """
 
     codec_id = CodecId.DIFFC
+
+    def __reduce__(self) -> tuple:
+        """Pickles as its CoD codec's reference plus the rcc settings (``cod_fast.portable``)."""
+        return _rebuild_diffc, (_state_of(self.base), {"backend": self.backend, "threads": self.threads})
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        new = _rebuild_diffc(_state_of(self.base), {"backend": self.backend, "threads": self.threads}, cache=False)
+        memo[id(self)] = new
+        return new
 
     def __init__(self, cod_codec: Any, backend: str = "auto", threads: int | None = None) -> None:
         for attr in ("net", "spec", "fingerprint", "stride", "device"):
@@ -537,3 +546,8 @@ class DiffCCodec(PortableCodec):
 def bits_per_pixel(data: Union[bytes, bytearray], height: int, width: int) -> float:
     """File size in bits over the pixel count (the only bpp this codec reports)."""
     return len(data) * 8 / (height * width)
+
+
+def _rebuild_diffc(base_state: dict[str, Any], options: dict[str, Any], cache: bool = True) -> DiffCCodec:
+    """Unpickling entry point of ``DiffCCodec``: its CoD codec rebuilt, then wrapped."""
+    return DiffCCodec(_rebuild(base_state, cache=cache), backend=options["backend"], threads=options["threads"])

@@ -64,7 +64,7 @@ from ..int_params.reference import IntegerEntropyParams
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
 from ..models.sodec.lora import merge_lora, split_lora_state_dict
 from ..models.sodec.model import MODEL_TAG, SODEC, TINY_SODEC, SodecConfig
-from ..portable import PortableCodec
+from ..portable import ModelRef, PortableCodec, register_loader
 
 __all__ = [
     "BACKENDS",
@@ -150,6 +150,11 @@ class SodecCodec(PortableCodec):
     def checkerboard(self) -> bool:
         """Whether y is coded in two checkerboard passes."""
         return bool(self.net.cfg.hyperprior.checkerboard)
+
+    def portable_reference(self) -> ModelRef | None:
+        """A named model pickles by name (``cod_fast.portable``); other SODEC codecs need the
+        reference ``cod_fast.load_model`` records."""
+        return ModelRef(kind="named", name=self.name) if self.name in NAMED_MODELS else None
 
     def __repr__(self) -> str:
         label = f"{self.name}, " if self.name else ""
@@ -451,6 +456,12 @@ NAMED_MODELS: dict[str, tuple[SodecConfig, int]] = {
 
 _named_cache: dict[tuple[str, str], SodecCodec] = {}
 _named_lock = threading.Lock()
+
+
+@register_loader("named")
+def _load_reference(ref: ModelRef, device: Any, dtype: Any) -> SodecCodec:
+    """Rebuild a pickled named SODEC codec (``cod_fast.portable``) on ``device``."""
+    return load_named(str(ref.name), device)
 
 
 @registry.named_model(*NAMED_MODELS)

@@ -13,6 +13,7 @@ from batch_helpers import make_image
 import cod_fast
 from cod_fast import portable
 from cod_fast.errors import ModelMismatchError
+from cod_fast.references import save_reference
 
 
 def _round_trip(codec):
@@ -67,7 +68,7 @@ def test_in_memory_weights_need_a_saved_reference(tmp_path) -> None:
     # cod_fast.load_model with a dict checkpoint: still in memory only
     with pytest.raises(portable.NotPortableError):
         pickle.dumps(cod_fast.load_model(copy.deepcopy(TINY_ONE_STEP), official_checkpoint(TINY_ONE_STEP, 9)))
-    ref = portable.save_reference(codec, tmp_path / "m.safetensors")
+    ref = save_reference(codec, tmp_path / "m.safetensors")
     assert ref.checkpoint == str((tmp_path / "m.safetensors").resolve())
     img = make_image(32, 32)
     back = _round_trip(codec)
@@ -121,8 +122,8 @@ def test_latent_cod_travels_with_its_vae_folder(tmp_path) -> None:
 
     codec = diffc_models.latent_codec(tmp_path)  # weights from a dict: saved once as a reference
     with pytest.raises(ValueError, match="vae="):
-        portable.save_reference(codec, tmp_path / "latent.safetensors")
-    portable.save_reference(codec, tmp_path / "latent.safetensors", vae=tmp_path / "vae")
+        save_reference(codec, tmp_path / "latent.safetensors")
+    save_reference(codec, tmp_path / "latent.safetensors", vae=tmp_path / "vae")
     data = codec.encode(make_image(32, 32), steps=2, seed=1)
     back = _round_trip(codec)
     assert back.spec.latent and back.fingerprint == codec.fingerprint
