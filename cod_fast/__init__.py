@@ -5,6 +5,7 @@ The public API (``encode``, ``decode``, ``load_model``, ``optimize``) is importe
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ._version import __version__
@@ -36,8 +37,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cod_fast' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

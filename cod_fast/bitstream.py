@@ -382,7 +382,7 @@ def compute_fingerprint(config: Mapping[str, Any], state_dict: Mapping[str, Any]
     (C-contiguous, little-endian, the dtype the weights were stored in: load_model hashes the
     checkpoint's tensors before any dtype cast, so one model has one fingerprint in every dtype).
     """
-    import torch
+    import torch  # local: import time (container code is torch-free)
 
     h = hashlib.sha256(FINGERPRINT_DOMAIN)
 

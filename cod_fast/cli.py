@@ -7,9 +7,11 @@ on stderr; ``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import struct
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -102,8 +104,8 @@ def _expand(inputs: Iterable[Path], suffixes: tuple[str, ...]) -> list[Path]:
 
 def _read_stream(f: Path) -> bytes:
     """A stream file's bytes, refusing files larger than any valid container or .cod file."""
-    from .bitstream import MAX_CONTAINER_BYTES
-    from .errors import BitstreamError
+    from .bitstream import MAX_CONTAINER_BYTES  # local: import time (the CLI's --help path stays torch-free)
+    from .errors import BitstreamError  # local: import time
 
     size = f.stat().st_size
     if size > MAX_CONTAINER_BYTES:
@@ -112,13 +114,13 @@ def _read_stream(f: Path) -> bytes:
 
 
 def _progress(files: list[Path], desc: str) -> Iterable[Path]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # local: import time
 
     return tqdm(files, desc=desc, unit="img", disable=len(files) < 2, file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .loading import load_model
+    from .loading import load_model  # local: import time
 
     model = args.model
     if model is None and args.checkpoint is None:  # the bundled default model
@@ -128,7 +130,7 @@ def _load(args: argparse.Namespace) -> Any:
     if model is not None and Path(model).suffix == ".safetensors" and args.checkpoint is None:
         return load_model(checkpoint=model, device=args.device, dtype=args.dtype, vae=args.vae,
                           allow_pickle=args.allow_pickle)
-    from .codecs.sodec import NAMED_MODELS
+    from .codecs.sodec import NAMED_MODELS  # local: import time
 
     if model in NAMED_MODELS and args.checkpoint is None:  # named SODEC models: seeded weights
         return load_model(model, device=args.device, dtype=args.dtype)
@@ -147,7 +149,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _encode_params(args: argparse.Namespace, codec: Any) -> dict[str, Any]:
     """Encoder settings for ``codec``: ``quality`` for the default model, sampler settings otherwise."""
-    from .codecs.default import DefaultCodec
+    from .codecs.default import DefaultCodec  # local: import time
 
     if isinstance(codec, DefaultCodec):
         if _params(args):
@@ -155,7 +157,7 @@ def _encode_params(args: argparse.Namespace, codec: Any) -> dict[str, Any]:
         return {} if args.quality is None else {"quality": args.quality}
     if args.quality is not None:
         raise UsageError("--quality is for the default model; diffusion models have a fixed rate")
-    from .codecs.sodec import SodecCodec
+    from .codecs.sodec import SodecCodec  # local: import time
 
     if isinstance(codec, SodecCodec) and set(_params(args)) - {"entropy_backend"}:
         raise UsageError("--steps/--cfg/--sampler/--seed are for multi-step models, not SODEC")
@@ -185,9 +187,9 @@ def _out_name(f: Path) -> str:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
-    from . import api
-    from .bitstream import MAGIC
-    from .image_io import save_image
+    from . import api  # local: import time
+    from .bitstream import MAGIC  # local: import time
+    from .image_io import save_image  # local: import time
 
     files = _expand(args.inputs, (STREAM_SUFFIX, OFFICIAL_SUFFIX))
     codec = _load(args) if args.model is not None else None
@@ -205,8 +207,15 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _info(f: Path, layout: str) -> dict[str, Any]:
-    from .bitstream import MAGIC, CodecId, DecodeParams, SectionType, read_container, unpack_indices_section
-    from .compat import read_cod
+    from .bitstream import (  # local: import time
+        MAGIC,
+        CodecId,
+        DecodeParams,
+        SectionType,
+        read_container,
+        unpack_indices_section,
+    )
+    from .compat import read_cod  # local: import time
 
     data = _read_stream(f)
     if data[:4] == MAGIC:
@@ -246,9 +255,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
-    import importlib
-
-    from ._ext import availability
+    from ._ext import availability  # local: import time
 
     ok = True
     try:
@@ -272,13 +279,11 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import time
+    import torch  # local: import time
 
-    import torch
-
-    from .image_io import save_image, to_uint8_chw
-    from .loading import load_model
-    from .metrics import ms_ssim, psnr
+    from .image_io import save_image, to_uint8_chw  # local: import time
+    from .loading import load_model  # local: import time
+    from .metrics import ms_ssim, psnr  # local: import time
 
     src = args.image if args.image is not None else DEMO_IMAGE
     img = to_uint8_chw(src)

@@ -89,7 +89,7 @@ def to_uint8_chw(image: ImageLike) -> torch.Tensor:
     unreadable files and out-of-range float values.
     """
     if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # local: import time (Pillow only for files)
 
         p = Path(image)
         if not p.is_file():
@@ -106,7 +106,7 @@ def to_uint8_chw(image: ImageLike) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         return _from_numpy(image)
     try:
-        from PIL import Image
+        from PIL import Image  # local: import time (Pillow only for files)
     except ImportError:  # PIL is a dependency; this only guards odd installs
         Image = None
     if Image is not None and isinstance(image, Image.Image):
@@ -143,7 +143,7 @@ def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def save_image(img: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     """Save uint8 [3, H, W] to ``path`` (format from the extension, PNG recommended)."""
-    from PIL import Image
+    from PIL import Image  # local: import time (Pillow only for files)
 
     if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"expected uint8 [3, H, W], got {img.dtype} {tuple(img.shape)}")

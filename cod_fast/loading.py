@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 import torch
+import yaml
 
 from . import codecs
 from .bitstream import canonical_json, compute_fingerprint
@@ -176,8 +177,6 @@ def parse_config(config: Union[PathLike, Mapping[str, Any]]) -> ModelSpec:
         if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
             if not p.is_file():
                 raise ValueError(f"config file {p} does not exist")
-            import yaml
-
             try:
                 data = yaml.safe_load(p.read_text())
             except yaml.YAMLError as exc:

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+
+from cod_fast.errors import ModelMismatchError
 
 from .model import STRIDE, DefaultCodecModel, DefaultConfig, pad_to_stride
 
@@ -45,10 +48,6 @@ def load_default_model(device: str | torch.device = "cpu", weights_dir: Path | s
     Returns the model on ``device`` in eval mode. Raises ``FileNotFoundError`` if the weights are
     missing and ``cod_fast.errors.ModelMismatchError`` if they do not fit the recorded config.
     """
-    from safetensors.torch import load_file
-
-    from cod_fast.errors import ModelMismatchError
-
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     info = default_model_info(d)
     cfg = DefaultConfig.from_dict(info["config"])

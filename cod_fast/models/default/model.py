@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cod_fast.entropy import CdfTables, GaussianConditionalTables
+from cod_fast.errors import EntropyParameterMismatchError
 from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
 from .entropy_models import SCALE_MIN, FactorizedDensity, gaussian_likelihood, quantize
@@ -455,16 +458,12 @@ class DefaultCodecModel(nn.Module):
     def _z_tables(self) -> Any:
         """rANS tables of z's factorized density (built once per weights; see ``reset_tables``)."""
         if self._tables_z is None:
-            from cod_fast.entropy import CdfTables
-
             pmfs, offsets = self.density_z.pmf_table(tail_mass=TAIL_MASS)
             self._tables_z = CdfTables.from_pmfs(pmfs, offsets, tail_mass=TAIL_MASS)
         return self._tables_z
 
     def _y_tables(self) -> Any:
         if self._tables_y is None:
-            from cod_fast.entropy import GaussianConditionalTables
-
             self._tables_y = GaussianConditionalTables(tail_mass=TAIL_MASS)
         return self._tables_y
 
@@ -555,8 +554,6 @@ class DefaultCodecModel(nn.Module):
         scales, means = self._hyper_params_cpu(z_hat, q)
         y_idx = self._y_tables().build_indexes(scales.reshape(-1))
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
-            from cod_fast.errors import EntropyParameterMismatchError
-
             raise EntropyParameterMismatchError(
                 f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
                 f"encoder's ({int(index_crc):08x}): this machine's float32 hyper-synthesis rounds "
@@ -640,8 +637,6 @@ def _std_normal_cdf_f64(v: torch.Tensor) -> torch.Tensor:
 
 def index_checksum(indexes: torch.Tensor) -> int:
     """CRC32 of table indexes (any integer tensor with values in [0, 255]) as uint8 bytes."""
-    import zlib
-
     return zlib.crc32(indexes.to(device="cpu", dtype=torch.uint8).contiguous().numpy().tobytes())
 
 
