@@ -52,6 +52,7 @@ import torch
 
 from .. import rcc
 from ..bitstream import (
+    DEFAULT_MAX_PIXELS,
     HEADER_BYTES,
     SECTION_OVERHEAD,
     ChecksumError,
@@ -81,7 +82,6 @@ from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, ui
 from ..models.vae import latent_decode, latent_encode
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
-from .base import DEFAULT_MAX_PIXELS
 
 #: rcc step number of the shared starting noise (encoded steps use 0 .. N-1).
 NOISE_STEP = 2**32 - 1

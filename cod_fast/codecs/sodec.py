@@ -45,6 +45,7 @@ from safetensors.torch import save_file
 
 from .. import registry
 from ..bitstream import (
+    DEFAULT_MAX_PIXELS,
     CodecId,
     Container,
     LimitExceededError,
@@ -78,8 +79,6 @@ __all__ = [
     "seeded_state_dict",
 ]
 
-#: Default limit on decoded pixels (padded H * W): 64 Mpx, as the other codecs.
-DEFAULT_MAX_PIXELS = 1 << 26
 _PARAMS = struct.Struct("<BHHI")  # flags, z rows, z cols, anchor bytes
 _FLAG_CHECKERBOARD = 1
 _SECTIONS = {SectionType.SODEC_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z}
