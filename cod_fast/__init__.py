@@ -13,6 +13,7 @@ from .errors import (
     BitstreamError,
     CodFastError,
     ExtensionUnavailableError,
+    ModelFileError,
     ModelMismatchError,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "BitstreamError",
     "CodFastError",
     "ExtensionUnavailableError",
+    "ModelFileError",
     "ModelMismatchError",
 ]
 
