@@ -68,7 +68,7 @@ packages = find_packages(include=["cod_fast", "cod_fast.*"]) + ["cod_fast.kernel
 setup(
     packages=packages,
     package_dir={"cod_fast": "cod_fast", "cod_fast.kernels": "kernels"},
-    package_data={"cod_fast": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "data/*.png", "configs/*.yaml"]},
+    package_data={"cod_fast": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "data/*.png"]},
     ext_modules=[CMakeExtension("cod_fast._C")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

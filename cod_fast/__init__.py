@@ -6,6 +6,7 @@ The public API (``encode``, ``decode``, ``load_model``, ``optimize``; ``decode_m
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ._version import __version__
@@ -13,6 +14,7 @@ from .errors import (
     BitstreamError,
     CodFastError,
     ExtensionUnavailableError,
+    ModelFileError,
     ModelMismatchError,
 )
 
@@ -21,6 +23,7 @@ __all__ = [
     "BitstreamError",
     "CodFastError",
     "ExtensionUnavailableError",
+    "ModelFileError",
     "ModelMismatchError",
 ]
 
@@ -43,8 +46,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cod_fast' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

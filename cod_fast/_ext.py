@@ -38,7 +38,7 @@ def require_cpu_ext() -> ModuleType:
 
 def cuda_ext() -> ModuleType | None:
     """The CUDA extension module, or None without a GPU or without the build."""
-    import torch
+    import torch  # local: import time (the CLI's info path stays torch-free)
 
     if not torch.cuda.is_available():
         return None
@@ -52,7 +52,7 @@ def availability() -> dict[str, str]:
         mod, reason = _load(name)
         out[name] = "ok" if mod is not None else reason
     try:
-        import torch
+        import torch  # local: import time (the CLI's info path stays torch-free)
 
         if torch.cuda.is_available():
             mod, reason = _load("_C_cuda")
@@ -62,7 +62,7 @@ def availability() -> dict[str, str]:
     except ImportError as exc:
         out["_C_cuda"] = f"torch unavailable: {exc}"
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  # local: optional dependency (Triton)
 
         out["triton"] = "ok"
     except ImportError as exc:

@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 
-from .errors import ModelMismatchError
+from . import portable, registry
+from .api import _diffc_view, resolve_model
+from .bitstream import MAX_CONTAINER_BYTES, SectionType, read_header
+from .codecs.default import DefaultCodec
+from .errors import BitstreamError, EntropyParameterMismatchError, ModelMismatchError
+from .image_io import to_uint8_chw
+from .references import load_model
 
 __all__ = ["DecodeResult", "EncodeResult", "StreamDataset", "decode_many", "encode_many"]
 
@@ -80,8 +86,6 @@ def _read(stream: StreamLike) -> tuple[bytes, str | None]:
     if isinstance(stream, (bytes, bytearray, memoryview)):
         return bytes(stream), None
     if isinstance(stream, (str, os.PathLike)):
-        from .bitstream import MAX_CONTAINER_BYTES
-        from .errors import BitstreamError
 
         p = Path(stream)
         size = p.stat().st_size
@@ -95,7 +99,6 @@ def _on_device(codec: Any, device: torch.device | None) -> Any:
     """``codec`` on ``device`` (rebuilt there from its reference when it lives elsewhere)."""
     if device is None or torch.device(codec.device) == device:
         return codec
-    from . import portable
 
     inner = codec.base if type(codec).__name__ == "DiffCCodec" else codec
     ref = portable.reference_of(inner)
@@ -110,7 +113,6 @@ class _Models:
     """Stream -> codec: the given model, or the registry by fingerprint; moved to ``device``."""
 
     def __init__(self, model: Any, device: torch.device | None) -> None:
-        from .api import resolve_model
 
         self.fixed = _on_device(resolve_model(model), device) if model is not None else None
         self.device = device
@@ -118,9 +120,6 @@ class _Models:
         self._by_fp: dict[bytes, Any] = {}
 
     def codec_for(self, data: bytes) -> Any:
-        from . import registry
-        from .api import _diffc_view
-        from .bitstream import read_header
 
         if self.fixed is not None:
             return _diffc_view(self.fixed, data)
@@ -167,7 +166,6 @@ def _cpu_synthesis(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _prepare(index: int, stream: StreamLike, models: _Models) -> _Prepared:
-    from .codecs.default import DefaultCodec
 
     item = _Prepared(index=index, name=str(stream) if isinstance(stream, (str, os.PathLike)) else None)
     try:
@@ -183,8 +181,6 @@ def _prepare(index: int, stream: StreamLike, models: _Models) -> _Prepared:
 def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tuple[int, int]]:
     """Parse + entropy-decode a default-model stream as ``DefaultCodec.decode`` does: (y_hat
     float32 (1, M, h, w) CPU, quality, (H, W))."""
-    from .bitstream import SectionType
-    from .errors import BitstreamError, EntropyParameterMismatchError
 
     c, q, z_shape, crc = codec.parse(data)
     strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
@@ -231,7 +227,6 @@ def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -
 
 
 def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any]) -> list[DecodeResult]:
-    from .codecs.default import DefaultCodec
 
     groups: dict[tuple, list[_Prepared]] = {}
     for it in chunk:
@@ -260,7 +255,7 @@ def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[s
 def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # local: import time (only with progress=True)
 
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
@@ -367,15 +362,12 @@ def encode_many(images: Iterable[Any], model: Any = None, *, workers: int = 1, p
     ``decode_many`` (``on_error``).
     """
     _check_common(1, workers, on_error)
-    from .api import resolve_model
-    from .references import load_model
 
     codec = resolve_model(model) if model is not None else load_model()
     return _encode_iter(images, codec, workers, progress, on_error, params)
 
 
 def _load_image(index: int, image: Any) -> tuple[int, Any, str | None, BaseException | None]:
-    from .image_io import to_uint8_chw
 
     name = str(image) if isinstance(image, (str, os.PathLike)) else None
     try:

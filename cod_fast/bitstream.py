@@ -46,6 +46,9 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
 MAX_IMAGE_SIDE = 1 << 15  # 32768 px: larger sides are rejected before any allocation
+#: Default limit of every codec's decode on decoded pixels (padded H * W): 64 Mpx; pass max_pixels=
+#: to decode more.
+DEFAULT_MAX_PIXELS = 1 << 26
 MAX_SECTIONS = 16
 MAX_SECTION_BYTES = 1 << 26  # 64 MiB per section
 
@@ -382,7 +385,7 @@ def compute_fingerprint(config: Mapping[str, Any], state_dict: Mapping[str, Any]
     (C-contiguous, little-endian, the dtype the weights were stored in: load_model hashes the
     checkpoint's tensors before any dtype cast, so one model has one fingerprint in every dtype).
     """
-    import torch
+    import torch  # local: import time (container code is torch-free)
 
     h = hashlib.sha256(FINGERPRINT_DOMAIN)
 
@@ -397,5 +400,5 @@ def compute_fingerprint(config: Mapping[str, Any], state_dict: Mapping[str, Any]
             raise TypeError(f"state_dict entry {name!r} is not a tensor")
         t = t.detach().to("cpu").contiguous()
         put(canonical_json([name, str(t.dtype).removeprefix("torch."), list(t.shape)]))
-        put(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        put(t.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes, as a memoryview
     return h.digest()[:FINGERPRINT_BYTES]

@@ -23,6 +23,7 @@ instead), 130 interrupted (SIGINT).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import struct
@@ -257,8 +258,8 @@ def _run_batch(batch: _Batch, plan: list[tuple[Path, Path]], work: Callable[[Pat
 
 def _read_stream(f: Path) -> bytes:
     """A stream file's bytes, refusing files larger than any valid container or .cod file."""
-    from .bitstream import MAX_CONTAINER_BYTES
-    from .errors import BitstreamError
+    from .bitstream import MAX_CONTAINER_BYTES  # local: import time (the CLI's --help path stays torch-free)
+    from .errors import BitstreamError  # local: import time
 
     size = f.stat().st_size
     if size > MAX_CONTAINER_BYTES:
@@ -267,15 +268,15 @@ def _read_stream(f: Path) -> bytes:
 
 
 def _progress(files: list[Any], desc: str) -> Iterable[Any]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # local: import time
 
     return tqdm(files, desc=desc, unit="img", disable=len(files) < 2, file=sys.stderr)
 
 
 def _model_list() -> str:
     """The names --model takes, for error messages."""
-    from .codecs.sodec import NAMED_MODELS
-    from .loading import presets
+    from .codecs.sodec import NAMED_MODELS  # local: import time
+    from .loading import presets  # local: import time
 
     return (f"named models: {', '.join(sorted(NAMED_MODELS))}; presets (with --checkpoint): "
             f"{', '.join(sorted(presets()))}; or a YAML/JSON config or .safetensors file "
@@ -283,7 +284,7 @@ def _model_list() -> str:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .loading import load_model
+    from .loading import load_model  # local: import time
 
     model = args.model
     if model is None and args.checkpoint is None:  # the bundled default model
@@ -293,14 +294,14 @@ def _load(args: argparse.Namespace) -> Any:
     if model is not None and Path(model).suffix == ".safetensors" and args.checkpoint is None:
         return load_model(checkpoint=model, device=args.device, dtype=args.dtype, vae=args.vae,
                           allow_pickle=args.allow_pickle)
-    from .codecs.sodec import NAMED_MODELS
+    from .codecs.sodec import NAMED_MODELS  # local: import time
 
     if model in NAMED_MODELS and args.checkpoint is None:  # named SODEC models: seeded weights
         return load_model(model, device=args.device, dtype=args.dtype)
     if model is not None and Path(model).suffix in (".pt", ".pth", ".ckpt", ".bin"):
         raise UsageError("--model takes a preset, YAML or .safetensors; give official weights with --checkpoint")
     if model is not None and not Path(model).exists() and model not in NAMED_MODELS:
-        from .loading import presets
+        from .loading import presets  # local: import time
 
         if model not in presets():
             raise UsageError(f"unknown model {model!r}; {_model_list()}")
@@ -321,11 +322,11 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _takes(codec: Any, role: str) -> tuple[str, frozenset[str]]:
     """(what the codec is, the CLI settings its ``role`` ("encode"/"decode") takes)."""
-    from .codecs.cod import CoDCodec
-    from .codecs.default import DefaultCodec
-    from .codecs.diffc import DiffCCodec
-    from .codecs.one_step import OneStepCoDCodec
-    from .codecs.sodec import SodecCodec
+    from .codecs.cod import CoDCodec  # local: import time
+    from .codecs.default import DefaultCodec  # local: import time
+    from .codecs.diffc import DiffCCodec  # local: import time
+    from .codecs.one_step import OneStepCoDCodec  # local: import time
+    from .codecs.sodec import SodecCodec  # local: import time
 
     if isinstance(codec, DefaultCodec):
         return "the default model", frozenset({"quality"} if role == "encode" else ())
@@ -357,7 +358,7 @@ def _settings(args: argparse.Namespace, codec: Any, role: str) -> dict[str, Any]
 
 def _stream_hw(data: bytes, layout: str) -> tuple[int, int]:
     """(height, width) a stream (container or .cod in ``layout``) records."""
-    from .bitstream import MAGIC, read_header
+    from .bitstream import MAGIC, read_header  # local: import time
 
     if data[:4] == MAGIC:
         h = read_header(data)
@@ -405,7 +406,7 @@ _IMAGE_MAGICS = {b"\x89PNG\r\n\x1a\n": "a PNG image", b"\xff\xd8\xff": "a JPEG i
 def _plausible_cod(data: bytes, layout: str) -> bool:
     """Whether ``data`` can be an official .cod file of some model geometry (token stride 4..256,
     with or without up2x, 1..16 bits per index): its payload length fits its header's size."""
-    from .compat import indices_bytes
+    from .compat import indices_bytes  # local: import time
 
     if len(data) <= 4:
         return False
@@ -419,8 +420,8 @@ def _plausible_cod(data: bytes, layout: str) -> bool:
 
 def _check_stream(f: Path, data: bytes, layout: str) -> bool:
     """True for a cod_fast container, False for a plausible official .cod; BitstreamError otherwise."""
-    from .bitstream import MAGIC
-    from .errors import BitstreamError
+    from .bitstream import MAGIC  # local: import time
+    from .errors import BitstreamError  # local: import time
 
     if data[:4] == MAGIC:
         return True
@@ -434,10 +435,10 @@ def _check_stream(f: Path, data: bytes, layout: str) -> bool:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
-    from . import api, registry
-    from .bitstream import read_header
-    from .errors import ModelMismatchError
-    from .image_io import encode_image
+    from . import api, registry  # local: import time
+    from .bitstream import read_header  # local: import time
+    from .errors import ModelMismatchError  # local: import time
+    from .image_io import encode_image  # local: import time
 
     entries = _expand(args.inputs, (STREAM_SUFFIX, OFFICIAL_SUFFIX), args.recursive)
     plan = _plan_outputs(entries, args.output, _out_name, args)
@@ -471,14 +472,14 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _info(f: Path, layout: str) -> dict[str, Any]:
-    from .bitstream import (
+    from .bitstream import (  # local: import time
         CodecId,
         DecodeParams,
         SectionType,
         read_container,
         unpack_indices_section,
     )
-    from .compat import read_cod
+    from .compat import read_cod  # local: import time
 
     data = _read_stream(f)
     if _check_stream(f, data, layout):
@@ -526,8 +527,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .codecs.sodec import NAMED_MODELS
-    from .loading import presets
+    from .codecs.sodec import NAMED_MODELS  # local: import time
+    from .loading import presets  # local: import time
 
     print("default\tthe bundled default model (used when --model is not given)")
     for name in sorted(NAMED_MODELS):
@@ -538,9 +539,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
-    import importlib
-
-    from ._ext import availability
+    from ._ext import availability  # local: import time
 
     ok = True
     try:
@@ -564,13 +563,11 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import time
+    import torch  # local: import time
 
-    import torch
-
-    from .image_io import save_image, to_uint8_chw
-    from .loading import load_model
-    from .metrics import ms_ssim, psnr
+    from .image_io import save_image, to_uint8_chw  # local: import time
+    from .loading import load_model  # local: import time
+    from .metrics import ms_ssim, psnr  # local: import time
 
     src = args.image if args.image is not None else DEMO_IMAGE
     img = to_uint8_chw(src)

@@ -34,6 +34,7 @@ size is stored in the container, and the decoder crops the output back to it.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -128,7 +129,7 @@ def _pil_to_array(img: Any) -> np.ndarray:
 
 
 def _from_pil(img: Any) -> torch.Tensor:
-    from PIL import ImageOps
+    from PIL import ImageOps  # local: import time (Pillow, only for images with EXIF orientation)
 
     _check_hw(img.size[1], img.size[0])
     try:
@@ -187,7 +188,7 @@ def to_uint8_chw(image: ImageLike) -> torch.Tensor:
     unreadable files and out-of-range float values.
     """
     if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # local: import time (Pillow only for files)
 
         p = Path(image)
         if not p.is_file():
@@ -204,7 +205,7 @@ def to_uint8_chw(image: ImageLike) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         return _from_numpy(image)
     try:
-        from PIL import Image
+        from PIL import Image  # local: import time (Pillow only for files)
     except ImportError:  # PIL is a dependency; this only guards odd installs
         Image = None
     if Image is not None and isinstance(image, Image.Image):
@@ -241,9 +242,7 @@ def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def encode_image(img: torch.Tensor, format: str = "PNG") -> bytes:
     """uint8 [3, H, W] -> the bytes of an image file in ``format`` (a PIL format name)."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # local: import time (Pillow)
 
     if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"expected uint8 [3, H, W], got {img.dtype} {tuple(img.shape)}")
@@ -254,7 +253,7 @@ def encode_image(img: torch.Tensor, format: str = "PNG") -> bytes:
 
 def save_image(img: torch.Tensor, path: str | os.PathLike) -> None:
     """Save uint8 [3, H, W] to ``path`` (format from the extension, PNG recommended)."""
-    from PIL import Image
+    from PIL import Image  # local: import time (Pillow only for files)
 
     if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"expected uint8 [3, H, W], got {img.dtype} {tuple(img.shape)}")

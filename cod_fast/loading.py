@@ -39,12 +39,14 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 import torch
+import yaml
 
 from . import codecs
 from .bitstream import canonical_json, compute_fingerprint
 from .checkpoints import (  # noqa: F401  (re-exported: the names lived here before)
     METADATA_KEY,
     PathLike,
+    check_build_size,
     load_weights_strict,
     parse_dtype,
     preset_cfg_scale,
@@ -53,7 +55,7 @@ from .checkpoints import (  # noqa: F401  (re-exported: the names lived here bef
 )
 from .codecs import sodec as _sodec
 from .codecs.default import load_default_codec
-from .errors import CodFastError, ModelMismatchError
+from .errors import CodFastError, ModelFileError, ModelMismatchError
 
 _unwrap = unwrap_state  # the old private name
 
@@ -67,6 +69,68 @@ KNOWN_PREFIXES = ("ema_denoiser.", "net.")
 
 # class_path of the official one-step CoD (its YAML gives only model.init_args).
 ONE_STEP_COD_CLASS_PATH = "downstream.finetuned_one_step_cod.OneStepCoD"
+
+#: Largest config file read (official YAMLs are about 2 KiB).
+MAX_CONFIG_BYTES = 1 << 20
+#: YAML aliases (``*name``) a config may use; official configs use none. Each alias can repeat a
+#: whole sub-tree, so a few nested ones describe billions of nodes.
+MAX_YAML_ALIASES = 32
+#: Nodes (mappings, sequences and scalars, shared sub-trees counted at every use) of a config.
+MAX_CONFIG_NODES = 100_000
+
+
+class _BoundedYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses more than ``MAX_YAML_ALIASES`` aliases."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: PathLike) -> Any:
+    """The YAML document of ``path``, bounded: at most ``MAX_CONFIG_BYTES``, ``MAX_YAML_ALIASES``
+    aliases and ``MAX_CONFIG_NODES`` nodes once aliases are expanded. ``ModelFileError`` naming
+    the file otherwise (or when it is not valid YAML)."""
+    p = Path(path)
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"config {p} holds {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+    try:
+        loader = _BoundedYamlLoader(p.read_text(encoding="utf-8"))
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"config {p} is not valid YAML or is refused: {exc}") from None
+    check_config_size(data, f"config {p}")
+    return data
+
+
+def check_config_size(data: Any, source: str, limit: int = MAX_CONFIG_NODES) -> None:
+    """``ModelFileError`` naming ``source`` when ``data`` (nested dicts / lists / scalars) has more
+    than ``limit`` nodes, counting a shared sub-tree at each place it appears (as hashing or
+    copying the config would expand it). Stops counting at the limit."""
+    count = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise ModelFileError(f"{source}: the config has more than {limit} entries once its shared "
+                                 "parts (YAML aliases) are expanded")
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+
 
 class NoDefaultModelError(CodFastError, ValueError):
     """``load_model()`` was called without a model and none is bundled."""
@@ -176,14 +240,9 @@ def parse_config(config: Union[PathLike, Mapping[str, Any]]) -> ModelSpec:
         if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
             if not p.is_file():
                 raise ValueError(f"config file {p} does not exist")
-            import yaml
-
-            try:
-                data = yaml.safe_load(p.read_text())
-            except yaml.YAMLError as exc:
-                raise ValueError(f"config {p} is not valid YAML: {exc}") from None
+            data = load_yaml(p)
             if not isinstance(data, Mapping):
-                raise ValueError(f"config {p} does not hold a mapping")
+                raise ModelFileError(f"config {p} does not hold a mapping")
             return _spec_from_dict(data, source=str(p))
         table = presets()
         if str(config) in table:
@@ -193,11 +252,12 @@ def parse_config(config: Union[PathLike, Mapping[str, Any]]) -> ModelSpec:
         raise ValueError(
             f"{config!r} is neither a config file nor a preset; presets: {', '.join(sorted(table)) or 'none'}")
     if isinstance(config, Mapping):
-        return _spec_from_dict(config, source="dict")
+        return _spec_from_dict(config, source="config dict")
     raise TypeError(f"config must be a path, preset name or dict, got {type(config).__name__}")
 
 
 def _spec_from_dict(data: Mapping[str, Any], source: str) -> ModelSpec:
+    check_config_size(data, source)  # before anything walks it: shared sub-trees expand when hashed
     data = copy.deepcopy(dict(data))
     model = data.get("model")
     if isinstance(model, Mapping):
@@ -212,7 +272,7 @@ def _spec_from_dict(data: Mapping[str, Any], source: str) -> ModelSpec:
                      "init_args": model["init_args"]}
             prefix = data.get("ckpt_prefix", "")
         else:
-            raise ValueError(f"{source}: model section has none of denoiser / net / init_args")
+            raise ModelFileError(f"{source}: model section has none of denoiser / net / init_args")
         if "ckpt_prefix" in data:
             prefix = data["ckpt_prefix"]
     else:
@@ -221,19 +281,24 @@ def _spec_from_dict(data: Mapping[str, Any], source: str) -> ModelSpec:
         default_prefix = "net." if str(data.get("class_path", "")).startswith("finetuned_one_step_codec.") else "ema_denoiser."
         prefix = data.get("prefix", default_prefix)
     if not isinstance(entry.get("class_path"), str):
-        raise ValueError(f"{source}: no class_path string")
+        raise ModelFileError(f"{source}: no class_path string")
     init_args = entry.get("init_args") or {}
     if not isinstance(init_args, Mapping):
-        raise ValueError(f"{source}: init_args must be a mapping")
+        raise ModelFileError(f"{source}: init_args must be a mapping")
     if not isinstance(prefix, str):
-        raise ValueError(f"{source}: checkpoint prefix must be a string")
+        raise ModelFileError(f"{source}: checkpoint prefix must be a string")
     return ModelSpec(class_path=entry["class_path"], init_args=dict(init_args), prefix=prefix,
-                     latent=latent, vae=dict(vae) if isinstance(vae, Mapping) else None)
+                     latent=latent, vae=dict(vae) if isinstance(vae, Mapping) else None,
+                     extra={"source": source})
 
 
 def build_net(spec: ModelSpec) -> tuple[torch.nn.Module, type]:
     """Instantiate our mirror of ``spec.class_path`` with ``spec.init_args`` (training-only
-    arguments our class does not take are dropped; other unknown arguments are an error)."""
+    arguments our class does not take are dropped; other unknown arguments are an error).
+
+    The network is first built on the meta device and refused (``ModelFileError`` naming the
+    config's source) when it would hold more than ``checkpoints.MAX_NET_ELEMENTS`` parameters and
+    buffers, so that a hostile config cannot make the real build allocate without bound."""
     cls = _resolve_class(spec.class_path)
     sig = inspect.signature(cls.__init__)
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
@@ -244,11 +309,16 @@ def build_net(spec: ModelSpec) -> tuple[torch.nn.Module, type]:
         if k in sig.parameters or takes_kwargs:
             args[k] = v
         elif k not in TRAINING_ONLY_ARGS:
-            raise ValueError(f"{cls.__name__} does not take the argument {k!r} given in the config")
+            raise ModelFileError(f"{spec.extra.get('source', 'config')}: {cls.__name__} does not take the "
+                                 f"argument {k!r} given in the config")
+    source = spec.extra.get("source", "config")
     try:
+        check_build_size(lambda: cls(**args), source)  # counted on the meta device first
         net = cls(**args)
-    except TypeError as exc:
-        raise ValueError(f"cannot build {cls.__name__} from the config: {exc}") from None
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: cannot build {cls.__name__} from the config: {exc}") from None
     return net, cls
 
 

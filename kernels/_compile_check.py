@@ -14,6 +14,7 @@ that every run really compiles.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import resource
 import sys
@@ -21,6 +22,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+
+from . import _SPECS, KERNELS
 
 #: Datacenter Ampere (A100) and Hopper (H100/H200), and the consumer parts users also decode on:
 #: Ampere GA10x (RTX 30xx, A10, sm_86) and Ada (RTX 40xx, L4, sm_89). No kernel uses a Hopper-only
@@ -59,8 +62,6 @@ def _sig(ptrs: dict[str, str], ints: list[str], floats: list[str], consts: dict[
 
 
 def _arg_names(module: str, fn: str) -> list[str]:
-    import importlib
-
     return list(getattr(importlib.import_module(f"cod_fast.kernels.{module}"), fn).arg_names)
 
 
@@ -124,7 +125,7 @@ def configs() -> list[Config]:
                 {"HAS_MOD": True, "HAS_RES": res, "BLOCK_C": 64, "BLOCK_P": 64})
 
     # --- masked_conv: every mask type in fp16, raster A in fp32 and bf16 (5x5, 192 -> 384 ch).
-    from .masked_conv import _tap_bits, conv_mask
+    from .masked_conv import _tap_bits, conv_mask  # local: optional dependency (Triton)
 
     conv_ints = ["CI", "CO", "H", "W", "sx_n", "sx_c", "sx_h", "sx_w", "sw_o", "sw_i", "sw_h", "sw_w"]
     jobs = [("fp16", m) for m in ("A", "B", "checkerboard_A", "checkerboard_B")] + [("fp32", "A"), ("bf16", "A")]
@@ -152,8 +153,8 @@ def compile_for(fn, signature: dict[str, str], constexprs: dict[str, object], ar
 
     Raises whatever Triton raises when the GPU pipeline rejects the kernel.
     """
-    import triton
-    from triton.backends.compiler import GPUTarget
+    import triton  # local: optional dependency (Triton)
+    from triton.backends.compiler import GPUTarget  # local: optional dependency (Triton)
 
     src = triton.compiler.ASTSource(fn, signature, constexprs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -169,8 +170,6 @@ def compile_for(fn, signature: dict[str, str], constexprs: dict[str, object], ar
 def _compile_one(job: tuple[int, int]) -> tuple[int, int, bool, float, str]:
     """Compile configs()[index] for one arch; returns (index, arch, ok, seconds, detail)."""
     index, arch = job
-    import importlib
-
     cfg = configs()[index]
     fn = getattr(importlib.import_module(f"cod_fast.kernels.{cfg.module}"), cfg.fn)
     t0 = time.perf_counter()
@@ -217,8 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the kernel registry")
     args = parser.parse_args(argv)
     if args.list:
-        from . import _SPECS, KERNELS
-
         for name in KERNELS:
             print(f"{name:<38} {_SPECS[name][3]}")
         return 0

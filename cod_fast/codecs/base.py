@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Union
 import torch
 
 from ..bitstream import (
+    DEFAULT_MAX_PIXELS,
     CodecId,
     Container,
     DecodeParams,
@@ -32,9 +33,6 @@ from ..compat import read_cod, write_cod
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..portable import PortableCodec
-
-#: Default limit on decoded pixels (padded H * W): 64 Mpx. Pass max_pixels= to decode more.
-DEFAULT_MAX_PIXELS = 1 << 26
 
 
 class VQCodec(PortableCodec, ABC):

@@ -52,6 +52,7 @@ import torch
 
 from .. import rcc
 from ..bitstream import (
+    DEFAULT_MAX_PIXELS,
     HEADER_BYTES,
     SECTION_OVERHEAD,
     ChecksumError,
@@ -82,7 +83,6 @@ from ..models.vae import latent_decode, latent_encode
 from ..portable import PortableCodec, _rebuild, _state_of
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
 from ..rcc.index_coding import chunk_parameters, decode_indices, encode_indices
-from .base import DEFAULT_MAX_PIXELS
 
 #: rcc step number of the shared starting noise (encoded steps use 0 .. N-1).
 NOISE_STEP = 2**32 - 1

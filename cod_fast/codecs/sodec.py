@@ -45,6 +45,7 @@ from safetensors.torch import save_file
 
 from .. import registry
 from ..bitstream import (
+    DEFAULT_MAX_PIXELS,
     CodecId,
     Container,
     LimitExceededError,
@@ -55,8 +56,8 @@ from ..bitstream import (
     read_container,
     write_container,
 )
-from ..checkpoints import METADATA_KEY, load_weights_strict, parse_dtype, read_checkpoint
-from ..errors import BitstreamError
+from ..checkpoints import METADATA_KEY, check_build_size, load_weights_strict, parse_dtype, read_checkpoint
+from ..errors import BitstreamError, ModelFileError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..int_params.api import BACKENDS
 from ..int_params.api import entropy_parameters as _entropy_parameters
@@ -79,8 +80,6 @@ __all__ = [
     "seeded_state_dict",
 ]
 
-#: Default limit on decoded pixels (padded H * W): 64 Mpx, as the other codecs.
-DEFAULT_MAX_PIXELS = 1 << 26
 _PARAMS = struct.Struct("<BHHI")  # flags, z rows, z cols, anchor bytes
 _FLAG_CHECKERBOARD = 1
 _SECTIONS = {SectionType.SODEC_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z}
@@ -331,14 +330,29 @@ def is_sodec_checkpoint(checkpoint: Any) -> bool:
     return isinstance(data, dict) and data.get("model") == MODEL_TAG
 
 
-def _parse_config(config: Any) -> SodecConfig:
+#: Largest SODEC config file read (a real one is about 2 KiB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _parse_config(config: Any, source: str = "SODEC config") -> SodecConfig:
+    """A ``SodecConfig`` from a config, dict or JSON path; errors (``ModelFileError``) name
+    ``source`` (or the file). The network it describes is sized on the meta device first and
+    refused above ``checkpoints.MAX_NET_ELEMENTS``, before anything is allocated."""
     if isinstance(config, SodecConfig):
         return config
-    if isinstance(config, Mapping):
-        return SodecConfig.from_dict(dict(config))
     if isinstance(config, (str, os.PathLike)):
-        return SodecConfig.from_json(config)
-    raise TypeError(f"SODEC config must be a SodecConfig, dict or JSON path, got {type(config).__name__}")
+        source = f"config {config}"
+        size = Path(config).stat().st_size if Path(config).is_file() else 0
+        if size > MAX_CONFIG_BYTES:
+            raise ModelFileError(f"{source} holds {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+    elif not isinstance(config, Mapping):
+        raise TypeError(f"SODEC config must be a SodecConfig, dict or JSON path, got {type(config).__name__}")
+    try:
+        cfg = SodecConfig.from_dict(dict(config)) if isinstance(config, Mapping) else SodecConfig.from_json(config)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{source}: not a valid SODEC config: {exc}") from None
+    check_build_size(lambda: SODEC(cfg), source)
+    return cfg
 
 
 def _split_checkpoint(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -418,7 +432,7 @@ def load_sodec(config: Any = None, checkpoint: Union[str, os.PathLike, Mapping[s
     if cfg is None:
         if stored_cfg is None:
             raise ValueError(f"checkpoint {checkpoint} carries no config ({METADATA_KEY}); pass config=")
-        cfg = _parse_config(stored_cfg)
+        cfg = _parse_config(stored_cfg, f"checkpoint {checkpoint}")
     weights, integer, lora = _split_checkpoint(state)
     net, integer_state = _build(cfg, weights, integer, lora)
     fp = _fingerprint(cfg, {**weights, **lora}, integer_state)

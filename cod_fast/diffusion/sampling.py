@@ -15,6 +15,7 @@ from typing import Any, Callable, ContextManager, Hashable, Sequence
 import torch
 from torch import nn
 
+from ..fast.graphs import GraphRunner
 from .samplers import SAMPLERS, AdamLMSampler, DenoiserFn, EulerSampler, create_sampler, guidance_combine
 
 DEFAULT_STEPS = 25  # inference.py: --step default 25
@@ -231,8 +232,6 @@ class SamplingGraphs:
 
     def __init__(self, max_graphs: int = 2, capture: Callable[..., Any] | None = None,
                  enabled: bool | str = True, max_plans: int = 8, warmup: int = 1) -> None:
-        from ..fast.graphs import GraphRunner
-
         self.runner = GraphRunner(self._unbound, max_graphs=max_graphs, warmup=warmup, enabled=enabled,
                                   capture=capture)
         self.max_plans = max_plans

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
@@ -19,11 +20,7 @@ def as_int32(x: Any, name: str) -> np.ndarray:
     Shape is kept. Floating-point or boolean input raises TypeError (no silent truncation);
     integers outside the int32 range raise ValueError.
     """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency of cod_fast
-        torch = None
-    if torch is not None and isinstance(x, torch.Tensor):
+    if isinstance(x, torch.Tensor):
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"{name} must hold integers, got a {x.dtype} tensor")
         x = x.detach()

@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .._ext import require_cpu_ext
 from ._convert import as_cdf_rows, as_int32, as_stream
+from .gaussian import GaussianConditionalTables
 
 
 def _native_tables(cdfs: Any, cdf_lengths: Any, offsets: Any) -> Any:
@@ -62,10 +64,6 @@ def stream_info(data: Any) -> dict:
 
 def selfcheck(n: int = 4096, seed: int = 0) -> str:
     """Round-trip ``n`` Gaussian symbols through both coders; one-line summary, raises on failure."""
-    import torch
-
-    from .gaussian import GaussianConditionalTables
-
     gen = torch.Generator().manual_seed(seed)
     tables = GaussianConditionalTables()
     scales = torch.exp(torch.empty(n).uniform_(np.log(0.11), np.log(256.0), generator=gen))

@@ -24,11 +24,15 @@ what was swapped and why.
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
 from torch import nn
 
+from ..errors import ExtensionUnavailableError
+from .quant import quantize_int8
+from .routing import ROUTES, route_by_measurement
 from .swap import Replacement, replaced, shallow_model_copy, swap_modules
 
 __all__ = ["optimize", "replaced", "Replacement", "choose_backend", "BACKENDS"]
@@ -45,7 +49,7 @@ def _device_of(model: nn.Module) -> str:
 def _triton_problem(device: str) -> str | None:
     """None when the Triton backend can run on `device`, else the one-line reason it cannot."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  # local: optional dependency (Triton)
     except ImportError as exc:
         return f"triton is not importable: {exc}"
     if device == "cuda":
@@ -72,9 +76,9 @@ def choose_backend(model: nn.Module, backend: str = "auto") -> tuple[str, str]:
 
 def _swap_table(backend: str) -> dict:
     if backend == "triton":
-        from .triton_blocks import TABLE
+        from .triton_blocks import TABLE  # local: optional dependency (Triton)
     elif backend == "cpu":
-        from .cpu_blocks import TABLE
+        from .cpu_blocks import TABLE  # local: import time (cpu_blocks imports every model package)
     else:
         TABLE = {}
     return TABLE
@@ -91,8 +95,6 @@ def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None
     A codec (an object with a ``.net`` module) is shallow-copied with its ``.net`` optimized.
     Raises ``ExtensionUnavailableError`` when "triton" is asked for and cannot run.
     """
-    from ..errors import ExtensionUnavailableError
-
     if isinstance(model_or_codec, nn.Module):
         model = model_or_codec
         codec = None
@@ -109,8 +111,6 @@ def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     if quantize == "int8" and _device_of(model) != "cpu":
         raise ValueError("quantize='int8' runs on the CPU (fbgemm); the model is on " + _device_of(model))
-    from .routing import ROUTES, route_by_measurement
-
     if route is None:
         route = "measure" if chosen == "triton" and _device_of(model) == "cuda" else "static"
     if route not in ROUTES:
@@ -120,13 +120,9 @@ def optimize(model_or_codec: Any, backend: str = "auto", *, quantize: str | None
     if route == "measure":
         route_by_measurement(fast, timer)
     if quantize == "int8":
-        from .quant import quantize_int8
-
         quantize_int8(fast)
     if codec is None:
         return fast
-    import copy
-
     out = copy.copy(codec)
     out.net = fast
     return out

@@ -136,7 +136,7 @@ def quantize_int8(model: nn.Module, min_features: int = 256) -> nn.Module:
     swap_modules(model, {nn.Linear: Int8Linear}, accept=big)
     # 1x1 convs only where a token-major fast block will call ``linear_tokens`` (elsewhere the
     # swap would change nothing): the GEMM convs of CoD-Lite's CpuDiCoBlock.
-    from .cpu_blocks import CpuDiCoBlock
+    from .cpu_blocks import CpuDiCoBlock  # local: import time (cpu_blocks imports every model package)
 
     for block in model.modules():
         if isinstance(block, CpuDiCoBlock):

@@ -41,7 +41,7 @@ ROUTES = ("static", "measure")
 
 def cuda_graph_timer(fn: Callable[[], Any]) -> float:
     """Median ms of ``fn`` replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``)."""
-    from triton.testing import do_bench_cudagraph
+    from triton.testing import do_bench_cudagraph  # local: optional dependency (Triton)
 
     try:
         return float(do_bench_cudagraph(fn, rep=20, return_mode="median"))

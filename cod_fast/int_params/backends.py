@@ -89,13 +89,17 @@ def entropy_parameters_triton(
 
 def conv_triton(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:
     """One ``IntegerConv`` in Triton: int [N, CI, h, w] -> int32 CPU [N, CO, h*up, w*up]."""
-    from ..kernels.int_entropy_params import int_conv_requant  # local: optional dependency (Triton)
-
+    try:
+        from ..kernels.int_entropy_params import int_conv_requant  # local: optional dependency (Triton)
+    except ImportError as exc:
+        raise ExtensionUnavailableError(f"the Triton backend is unavailable: {exc}") from exc
     return int_conv_requant(a.to(device=triton_device(), dtype=torch.int32), layer).cpu()
 
 
 def scale_index_triton(s_q: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """``#{k : s_q > T[k]}`` in Triton: int32 scale codes -> int32 CPU indexes."""
-    from ..kernels.int_entropy_params import scale_index  # local: optional dependency (Triton)
-
+    try:
+        from ..kernels.int_entropy_params import scale_index  # local: optional dependency (Triton)
+    except ImportError as exc:
+        raise ExtensionUnavailableError(f"the Triton backend is unavailable: {exc}") from exc
     return scale_index(s_q.to(device=triton_device(), dtype=torch.int32).contiguous(), thresholds).cpu()

@@ -10,11 +10,12 @@ csrc/rcc/rcc_math.h).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import _ext
 from ..errors import BitstreamError, ExtensionUnavailableError
-from . import reference
+from . import cuda_backend, reference
 from .chunking import ChunkPlan, plan_chunks, quantize_kl
 
 BACKENDS = ("auto", "reference", "cpp", "cuda")
@@ -115,8 +116,6 @@ def encode(
             _threads(threads), "auto",
         )
         return torch.from_numpy(idx), torch.from_numpy(sample).to(mu.device)
-    from . import cuda_backend
-
     idx, sample = cuda_backend.encode(mu, plan, seed, step)
     return idx.to(mu.device), sample.to(mu.device)
 
@@ -162,20 +161,14 @@ def decode(
     if backend == "cpp":
         sample = _cpp().decode(idx.numpy(), dim, _bits(plan), _dims(plan), seed, step, _threads(threads))
         return torch.from_numpy(sample).to(out_device)
-    from . import cuda_backend
-
     return cuda_backend.decode(idx, plan, seed, step).to(out_device)
 
 
 def _bits(plan: ChunkPlan):
-    import numpy as np
-
     return np.asarray(plan.bits, dtype=np.int32)
 
 
 def _dims(plan: ChunkPlan):
-    import numpy as np
-
     return np.asarray(plan.dims, dtype=np.int64)
 
 

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..entropy import CdfTables
 from ..errors import BitstreamError
 from .chunking import KL_UNITS_PER_BIT, MAX_CHUNK_BITS, ChunkPlan
 
@@ -109,8 +110,6 @@ def chunk_parameters(plans: Sequence[ChunkPlan]) -> tuple[list[int], list[float]
 
 def _tables(bits: Sequence[int], kls: Sequence[float]):
     """CdfTables over the distinct (bits, s) pairs and the table index of every coded chunk."""
-    from ..entropy import CdfTables
-
     keys: dict[tuple[int, float], int] = {}
     table_of = []
     for b, kl in zip(bits, kls):

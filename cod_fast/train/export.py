@@ -13,12 +13,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 
 def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None) -> dict:
     """Write default.safetensors + default.json from a checkpoint; returns the JSON metadata."""
-    from safetensors.torch import save_file
-
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in ckpt["model"].items()}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cod_fast.models.default import load_default_model
+
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -45,8 +47,6 @@ def jpeg_psnr_at(curve: list[tuple[float, float]], bpp: float) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cod_fast.models.default import load_default_model
-
     ap = argparse.ArgumentParser(prog="python -m cod_fast.train.quickeval", description=__doc__.split("\n")[0])
     ap.add_argument("images", nargs="+", type=Path)
     ap.add_argument("--weights", type=Path, default=None, help="folder with default.safetensors/.json")

@@ -37,8 +37,8 @@ def _vae_case():
 
 
 CASES = {**MODEL_CASES, "sodec_unet": _unet_case, "sd_vae": _vae_case}
-DTYPES = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="bf16 arithmetic is broken in Triton's interpreter"))]
+DTYPES = [torch.float16, pytest.param(torch.bfloat16, marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="bf16 arithmetic is broken in Triton's interpreter")])]
 
 
 def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:

@@ -225,6 +225,7 @@ def test_codec_graphs_need_cuda_without_a_capture_hook(pixel_codec) -> None:
         codec.cuda_graphs, codec._graphs = "auto", None
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("sampler", ["adam2", "euler"])
 def test_cuda_graph_loop_matches_eager(sampler: str) -> None:
@@ -241,6 +242,7 @@ def test_cuda_graph_loop_matches_eager(sampler: str) -> None:
     assert graphs.runner.captures == 1
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_codec_decode_uses_graphs() -> None:
     codec = load_model({"model": {"denoiser": copy.deepcopy(IO_TINY_PIXEL)}},

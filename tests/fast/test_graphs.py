@@ -77,6 +77,7 @@ def test_bad_arguments() -> None:
         GraphRunner(lambda x: 3, capture=FakeCapture())(torch.ones(1))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_matches_eager() -> None:
     lin = torch.nn.Linear(16, 16).cuda()

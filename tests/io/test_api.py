@@ -229,6 +229,7 @@ def test_cod_lite_official_layout_is_width_first(lite_codec) -> None:
     assert lite_codec.decode_cod(data).shape == (3, 64, 32)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cpu_stream_decodes_on_cuda(one_step_codec, pixel_codec, small_image, tmp_path) -> None:
     from cod_fast.loading import save_model

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+
+from cod_fast.errors import ModelMismatchError
 
 from .model import STRIDE, DefaultCodecModel, DefaultConfig, pad_to_stride
 
@@ -52,10 +55,6 @@ def load_default_model(device: str | torch.device = "cpu", weights_dir: Path | s
     Returns the model on ``device`` in eval mode. Raises ``FileNotFoundError`` if the weights are
     missing and ``cod_fast.errors.ModelMismatchError`` if they do not fit the recorded config.
     """
-    from safetensors.torch import load_file
-
-    from cod_fast.errors import ModelMismatchError
-
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     info = default_model_info(d)
     cfg = DefaultConfig.from_dict(info["config"])
@@ -77,8 +76,6 @@ def load_integer_state(weights_dir: Path | str | None = None) -> dict[str, torch
     """Release 2's stored integer entropy state (``default_int.safetensors``) as a dict of int
     tensors (``integer_params.DefaultIntegerParams.from_state_dict`` builds the model from it).
     FileNotFoundError when missing."""
-    from safetensors.torch import load_file
-
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     path = d / INT_WEIGHTS_FILE
     if not path.exists():

@@ -23,6 +23,9 @@ from torch import nn
 #: (CompressAI's 64 log-spaced scales in [0.11, 256]) so every scale maps to a table entry.
 SCALE_MIN = 0.11
 
+#: Probability mass left outside the coded range of every table (escaped symbols beyond it).
+TAIL_MASS = 1e-9
+
 #: Floor on likelihoods before taking logs (keeps the rate finite for far-out symbols).
 LIKELIHOOD_MIN = 1e-9
 

@@ -64,6 +64,7 @@ from typing import Any
 
 import torch
 
+from cod_fast.entropy import CdfTables, GaussianConditionalTables
 from cod_fast.models.sodec.integer_params import (
     ACT_MAX,
     BACKENDS,
@@ -77,6 +78,8 @@ from cod_fast.models.sodec.integer_params import (
     round_shift,
     thresholds_from_table,
 )
+
+from .entropy_models import TAIL_MASS
 
 __all__ = [
     "BACKENDS",
@@ -376,9 +379,7 @@ def export_integer_params(net: Any, z_calib: torch.Tensor, headroom: float = 2.0
     """Turn a float ``DefaultCodecModel`` (``unit_hyper``, the shipped architecture) into release
     2's integers. ``z_calib``: integer-valued z [N, Nz, h, w] of calibration images (grids only).
     Deterministic for given weights and calibration data (float64 on the CPU)."""
-    from cod_fast.entropy import GaussianConditionalTables
 
-    from .model import TAIL_MASS
 
     cfg = net.cfg
     if not cfg.unit_hyper:
@@ -441,7 +442,6 @@ class IntegerEntropyModel:
     """
 
     def __init__(self, params: DefaultIntegerParams) -> None:
-        from cod_fast.entropy import CdfTables
 
         self.params = params
         self.z_tables = CdfTables(*params.tables[:3])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,15 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cod_fast.entropy import CdfTables, GaussianConditionalTables
+from cod_fast.errors import EntropyParameterMismatchError
 from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
-from .entropy_models import SCALE_MIN, FactorizedDensity, gaussian_likelihood, quantize
+from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
+from .integer_params import dequantize_y, entropy_parameters, quantize_y
 
 #: Total downsampling of the model (analysis 16 x hyper-analysis 4): images are padded to it.
 STRIDE = 64
-
-#: Probability mass left outside the coded range of every table (escaped symbols beyond it).
-TAIL_MASS = 1e-9
 
 #: Largest z grid ``decompress`` accepts (2^16 positions, e.g. a 16384 x 16384 image), so a
 #: corrupt shape cannot ask for a giant allocation.
@@ -455,16 +456,12 @@ class DefaultCodecModel(nn.Module):
     def _z_tables(self) -> Any:
         """rANS tables of z's factorized density (built once per weights; see ``reset_tables``)."""
         if self._tables_z is None:
-            from cod_fast.entropy import CdfTables
-
             pmfs, offsets = self.density_z.pmf_table(tail_mass=TAIL_MASS)
             self._tables_z = CdfTables.from_pmfs(pmfs, offsets, tail_mass=TAIL_MASS)
         return self._tables_z
 
     def _y_tables(self) -> Any:
         if self._tables_y is None:
-            from cod_fast.entropy import GaussianConditionalTables
-
             self._tables_y = GaussianConditionalTables(tail_mass=TAIL_MASS)
         return self._tables_y
 
@@ -520,8 +517,6 @@ class DefaultCodecModel(nn.Module):
             y_sym = torch.round(y_cpu - means).to(torch.int32)
             y_idx = self._y_tables().build_indexes(scales.reshape(-1))
         else:  # release 2: fixed point (integer_params)
-            from .integer_params import dequantize_y, entropy_parameters, quantize_y
-
             p = integer.params
             idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
             means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
@@ -579,15 +574,11 @@ class DefaultCodecModel(nn.Module):
             scales, means = self._hyper_params_cpu(z_hat, q)
             y_idx = self._y_tables().build_indexes(scales.reshape(-1))
         else:  # release 2: fixed point
-            from .integer_params import dequantize_y, entropy_parameters
-
             p = integer.params
             idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32).reshape(1, c, zh, zw), float(q[0]), backend)
             means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
             y_idx = idx4.reshape(-1)
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
-            from cod_fast.errors import EntropyParameterMismatchError
-
             how = ("release 1's float32 hyper synthesis gave other bits here than where the stream was written "
                    "(its rounding depends on the torch thread count, the CPU's kernels and the BLAS)"
                    if integer is None else
@@ -678,8 +669,6 @@ def _std_normal_cdf_f64(v: torch.Tensor) -> torch.Tensor:
 
 def index_checksum(indexes: torch.Tensor) -> int:
     """CRC32 of table indexes (any integer tensor with values in [0, 255]) as uint8 bytes."""
-    import zlib
-
     return zlib.crc32(indexes.to(device="cpu", dtype=torch.uint8).contiguous().numpy().tobytes())
 
 

@@ -213,7 +213,7 @@ class SodecHyperprior(nn.Module):
         (``kernels.masked_conv.masked_conv2d_reference``, mask ``checkerboard_A``)."""
         if self.context is None:
             raise ValueError("this hyperprior has no checkerboard context (config checkerboard=False)")
-        from ...kernels.masked_conv import masked_conv2d_reference
+        from ...kernels.masked_conv import masked_conv2d_reference  # local: optional dependency (Triton)
 
         p = masked_conv2d_reference(y_anchor, self.context.weight, self.context.bias, "checkerboard_A")
         return p[:, : self.cfg.m], p[:, self.cfg.m:]

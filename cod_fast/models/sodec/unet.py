@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from ...errors import ModelMismatchError
@@ -455,8 +456,6 @@ class UNet2DConditionModel(nn.Module):
 
 def _read_state_dict(folder: Path, variant: str | None) -> dict[str, torch.Tensor]:
     """Tensors of a diffusers weight file (safetensors preferred, .bin via weights_only, or shards)."""
-    from safetensors.torch import load_file
-
     v = f".{variant}" if variant else ""
     st = folder / f"diffusion_pytorch_model{v}.safetensors"
     if st.is_file():

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import load_file
 
 from ...errors import ModelMismatchError
 from .autoencoder_kl import AutoencoderKL
@@ -41,8 +42,6 @@ def _read_weights(folder: str) -> dict[str, torch.Tensor]:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             if name.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
                 return load_file(path, device="cpu")
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
