@@ -38,21 +38,25 @@ namespace {
 constexpr int64_t kChunkPairs = 256;  // see the overflow bound above
 constexpr int kMR = 4;                // output channels per microkernel call
 constexpr int kMaxNR = 64;            // positions per panel (AVX-512: 4 vectors of 16)
+// Pairs per K slice (<= kChunkPairs): 128 x 64 positions x 4 bytes = 32 KiB of panel in L1.
+constexpr int64_t kSlicePairs = 128;
+static_assert(kSlicePairs <= kChunkPairs, "a slice is summed in one int32 chunk");
 
 struct Geometry {
   int64_t ci, k, H, W, Hp, Wp, r, kpairs;
 };
 
 // One microkernel call: acc64[m][j] += sum over pairs [0, kpairs) of wpair[m][pp] . bpanel[pp][j]
-// for m < kMR, j < NR. wpair rows have stride `wstride` int32 pairs; bpanel is [kpairs][NR][2].
+// for m < kMR, j < NR, with kpairs <= kChunkPairs (one int32 chunk). wpair rows have stride
+// `wstride` int32 pairs; bpanel is [kpairs][NR][2].
 using Kernel = void (*)(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                         int64_t* acc64);
 
 template <int NR>
 void kernel_portable(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                      int64_t* acc64) {
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
+  {
+    const int64_t c0 = 0, c1 = kpairs;
     int32_t acc[kMR][NR] = {};
     for (int64_t pp = c0; pp < c1; ++pp) {
       const int16_t* b = bpanel + pp * NR * 2;
@@ -74,8 +78,8 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
                                                  const int16_t* bpanel, int64_t kpairs,
                                                  int64_t* acc64) {
   constexpr int NR = 24;
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
+  {
+    const int64_t c0 = 0, c1 = kpairs;
     __m256i acc[kMR][3];
     for (int m = 0; m < kMR; ++m)
       for (int v = 0; v < 3; ++v) acc[m][v] = _mm256_setzero_si256();
@@ -109,8 +113,8 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void kernel_avx512(
     const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs, int64_t* acc64) {
   constexpr int NR = 64;
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
+  {
+    const int64_t c0 = 0, c1 = kpairs;
     __m512i acc[kMR][4];
     for (int m = 0; m < kMR; ++m)
       for (int v = 0; v < 4; ++v) acc[m][v] = _mm512_setzero_si512();
@@ -294,11 +298,21 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
       const int64_t p0 = panel_idx * nr;
       std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(g.kpairs * nr * 2)]);
       pack_panel(xp.data(), g, p0, nr, panel.get());
-      alignas(64) int64_t acc64[kMR * kMaxNR];
       const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
+      std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>((g1 - g0) * kMR * nr)]());
+      // K in slices of kSlicePairs: the panel's slice (kSlicePairs x NR pairs) stays in L1 while
+      // every channel group of the block passes over it.
+      for (int64_t s0 = 0; s0 < g.kpairs; s0 += kSlicePairs) {
+        const int64_t len = std::min(kSlicePairs, g.kpairs - s0);
+        const int16_t* bslice = panel.get() + s0 * nr * 2;
+        for (int64_t grp = g0; grp < g1; ++grp) {
+          kc.fn(wpair.data() + grp * kMR * g.kpairs + s0, g.kpairs, bslice, len,
+                acc.get() + (grp - g0) * kMR * nr);
+        }
+      }
+      const int64_t cnt = std::min<int64_t>(nr, HW - p0);
       for (int64_t grp = g0; grp < g1; ++grp) {
-        std::fill(acc64, acc64 + kMR * nr, int64_t{0});
-        kc.fn(wpair.data() + grp * kMR * g.kpairs, g.kpairs, panel.get(), g.kpairs, acc64);
+        const int64_t* acc64 = acc.get() + (grp - g0) * kMR * nr;
         for (int m = 0; m < kMR; ++m) {
           const int64_t o = grp * kMR + m;
           if (o >= co) break;
@@ -306,7 +320,6 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
           const int s = static_cast<int>(shift[o]);
           const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
           int32_t* dst = outb + o * HW + p0;
-          const int64_t cnt = std::min<int64_t>(nr, HW - p0);
           for (int64_t j = 0; j < cnt; ++j) {
             const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
             dst[j] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
@@ -317,12 +330,42 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
   }
 }
 
+namespace {
+
+// cnt[j] += #{k : s[j] > t[k]} for int32 thresholds: one compare per (element, threshold), no
+// branch; vectorised by the compiler, cloned for AVX-512 / AVX2 / baseline and picked at load
+// time (the thresholds are few: 63 for the default table).
+#ifdef COD_FAST_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void count_above(const int32_t* s, size_t count, const int32_t* t, size_t n_t, int32_t* cnt) {
+  for (size_t k = 0; k < n_t; ++k) {
+    const int32_t tk = t[k];
+    for (size_t j = 0; j < count; ++j) cnt[j] += s[j] > tk;
+  }
+}
+
+}  // namespace
+
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
                  int32_t* out) {
-  for (size_t j = 0; j < count; ++j) {
-    // lower_bound: first threshold >= s, i.e. the number of thresholds strictly below s.
-    const int64_t v = s[j];
-    out[j] = static_cast<int32_t>(std::lower_bound(thresholds, thresholds + n_thresholds, v) - thresholds);
+  // #{k : s > T[k]} for int32 s: thresholds below INT32_MIN always count, those >= INT32_MAX never;
+  // the rest compare exactly as int32.
+  int32_t always = 0;
+  std::vector<int32_t> mid;
+  mid.reserve(n_thresholds);
+  for (size_t k = 0; k < n_thresholds; ++k) {
+    if (thresholds[k] < INT32_MIN) {
+      ++always;
+    } else if (thresholds[k] < INT32_MAX) {
+      mid.push_back(static_cast<int32_t>(thresholds[k]));
+    }
+  }
+  std::fill(out, out + count, always);
+  // Blocks of elements small enough for L1, every threshold over each block.
+  constexpr size_t kBlock = 2048;
+  for (size_t j0 = 0; j0 < count; j0 += kBlock) {
+    count_above(s + j0, std::min(kBlock, count - j0), mid.data(), mid.size(), out + j0);
   }
 }
 
