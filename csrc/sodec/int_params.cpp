@@ -43,7 +43,7 @@ constexpr int64_t kSlicePairs = 128;
 static_assert(kSlicePairs <= kChunkPairs, "a slice is summed in one int32 chunk");
 
 struct Geometry {
-  int64_t ci, k, H, W, Hp, Wp, r, kpairs;
+  int64_t ci, h, w, pad, hp, wp, up, H, W;
 };
 
 // One microkernel call: acc64[m][j] += sum over pairs [0, kpairs) of wpair[m][pp] . bpanel[pp][j]
@@ -184,48 +184,103 @@ KernelChoice choose(Impl impl) {
   return {&kernel_portable<16>, 16};
 }
 
-// Upsampled (nearest, by up), zero-padded input of one image as int16 [ci][Hp][Wp].
-void pad_input(const int32_t* a, int64_t h, int64_t w, int64_t up, const Geometry& g, int16_t* xp) {
-  std::fill(xp, xp + g.ci * g.Hp * g.Wp, int16_t{0});
+// Zero-padded (by g.pad) low-resolution input of one image as int16 [ci][hp][wp].
+void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
+  std::fill(xp, xp + g.ci * g.hp * g.wp, int16_t{0});
   for (int64_t i = 0; i < g.ci; ++i) {
-    const int32_t* plane = a + i * h * w;
-    int16_t* dst = xp + i * g.Hp * g.Wp;
-    for (int64_t y = 0; y < g.H; ++y) {
-      const int32_t* row = plane + (y / up) * w;
-      int16_t* d = dst + (y + g.r) * g.Wp + g.r;
-      if (up == 1) {
-        for (int64_t x = 0; x < g.W; ++x) d[x] = static_cast<int16_t>(row[x]);
-      } else {
-        for (int64_t x = 0; x < g.W; ++x) d[x] = static_cast<int16_t>(row[x / up]);
-      }
+    for (int64_t y = 0; y < g.h; ++y) {
+      const int32_t* row = a + (i * g.h + y) * g.w;
+      int16_t* d = xp + (i * g.hp + y + g.pad) * g.wp + g.pad;
+      for (int64_t x = 0; x < g.w; ++x) d[x] = static_cast<int16_t>(row[x]);
     }
   }
 }
 
-// Packs positions [p0, p0 + nr) (flattened y * W + x; those >= H*W are zero) of the im2col into
-// panel [kpairs][nr][2].
-void pack_panel(const int16_t* xp, const Geometry& g, int64_t p0, int nr, int16_t* panel) {
+// Packs low-resolution positions [p0, p0 + nr) (flattened Y * w + X; those >= h*w are zero) of the
+// phase's im2col into panel [kpairs][nr][2].
+void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p0, int nr,
+                int16_t* panel) {
   int64_t base[kMaxNR];
   int valid = 0;
   for (int j = 0; j < nr; ++j) {
     const int64_t p = p0 + j;
-    if (p < g.H * g.W) {
-      base[j] = (p / g.W) * g.Wp + (p % g.W);
+    if (p < g.h * g.w) {
+      base[j] = (p / g.w + g.pad + ph.ey0) * g.wp + (p % g.w) + g.pad + ph.ex0;
       valid = j + 1;
     }
   }
-  const int64_t kk = g.k * g.k, K = g.ci * kk;
-  for (int64_t kidx = 0; kidx < 2 * g.kpairs; ++kidx) {
+  const int64_t kk = ph.ke_y * ph.ke_x, K = g.ci * kk;
+  for (int64_t kidx = 0; kidx < 2 * ph.kpairs; ++kidx) {
     int16_t* dst = panel + (kidx >> 1) * nr * 2 + (kidx & 1);
     if (kidx >= K) {
       for (int j = 0; j < nr; ++j) dst[2 * j] = 0;
       continue;
     }
-    const int64_t i = kidx / kk, t = kidx % kk, ky = t / g.k, kx = t % g.k;
-    const int16_t* src = xp + i * g.Hp * g.Wp + ky * g.Wp + kx;
+    const int64_t i = kidx / kk, t = kidx % kk, ey = t / ph.ke_x, ex = t % ph.ke_x;
+    const int16_t* src = xp + i * g.hp * g.wp + ey * g.wp + ex;
     for (int j = 0; j < valid; ++j) dst[2 * j] = src[base[j]];
     for (int j = valid; j < nr; ++j) dst[2 * j] = 0;
   }
+}
+
+// floor(v / up) for up in {1, 2} and any sign.
+inline int64_t floor_div(int64_t v, int64_t up) { return v >= 0 ? v / up : -((-v + up - 1) / up); }
+
+// Geometry of phase (dy, dx); the weights are filled by fill_phase_weights.
+Phase make_phase(int64_t ci, int64_t k, int64_t up, int64_t dy, int64_t dx) {
+  const int64_t r = k / 2;
+  Phase ph;
+  ph.dy = dy;
+  ph.dx = dx;
+  ph.ey0 = floor_div(dy - r, up);
+  ph.ex0 = floor_div(dx - r, up);
+  ph.ke_y = floor_div(dy + k - 1 - r, up) - ph.ey0 + 1;
+  ph.ke_x = floor_div(dx + k - 1 - r, up) - ph.ex0 + 1;
+  ph.kpairs = (ci * ph.ke_y * ph.ke_x + 1) / 2;
+  ph.chunk = kChunkPairs;
+  return ph;
+}
+
+// Effective weights of output channels [o0, o1) of a phase as int16 pairs; returns their largest
+// magnitude. |w_eff| <= 127 * (taps merged) <= 127 * 4 for up = 2 (two taps per dimension at
+// most), so int16 holds them.
+int64_t fill_phase_weights(const int32_t* weight, int64_t ci, int64_t k, int64_t up, Phase& ph,
+                           int64_t o0, int64_t o1) {
+  const int64_t r = k / 2, kk = ph.ke_y * ph.ke_x, K = ci * kk;
+  int64_t ey_of[64], ex_of[64];  // k <= 63: ci * k * k <= 2^20 allows larger k only with ci tiny
+  std::vector<int64_t> ey_big, ex_big;
+  int64_t* eyk = ey_of;
+  int64_t* exk = ex_of;
+  if (k > 64) {
+    ey_big.resize(static_cast<size_t>(k));
+    ex_big.resize(static_cast<size_t>(k));
+    eyk = ey_big.data();
+    exk = ex_big.data();
+  }
+  for (int64_t t = 0; t < k; ++t) {
+    eyk[t] = floor_div(ph.dy + t - r, up) - ph.ey0;
+    exk[t] = floor_div(ph.dx + t - r, up) - ph.ex0;
+  }
+  std::vector<int32_t> eff(static_cast<size_t>(K));
+  int64_t maxw = 0;
+  for (int64_t o = o0; o < o1; ++o) {
+    std::fill(eff.begin(), eff.end(), 0);
+    for (int64_t i = 0; i < ci; ++i) {
+      const int32_t* wi = weight + (o * ci + i) * k * k;
+      int32_t* ei = eff.data() + i * kk;
+      for (int64_t ky = 0; ky < k; ++ky)
+        for (int64_t kx = 0; kx < k; ++kx) ei[eyk[ky] * ph.ke_x + exk[kx]] += wi[ky * k + kx];
+    }
+    int32_t* dst = ph.wpair.data() + o * ph.kpairs;
+    for (int64_t pp = 0; pp < ph.kpairs; ++pp) {
+      const int32_t w0 = eff[static_cast<size_t>(2 * pp)];
+      const int32_t w1 = 2 * pp + 1 < K ? eff[static_cast<size_t>(2 * pp + 1)] : 0;
+      maxw = std::max<int64_t>(maxw, std::max(w0 < 0 ? -w0 : w0, w1 < 0 ? -w1 : w1));
+      dst[pp] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w0))) |
+                                     (static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16));
+    }
+  }
+  return maxw;
 }
 
 }  // namespace
@@ -243,74 +298,111 @@ bool impl_supported(Impl impl) {
   return false;
 }
 
+namespace {
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
+}  // namespace
+
+std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, int64_t ci, int64_t k,
+                                           int64_t up, int threads) {
+  if (up != 1 && up != 2) throw std::invalid_argument("up must be 1 or 2");
+  threads = resolve_threads(threads);
+  auto prep = std::make_shared<PreparedConv>();
+  prep->co = co;
+  prep->ci = ci;
+  prep->k = k;
+  prep->up = up;
+  prep->co_pad = (co + kMR - 1) / kMR * kMR;
+  std::vector<Phase>& phases = prep->phases;
+  for (int64_t dy = 0; dy < up; ++dy)
+    for (int64_t dx = 0; dx < up; ++dx) phases.push_back(make_phase(ci, k, up, dy, dx));
+  const int64_t n_phases = static_cast<int64_t>(phases.size());
+  // Effective weights, in parallel over (phase, block of channels).
+  constexpr int64_t kPrepBlocks = 8;
+  std::vector<int64_t> maxw(static_cast<size_t>(n_phases * kPrepBlocks), 0);
+  for (auto& ph : phases) ph.wpair.assign(static_cast<size_t>(prep->co_pad * ph.kpairs), 0);
+  parallel_for(n_phases * kPrepBlocks, threads, [&](int64_t task) {
+    const int64_t ip = task / kPrepBlocks, bk = task % kPrepBlocks;
+    const int64_t per = (co + kPrepBlocks - 1) / kPrepBlocks;
+    const int64_t o0 = std::min(co, bk * per), o1 = std::min(co, o0 + per);
+    maxw[static_cast<size_t>(task)] =
+        fill_phase_weights(weight, ci, k, up, phases[static_cast<size_t>(ip)], o0, o1);
+  });
+  for (int64_t ip = 0; ip < n_phases; ++ip) {
+    int64_t mw = 0;
+    for (int64_t bk = 0; bk < kPrepBlocks; ++bk) mw = std::max(mw, maxw[static_cast<size_t>(ip * kPrepBlocks + bk)]);
+    // Pairs per exact int32 chunk: a pair adds at most 2 * mw * ACT_MAX in magnitude.
+    if (mw > 0) phases[static_cast<size_t>(ip)].chunk = std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+  }
+  return prep;
+}
+
 void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int32_t* weight, int64_t co, int64_t k,
                   const int64_t* bias, const int64_t* mult, const int64_t* shift,
                   int64_t up, int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl) {
+  const auto prep = prepare_conv(weight, co, ci, k, up, threads);
+  conv_requant_prepared(*prep, a, n, h, w, bias, mult, shift, lo, hi, out, threads, impl);
+}
+
+void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n, int64_t h, int64_t w,
+                           const int64_t* bias, const int64_t* mult, const int64_t* shift,
+                           int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl) {
   const KernelChoice kc = choose(impl);
   const int nr = kc.nr;
+  const int64_t ci = prep.ci, co = prep.co, k = prep.k, up = prep.up, co_pad = prep.co_pad;
+  threads = resolve_threads(threads);
   Geometry g{};
   g.ci = ci;
-  g.k = k;
-  g.r = k / 2;
+  g.h = h;
+  g.w = w;
+  g.pad = k / 2;  // covers every phase's offsets: |ey0|, ey0 + ke_y - 1 <= ceil(r / up) <= r
+  g.hp = h + 2 * g.pad;
+  g.wp = w + 2 * g.pad;
+  g.up = up;
   g.H = h * up;
   g.W = w * up;
-  g.Hp = g.H + 2 * g.r;
-  g.Wp = g.W + 2 * g.r;
-  const int64_t K = ci * k * k;
-  g.kpairs = (K + 1) / 2;
-  const int64_t HW = g.H * g.W;
-  const int64_t co_pad = (co + kMR - 1) / kMR * kMR;
-
-  // Weights as int32 pairs [co_pad][kpairs] (rows past co and the odd tail are zero).
-  std::vector<int32_t> wpair(static_cast<size_t>(co_pad * g.kpairs), 0);
-  for (int64_t o = 0; o < co; ++o) {
-    const int32_t* src = weight + o * K;
-    int32_t* dst = wpair.data() + o * g.kpairs;
-    for (int64_t pp = 0; pp < g.kpairs; ++pp) {
-      const int32_t w0 = src[2 * pp];
-      const int32_t w1 = 2 * pp + 1 < K ? src[2 * pp + 1] : 0;
-      dst[pp] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w0))) |
-                                     (static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16));
-    }
-  }
-
-  if (threads <= 0) {
-    const unsigned hc = std::thread::hardware_concurrency();
-    threads = hc == 0 ? 1 : static_cast<int>(hc);
-  }
-  const int64_t n_panels = (HW + nr - 1) / nr;
+  const int64_t HW = g.H * g.W, hw = h * w;
+  const std::vector<Phase>& phases = prep.phases;
+  const int64_t n_phases = static_cast<int64_t>(phases.size());
+  const int64_t n_panels = (hw + nr - 1) / nr;
   // Channel blocks: whole rows of MR; split the channels when there are too few panels to keep
   // every thread busy (small early layers).
   const int64_t mr_groups = co_pad / kMR;
+  const int64_t units = n_panels * n_phases;
   int64_t blocks = 1;
   const int64_t want = 4 * static_cast<int64_t>(threads);
-  if (n_panels * n < want) blocks = std::min(mr_groups, (want + n_panels * n - 1) / (n_panels * n));
+  if (units < want) blocks = std::min(mr_groups, (want + units - 1) / units);
   const int64_t groups_per_block = (mr_groups + blocks - 1) / blocks;
   blocks = (mr_groups + groups_per_block - 1) / groups_per_block;
 
-  std::vector<int16_t> xp(static_cast<size_t>(ci * g.Hp * g.Wp));
+  std::vector<int16_t> xp(static_cast<size_t>(ci * g.hp * g.wp));
   for (int64_t b = 0; b < n; ++b) {
-    pad_input(a + b * ci * h * w, h, w, up, g, xp.data());
+    pad_input(a + b * ci * hw, g, xp.data());
     int32_t* outb = out + b * co * HW;
-    parallel_for(n_panels * blocks, threads, [&](int64_t task) {
-      const int64_t panel_idx = task / blocks, blk = task % blocks;
-      const int64_t p0 = panel_idx * nr;
-      std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(g.kpairs * nr * 2)]);
-      pack_panel(xp.data(), g, p0, nr, panel.get());
+    parallel_for(units * blocks, threads, [&](int64_t task) {
+      const int64_t blk = task % blocks, unit = task / blocks;
+      const Phase& ph = phases[static_cast<size_t>(unit % n_phases)];
+      const int64_t p0 = (unit / n_phases) * nr;
+      std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(ph.kpairs * nr * 2)]);
+      pack_panel(xp.data(), g, ph, p0, nr, panel.get());
       const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
       std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>((g1 - g0) * kMR * nr)]());
-      // K in slices of kSlicePairs: the panel's slice (kSlicePairs x NR pairs) stays in L1 while
-      // every channel group of the block passes over it.
-      for (int64_t s0 = 0; s0 < g.kpairs; s0 += kSlicePairs) {
-        const int64_t len = std::min(kSlicePairs, g.kpairs - s0);
+      // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays
+      // in L1 while every channel group of the block passes over it.
+      const int64_t slice = std::min(kSlicePairs, ph.chunk);
+      for (int64_t s0 = 0; s0 < ph.kpairs; s0 += slice) {
+        const int64_t len = std::min(slice, ph.kpairs - s0);
         const int16_t* bslice = panel.get() + s0 * nr * 2;
         for (int64_t grp = g0; grp < g1; ++grp) {
-          kc.fn(wpair.data() + grp * kMR * g.kpairs + s0, g.kpairs, bslice, len,
+          kc.fn(ph.wpair.data() + grp * kMR * ph.kpairs + s0, ph.kpairs, bslice, len,
                 acc.get() + (grp - g0) * kMR * nr);
         }
       }
-      const int64_t cnt = std::min<int64_t>(nr, HW - p0);
+      const int64_t cnt = std::min<int64_t>(nr, hw - p0);
       for (int64_t grp = g0; grp < g1; ++grp) {
         const int64_t* acc64 = acc.get() + (grp - g0) * kMR * nr;
         for (int m = 0; m < kMR; ++m) {
@@ -319,10 +411,12 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
           const int64_t bo = bias[o], mo = mult[o];
           const int s = static_cast<int>(shift[o]);
           const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
-          int32_t* dst = outb + o * HW + p0;
+          int32_t* dst = outb + o * HW;
           for (int64_t j = 0; j < cnt; ++j) {
+            const int64_t p = p0 + j, Y = p / w, X = p % w;
             const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
-            dst[j] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
+            // lo, hi are int32 values
+            dst[(up * Y + ph.dy) * g.W + up * X + ph.dx] = static_cast<int32_t>(std::clamp(q, lo, hi));
           }
         }
       }

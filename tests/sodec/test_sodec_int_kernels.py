@@ -128,3 +128,21 @@ def test_scale_index_matches_reference_at_int32_edges():
     empty = torch.zeros(0, dtype=torch.int64)
     assert torch.equal(torch.from_numpy(cpu_ext().sodec.scale_index(s.numpy(), empty.numpy())),
                        torch.zeros_like(s))
+
+
+def test_prepared_weights_cache_follows_in_place_changes():
+    """backend 'cpp' caches each layer's prepared weights; an in-place weight change must be seen."""
+    from cod_fast.models.sodec.integer_params import backend_conv
+
+    gen = torch.Generator().manual_seed(11)
+    layer = _random_layer(gen, 6, 5, 3, 2, 0, ACT_MAX, (10, 30))
+    a = torch.randint(-ACT_MAX, ACT_MAX + 1, (1, 6, 5, 4), generator=gen)
+    assert torch.equal(backend_conv(a, layer, "cpp"), integer_conv_reference(a, layer).to(torch.int32))
+    layer.weight.neg_()  # same storage, new version
+    assert torch.equal(backend_conv(a, layer, "cpp"), integer_conv_reference(a, layer).to(torch.int32))
+    prep = cpu_ext().sodec.prepare_conv(layer.weight.numpy(), 2)
+    assert (prep.out_channels, prep.in_channels, prep.kernel_size, prep.up) == (5, 6, 3, 2)
+    with pytest.raises(ValueError, match="channels"):
+        cpu_ext().sodec.conv_requant_prepared(torch.zeros(1, 7, 2, 2, dtype=torch.int32).numpy(), prep,
+                                              layer.bias.numpy(), layer.mult.numpy(), layer.shift.numpy(),
+                                              0, ACT_MAX)
