@@ -66,10 +66,12 @@ def test_kernels_match_reference_on_random_values(case):
                 assert torch.equal(_run(a, layer, impl, threads), want), (impl, threads, lo, hi)
 
 
+@pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize("sign", [1, -1])
-def test_kernels_exact_at_overflow_adjacent_magnitudes(sign):
+def test_kernels_exact_at_overflow_adjacent_magnitudes(sign, up):
     """All products at +-127 * 32767 of one sign: int32 chunk sums within 0.8 % of 2**31; the
-    int64 total (~2**33) and acc * mult (~2**48) are exact only without any int32 wrap."""
+    int64 total (~2**33) and acc * mult (~2**48) are exact only without any int32 wrap. With
+    up = 2 the merged effective weights reach 4 * 127 = 508, and the chunks shrink to 64 pairs."""
     ci, k, co = 300, 3, 6  # K = 2700: 1350 pairs, 6 chunks of 256 (the last partial)
     w = torch.full((co, ci, k, k), 127, dtype=torch.int32)
     w[1::2] = -127
@@ -77,7 +79,7 @@ def test_kernels_exact_at_overflow_adjacent_magnitudes(sign):
     a[:, :, 0, 0] = -sign * ACT_MAX  # one position with the opposite sign
     bias = torch.tensor([1 << 40, -(1 << 40), 0, 5, -(1 << 40), 1 << 40])
     layer = IntegerConv(w, bias, torch.full((co,), (1 << 15) - 1), torch.tensor([1, 62, 30, 20, 45, 14]),
-                        1, INT32_MIN, INT32_MAX)
+                        up, INT32_MIN, INT32_MAX)
     want = integer_conv_reference(a, layer).to(torch.int32)
     assert want.abs().max() > 0
     for impl in _impls():
