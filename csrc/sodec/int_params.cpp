@@ -113,33 +113,51 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void kernel_avx512(
     const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs, int64_t* acc64) {
   constexpr int NR = 64;
-  {
-    const int64_t c0 = 0, c1 = kpairs;
-    __m512i acc[kMR][4];
-    for (int m = 0; m < kMR; ++m)
-      for (int v = 0; v < 4; ++v) acc[m][v] = _mm512_setzero_si512();
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      const __m512i b0 = _mm512_loadu_si512(b);
-      const __m512i b1 = _mm512_loadu_si512(b + 32);
-      const __m512i b2 = _mm512_loadu_si512(b + 64);
-      const __m512i b3 = _mm512_loadu_si512(b + 96);
-      for (int m = 0; m < kMR; ++m) {
-        const __m512i w = _mm512_set1_epi32(wpair[m * wstride + pp]);
-        acc[m][0] = _mm512_dpwssd_epi32(acc[m][0], w, b0);
-        acc[m][1] = _mm512_dpwssd_epi32(acc[m][1], w, b1);
-        acc[m][2] = _mm512_dpwssd_epi32(acc[m][2], w, b2);
-        acc[m][3] = _mm512_dpwssd_epi32(acc[m][3], w, b3);
-      }
-    }
-    for (int m = 0; m < kMR; ++m) {
-      for (int v = 0; v < 4; ++v) {
-        int64_t* dst = acc64 + m * NR + 16 * v;
-        const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[m][v]));
-        const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[m][v], 1));
-        _mm512_storeu_si512(dst, _mm512_add_epi64(_mm512_loadu_si512(dst), lo));
-        _mm512_storeu_si512(dst + 8, _mm512_add_epi64(_mm512_loadu_si512(dst + 8), hi));
-      }
+  // 16 named accumulators (an array of them made GCC copy registers around every step).
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+  __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+  __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  const int32_t* w0p = wpair;
+  const int32_t* w1p = wpair + wstride;
+  const int32_t* w2p = wpair + 2 * wstride;
+  const int32_t* w3p = wpair + 3 * wstride;
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    const __m512i b0 = _mm512_loadu_si512(b);
+    const __m512i b1 = _mm512_loadu_si512(b + 32);
+    const __m512i b2 = _mm512_loadu_si512(b + 64);
+    const __m512i b3 = _mm512_loadu_si512(b + 96);
+    __m512i w = _mm512_set1_epi32(w0p[pp]);
+    c00 = _mm512_dpwssd_epi32(c00, w, b0);
+    c01 = _mm512_dpwssd_epi32(c01, w, b1);
+    c02 = _mm512_dpwssd_epi32(c02, w, b2);
+    c03 = _mm512_dpwssd_epi32(c03, w, b3);
+    w = _mm512_set1_epi32(w1p[pp]);
+    c10 = _mm512_dpwssd_epi32(c10, w, b0);
+    c11 = _mm512_dpwssd_epi32(c11, w, b1);
+    c12 = _mm512_dpwssd_epi32(c12, w, b2);
+    c13 = _mm512_dpwssd_epi32(c13, w, b3);
+    w = _mm512_set1_epi32(w2p[pp]);
+    c20 = _mm512_dpwssd_epi32(c20, w, b0);
+    c21 = _mm512_dpwssd_epi32(c21, w, b1);
+    c22 = _mm512_dpwssd_epi32(c22, w, b2);
+    c23 = _mm512_dpwssd_epi32(c23, w, b3);
+    w = _mm512_set1_epi32(w3p[pp]);
+    c30 = _mm512_dpwssd_epi32(c30, w, b0);
+    c31 = _mm512_dpwssd_epi32(c31, w, b1);
+    c32 = _mm512_dpwssd_epi32(c32, w, b2);
+    c33 = _mm512_dpwssd_epi32(c33, w, b3);
+  }
+  const __m512i acc[kMR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                               {c30, c31, c32, c33}};
+  for (int m = 0; m < kMR; ++m) {
+    for (int v = 0; v < 4; ++v) {
+      int64_t* dst = acc64 + m * NR + 16 * v;
+      const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[m][v]));
+      const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[m][v], 1));
+      _mm512_storeu_si512(dst, _mm512_add_epi64(_mm512_loadu_si512(dst), lo));
+      _mm512_storeu_si512(dst + 8, _mm512_add_epi64(_mm512_loadu_si512(dst + 8), hi));
     }
   }
 }
@@ -197,29 +215,57 @@ void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
 }
 
 // Packs low-resolution positions [p0, p0 + nr) (flattened Y * w + X; those >= h*w are zero) of the
-// phase's im2col into panel [kpairs][nr][2].
+// phase's im2col into panel [kpairs][nr][2]. Positions of one row are contiguous in the padded
+// input, so the panel is filled run by run, both taps of a pair in one loop (vectorisable).
 void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p0, int nr,
                 int16_t* panel) {
-  int64_t base[kMaxNR];
-  int valid = 0;
+  struct Run {
+    int j0, len;
+    int64_t base;
+  };
+  Run runs[kMaxNR];
+  int n_runs = 0, valid = 0;
   for (int j = 0; j < nr; ++j) {
     const int64_t p = p0 + j;
-    if (p < g.h * g.w) {
-      base[j] = (p / g.w + g.pad + ph.ey0) * g.wp + (p % g.w) + g.pad + ph.ex0;
-      valid = j + 1;
+    if (p >= g.h * g.w) break;
+    const int64_t base = (p / g.w + g.pad + ph.ey0) * g.wp + (p % g.w) + g.pad + ph.ex0;
+    if (n_runs > 0 && runs[n_runs - 1].base + runs[n_runs - 1].len == base) {
+      ++runs[n_runs - 1].len;
+    } else {
+      runs[n_runs++] = Run{j, 1, base};
     }
+    valid = j + 1;
   }
-  const int64_t kk = ph.ke_y * ph.ke_x, K = g.ci * kk;
-  for (int64_t kidx = 0; kidx < 2 * ph.kpairs; ++kidx) {
-    int16_t* dst = panel + (kidx >> 1) * nr * 2 + (kidx & 1);
-    if (kidx >= K) {
-      for (int j = 0; j < nr; ++j) dst[2 * j] = 0;
-      continue;
+  const int64_t kk = ph.ke_y * ph.ke_x, K = g.ci * kk, plane = g.hp * g.wp;
+  auto tap = [&](int64_t kidx) {
+    const int64_t i = kidx / kk, t = kidx % kk;
+    return xp + i * plane + (t / ph.ke_x) * g.wp + (t % ph.ke_x);
+  };
+  for (int64_t pp = 0; pp < ph.kpairs; ++pp) {
+    int16_t* dst = panel + pp * nr * 2;
+    const int16_t* s0 = tap(2 * pp);
+    if (2 * pp + 1 < K) {
+      const int16_t* s1 = tap(2 * pp + 1);
+      for (int r = 0; r < n_runs; ++r) {
+        const int16_t* a0 = s0 + runs[r].base;
+        const int16_t* a1 = s1 + runs[r].base;
+        int16_t* d = dst + 2 * runs[r].j0;
+        for (int t = 0; t < runs[r].len; ++t) {
+          d[2 * t] = a0[t];
+          d[2 * t + 1] = a1[t];
+        }
+      }
+    } else {  // odd K: the last pair's second tap is zero
+      for (int r = 0; r < n_runs; ++r) {
+        const int16_t* a0 = s0 + runs[r].base;
+        int16_t* d = dst + 2 * runs[r].j0;
+        for (int t = 0; t < runs[r].len; ++t) {
+          d[2 * t] = a0[t];
+          d[2 * t + 1] = 0;
+        }
+      }
     }
-    const int64_t i = kidx / kk, t = kidx % kk, ey = t / ph.ke_x, ex = t % ph.ke_x;
-    const int16_t* src = xp + i * g.hp * g.wp + ey * g.wp + ex;
-    for (int j = 0; j < valid; ++j) dst[2 * j] = src[base[j]];
-    for (int j = valid; j < nr; ++j) dst[2 * j] = 0;
+    std::fill(dst + 2 * valid, dst + 2 * nr, int16_t{0});
   }
 }
 
@@ -403,6 +449,11 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
         }
       }
       const int64_t cnt = std::min<int64_t>(nr, hw - p0);
+      int64_t dst_off[kMaxNR];  // output offset of every position of the panel (no division below)
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t p = p0 + j, Y = p / w, X = p % w;
+        dst_off[j] = (up * Y + ph.dy) * g.W + up * X + ph.dx;
+      }
       for (int64_t grp = g0; grp < g1; ++grp) {
         const int64_t* acc64 = acc.get() + (grp - g0) * kMR * nr;
         for (int m = 0; m < kMR; ++m) {
@@ -413,10 +464,8 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
           const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
           int32_t* dst = outb + o * HW;
           for (int64_t j = 0; j < cnt; ++j) {
-            const int64_t p = p0 + j, Y = p / w, X = p % w;
             const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
-            // lo, hi are int32 values
-            dst[(up * Y + ph.dy) * g.W + up * X + ph.dx] = static_cast<int32_t>(std::clamp(q, lo, hi));
+            dst[dst_off[j]] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
           }
         }
       }
