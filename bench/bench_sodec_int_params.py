@@ -53,12 +53,15 @@ def main() -> None:
         z = torch.round(model.h_a(model.g_a(x))).to(torch.int32)
     sodec = require_cpu_ext().sodec
 
+    # Weights prepared once, as the "cpp" backend does (cached per layer).
+    prepared = [sodec.prepare_conv(layer.weight.numpy(), layer.up) for layer in params.layers]
+
     def cpp_impl(impl: str) -> Callable[[], object]:
         def run() -> object:
             a = check_z(z, params).to(torch.int32).numpy()
-            for layer in params.layers:
-                a = sodec.conv_requant(a, layer.weight.numpy(), layer.bias.numpy(), layer.mult.numpy(),
-                                       layer.shift.numpy(), layer.up, layer.lo, layer.hi, args.threads, impl)
+            for layer, prep in zip(params.layers, prepared):
+                a = sodec.conv_requant_prepared(a, prep, layer.bias.numpy(), layer.mult.numpy(),
+                                                layer.shift.numpy(), layer.lo, layer.hi, args.threads, impl)
             m = params.n_channels
             idx = sodec.scale_index(a[:, :m].copy(), params.thresholds.numpy())
             return torch.from_numpy(idx), torch.from_numpy(a[:, m:].copy())
@@ -93,23 +96,32 @@ def main() -> None:
             if not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])):
                 raise SystemExit(f"{name}: integers differ from {'reference' if 'reference' in outs else 'cpp'}")
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             runs[name]()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
 
     print(f"SODEC integer entropy parameters, FULL_SODEC, {args.size}x{args.size} (z {tuple(z.shape)}), "
           f"median of {args.repeats} alternated rounds; {bench_common.machine_line()}; "
           f"load averages {bench_common.load_averages()}; C++ threads {args.threads or 'one per CPU'}")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ref = med.get("reference")
-    print(f"| {'what':<28} | median ms | rounds ms | x reference |")
-    print("|:--|--:|:--|--:|")
+    cmed = {name: statistics.median(ts) for name, ts in cpu.items()}
+    cref = cmed.get("reference")
+    print("wall: median of the rounds; CPU: process CPU time (all threads), median; under load the CPU "
+          "column is the steadier comparison")
+    print(f"| {'what':<28} | wall ms | rounds ms | x reference (wall) | CPU ms | x reference (CPU) |")
+    print("|:--|--:|:--|--:|--:|--:|")
     for name, ts in times.items():
-        speed = f"{ref / med[name]:.1f}x" if ref and name != "reference" and not name.startswith(("g_a", "hyper")) else ""
-        print(f"| {name:<28} | {1000 * med[name]:9.1f} | {' '.join(f'{1000 * t:.0f}' for t in ts)} | {speed} |")
+        cmp = ref and name != "reference" and not name.startswith(("g_a", "hyper"))
+        speed = f"{ref / med[name]:.1f}x" if cmp else ""
+        cspeed = f"{cref / cmed[name]:.1f}x" if cmp else ""
+        print(f"| {name:<28} | {1000 * med[name]:7.1f} | {' '.join(f'{1000 * t:.0f}' for t in ts)} | {speed} "
+              f"| {1000 * cmed[name]:6.1f} | {cspeed} |")
     print(f"hyperprior compress(cpp) / g_a = {med['hyperprior compress(cpp)'] / med['g_a (float)']:.2f}; "
           f"cpp entropy parameters / g_a = {med['cpp'] / med['g_a (float)']:.2f}")
 

@@ -6,6 +6,9 @@ back as int32 CPU tensors. Triton is an optional dependency: its kernel module i
 """
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import torch
 
 from .._ext import require_cpu_ext
@@ -30,6 +33,39 @@ def _sodec_ext():
     return ext.sodec
 
 
+#: Prepared C++ weights per IntegerConv object: id -> (weakref to the layer, weight key, prepared).
+#: Preparing (the effective weights of every upsampling phase) costs about as much as running the
+#: layer on a 512x512 image's grid, and a codec runs the same layers on every image. Kept outside
+#: the frozen dataclass so that layers stay deep-copyable and picklable.
+_CPP_PREPARED: dict[int, tuple[Any, tuple, Any]] = {}
+
+
+def _cpp_prepared(native: Any, layer: IntegerConv) -> Any:
+    """``native.prepare_conv`` of ``layer``'s weights, cached while its weight tensor is unchanged
+    (same storage, same version counter)."""
+    w = layer.weight
+    try:
+        key: tuple | None = (w.data_ptr(), w._version, tuple(w.shape), layer.up)
+    except RuntimeError:  # inference tensors have no version counter: do not cache
+        key = None
+    hit = _CPP_PREPARED.get(id(layer))
+    if key is not None and hit is not None and hit[0]() is layer and hit[1] == key:
+        return hit[2]
+    prepared = native.prepare_conv(w.contiguous().numpy(), layer.up)
+    if key is not None:
+        if len(_CPP_PREPARED) >= 256:
+            _CPP_PREPARED.clear()
+        _CPP_PREPARED[id(layer)] = (weakref.ref(layer), key, prepared)
+    return prepared
+
+
+def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv) -> Any:
+    """One layer on ``cod_fast._C.sodec``: int32 numpy [N, CI, h, w] -> int32 numpy [N, CO, H, W]."""
+    return native.conv_requant_prepared(a, _cpp_prepared(native, layer), layer.bias.contiguous().numpy(),
+                                        layer.mult.contiguous().numpy(), layer.shift.contiguous().numpy(),
+                                        layer.lo, layer.hi)
+
+
 def entropy_parameters_cpp(
     params: IntegerEntropyParams, z_hat: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,9 +73,7 @@ def entropy_parameters_cpp(
     native = _sodec_ext()
     a = check_z(z_hat, params).cpu().to(torch.int32).contiguous().numpy()
     for layer in params.layers:
-        a = native.conv_requant(a, layer.weight.contiguous().numpy(), layer.bias.contiguous().numpy(),
-                                layer.mult.contiguous().numpy(), layer.shift.contiguous().numpy(),
-                                layer.up, layer.lo, layer.hi)
+        a = _cpp_conv_numpy(native, a, layer)
     out = torch.from_numpy(a)
     m = params.n_channels
     indexes = torch.from_numpy(native.scale_index(out[:, :m].contiguous().numpy(),
@@ -49,11 +83,8 @@ def entropy_parameters_cpp(
 
 def conv_cpp(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:
     """One ``IntegerConv`` on ``cod_fast._C.sodec``: int [N, CI, h, w] -> int32 CPU [N, CO, h*up, w*up]."""
-    native = require_cpu_ext().sodec
-    out = native.conv_requant(a.cpu().to(torch.int32).contiguous().numpy(), layer.weight.contiguous().numpy(),
-                              layer.bias.contiguous().numpy(), layer.mult.contiguous().numpy(),
-                              layer.shift.contiguous().numpy(), layer.up, layer.lo, layer.hi)
-    return torch.from_numpy(out)
+    native = _sodec_ext()
+    return torch.from_numpy(_cpp_conv_numpy(native, a.cpu().to(torch.int32).contiguous().numpy(), layer))
 
 
 def scale_index_cpp(s_q: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "sodec/int_params.hpp"
 
@@ -16,8 +19,23 @@ namespace {
 using I32 = py::array_t<int32_t, py::array::c_style>;
 using I64 = py::array_t<int64_t, py::array::c_style>;
 
+// const char* overload: the element loops below call it millions of times, and building a
+// std::string message per call cost more than the convolution.
+void require(bool ok, const char* message) {
+  if (!ok) throw py::value_error(message);
+}
 void require(bool ok, const std::string& message) {
   if (!ok) throw py::value_error(message);
+}
+
+// min and max of an int32 array (one pass, vectorisable).
+std::pair<int32_t, int32_t> min_max(const int32_t* p, int64_t n) {
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int64_t j = 0; j < n; ++j) {
+    lo = std::min(lo, p[j]);
+    hi = std::max(hi, p[j]);
+  }
+  return {lo, hi};
 }
 
 Impl parse_impl(const std::string& name) {
@@ -47,9 +65,15 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
   require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
   require(h * up * w * up <= (int64_t{1} << 28), "output plane too large");
   const int32_t* pa = a.data();
-  for (int64_t j = 0; j < a.size(); ++j) require(pa[j] >= -ACT_MAX && pa[j] <= ACT_MAX, "|a| must be <= 32767");
+  if (a.size() > 0) {
+    const auto r = min_max(pa, a.size());
+    require(r.first >= -ACT_MAX && r.second <= ACT_MAX, "|a| must be <= 32767");
+  }
   const int32_t* pw = weight.data();
-  for (int64_t j = 0; j < weight.size(); ++j) require(pw[j] >= -127 && pw[j] <= 127, "weights must lie in [-127, 127]");
+  if (weight.size() > 0) {
+    const auto r = min_max(pw, weight.size());
+    require(r.first >= -127 && r.second <= 127, "weights must lie in [-127, 127]");
+  }
   for (int64_t o = 0; o < co; ++o) {
     require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
     require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
@@ -61,6 +85,55 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
     py::gil_scoped_release release;
     conv_requant(pa, n, ci, h, w, pw, co, k, bias.data(), mult.data(), shift.data(), up, lo, hi, po,
                  threads, im);
+  }
+  return out;
+}
+
+void check_requant(const I64& bias, const I64& mult, const I64& shift, int64_t co, int64_t lo, int64_t hi) {
+  require(bias.ndim() == 1 && mult.ndim() == 1 && shift.ndim() == 1 && bias.shape(0) == co &&
+              mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
+  require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
+  for (int64_t o = 0; o < co; ++o) {
+    require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
+    require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
+    require(shift.data()[o] >= 1 && shift.data()[o] <= MAX_SHIFT, "shift must lie in [1, 62]");
+  }
+}
+
+std::shared_ptr<PreparedConv> prepare_conv_py(const I32& weight, int64_t up, int threads) {
+  require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
+  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
+  const int64_t co = weight.shape(0), ci = weight.shape(1), k = weight.shape(2);
+  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
+  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
+  require(co <= MAX_REDUCTION, "more than 2^20 output channels");
+  require(up == 1 || up == 2, "up must be 1 or 2");
+  const auto r = min_max(weight.data(), weight.size());
+  require(r.first >= -127 && r.second <= 127, "weights must lie in [-127, 127]");
+  py::gil_scoped_release release;
+  return prepare_conv(weight.data(), co, ci, k, up, threads);
+}
+
+I32 conv_requant_prepared_py(const I32& a, const PreparedConv& prep, const I64& bias, const I64& mult,
+                             const I64& shift, int64_t lo, int64_t hi, int threads, const std::string& impl) {
+  require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
+  const Impl im = parse_impl(impl);
+  require(impl_supported(im), "this CPU cannot run the '" + impl + "' kernel");
+  require(a.ndim() == 4, "a must be [N, CI, h, w]");
+  require(a.shape(1) == prep.ci, "a's channels differ from the prepared layer's input channels");
+  const int64_t n = a.shape(0), h = a.shape(2), w = a.shape(3), up = prep.up;
+  require(h * up * w * up <= (int64_t{1} << 28), "output plane too large");
+  check_requant(bias, mult, shift, prep.co, lo, hi);
+  if (a.size() > 0) {
+    const auto r = min_max(a.data(), a.size());
+    require(r.first >= -ACT_MAX && r.second <= ACT_MAX, "|a| must be <= 32767");
+  }
+  I32 out({n, prep.co, h * up, w * up});
+  int32_t* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    conv_requant_prepared(prep, a.data(), n, h, w, bias.data(), mult.data(), shift.data(), lo, hi, po,
+                          threads, im);
   }
   return out;
 }
@@ -91,6 +164,19 @@ void init_sodec(py::module_& m) {
   m.def(
       "impl_supported", [](const std::string& impl) { return impl_supported(parse_impl(impl)); },
       py::arg("impl"), "Whether this CPU runs the conv_requant kernel `impl`.");
+  py::class_<PreparedConv, std::shared_ptr<PreparedConv>>(
+      m, "PreparedConv", "An IntegerConv's weights prepared for conv_requant_prepared (opaque).")
+      .def_property_readonly("out_channels", [](const PreparedConv& p) { return p.co; })
+      .def_property_readonly("in_channels", [](const PreparedConv& p) { return p.ci; })
+      .def_property_readonly("kernel_size", [](const PreparedConv& p) { return p.k; })
+      .def_property_readonly("up", [](const PreparedConv& p) { return p.up; });
+  m.def("prepare_conv", &prepare_conv_py, py::arg("weight"), py::arg("up"), py::arg("threads") = 0,
+        "Prepare int32 weights [CO, CI, k, k] (values in [-127, 127]) and upsampling 1 or 2 once for "
+        "repeated conv_requant_prepared calls.");
+  m.def("conv_requant_prepared", &conv_requant_prepared_py, py::arg("a"), py::arg("prepared"),
+        py::arg("bias"), py::arg("mult"), py::arg("shift"), py::arg("lo"), py::arg("hi"),
+        py::arg("threads") = 0, py::arg("impl") = "auto",
+        "conv_requant with prepared weights: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up], same integers.");
   m.def("scale_index", &scale_index_py, py::arg("s"), py::arg("thresholds"),
         "#{k : s > thresholds[k]} for int32 scale codes (any shape) -> int32.");
 }

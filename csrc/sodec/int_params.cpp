@@ -38,21 +38,25 @@ namespace {
 constexpr int64_t kChunkPairs = 256;  // see the overflow bound above
 constexpr int kMR = 4;                // output channels per microkernel call
 constexpr int kMaxNR = 64;            // positions per panel (AVX-512: 4 vectors of 16)
+// Pairs per K slice (<= kChunkPairs): 128 x 64 positions x 4 bytes = 32 KiB of panel in L1.
+constexpr int64_t kSlicePairs = 128;
+static_assert(kSlicePairs <= kChunkPairs, "a slice is summed in one int32 chunk");
 
 struct Geometry {
-  int64_t ci, k, H, W, Hp, Wp, r, kpairs;
+  int64_t ci, h, w, pad, hp, wp, up, H, W;
 };
 
 // One microkernel call: acc64[m][j] += sum over pairs [0, kpairs) of wpair[m][pp] . bpanel[pp][j]
-// for m < kMR, j < NR. wpair rows have stride `wstride` int32 pairs; bpanel is [kpairs][NR][2].
+// for m < kMR, j < NR, with kpairs <= kChunkPairs (one int32 chunk). wpair rows have stride
+// `wstride` int32 pairs; bpanel is [kpairs][NR][2].
 using Kernel = void (*)(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                         int64_t* acc64);
 
 template <int NR>
 void kernel_portable(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                      int64_t* acc64) {
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
+  {
+    const int64_t c0 = 0, c1 = kpairs;
     int32_t acc[kMR][NR] = {};
     for (int64_t pp = c0; pp < c1; ++pp) {
       const int16_t* b = bpanel + pp * NR * 2;
@@ -74,8 +78,8 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
                                                  const int16_t* bpanel, int64_t kpairs,
                                                  int64_t* acc64) {
   constexpr int NR = 24;
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
+  {
+    const int64_t c0 = 0, c1 = kpairs;
     __m256i acc[kMR][3];
     for (int m = 0; m < kMR; ++m)
       for (int v = 0; v < 3; ++v) acc[m][v] = _mm256_setzero_si256();
@@ -109,33 +113,51 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void kernel_avx512(
     const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs, int64_t* acc64) {
   constexpr int NR = 64;
-  for (int64_t c0 = 0; c0 < kpairs; c0 += kChunkPairs) {
-    const int64_t c1 = std::min(kpairs, c0 + kChunkPairs);
-    __m512i acc[kMR][4];
-    for (int m = 0; m < kMR; ++m)
-      for (int v = 0; v < 4; ++v) acc[m][v] = _mm512_setzero_si512();
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      const __m512i b0 = _mm512_loadu_si512(b);
-      const __m512i b1 = _mm512_loadu_si512(b + 32);
-      const __m512i b2 = _mm512_loadu_si512(b + 64);
-      const __m512i b3 = _mm512_loadu_si512(b + 96);
-      for (int m = 0; m < kMR; ++m) {
-        const __m512i w = _mm512_set1_epi32(wpair[m * wstride + pp]);
-        acc[m][0] = _mm512_dpwssd_epi32(acc[m][0], w, b0);
-        acc[m][1] = _mm512_dpwssd_epi32(acc[m][1], w, b1);
-        acc[m][2] = _mm512_dpwssd_epi32(acc[m][2], w, b2);
-        acc[m][3] = _mm512_dpwssd_epi32(acc[m][3], w, b3);
-      }
-    }
-    for (int m = 0; m < kMR; ++m) {
-      for (int v = 0; v < 4; ++v) {
-        int64_t* dst = acc64 + m * NR + 16 * v;
-        const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[m][v]));
-        const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[m][v], 1));
-        _mm512_storeu_si512(dst, _mm512_add_epi64(_mm512_loadu_si512(dst), lo));
-        _mm512_storeu_si512(dst + 8, _mm512_add_epi64(_mm512_loadu_si512(dst + 8), hi));
-      }
+  // 16 named accumulators (an array of them made GCC copy registers around every step).
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+  __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+  __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  const int32_t* w0p = wpair;
+  const int32_t* w1p = wpair + wstride;
+  const int32_t* w2p = wpair + 2 * wstride;
+  const int32_t* w3p = wpair + 3 * wstride;
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    const __m512i b0 = _mm512_loadu_si512(b);
+    const __m512i b1 = _mm512_loadu_si512(b + 32);
+    const __m512i b2 = _mm512_loadu_si512(b + 64);
+    const __m512i b3 = _mm512_loadu_si512(b + 96);
+    __m512i w = _mm512_set1_epi32(w0p[pp]);
+    c00 = _mm512_dpwssd_epi32(c00, w, b0);
+    c01 = _mm512_dpwssd_epi32(c01, w, b1);
+    c02 = _mm512_dpwssd_epi32(c02, w, b2);
+    c03 = _mm512_dpwssd_epi32(c03, w, b3);
+    w = _mm512_set1_epi32(w1p[pp]);
+    c10 = _mm512_dpwssd_epi32(c10, w, b0);
+    c11 = _mm512_dpwssd_epi32(c11, w, b1);
+    c12 = _mm512_dpwssd_epi32(c12, w, b2);
+    c13 = _mm512_dpwssd_epi32(c13, w, b3);
+    w = _mm512_set1_epi32(w2p[pp]);
+    c20 = _mm512_dpwssd_epi32(c20, w, b0);
+    c21 = _mm512_dpwssd_epi32(c21, w, b1);
+    c22 = _mm512_dpwssd_epi32(c22, w, b2);
+    c23 = _mm512_dpwssd_epi32(c23, w, b3);
+    w = _mm512_set1_epi32(w3p[pp]);
+    c30 = _mm512_dpwssd_epi32(c30, w, b0);
+    c31 = _mm512_dpwssd_epi32(c31, w, b1);
+    c32 = _mm512_dpwssd_epi32(c32, w, b2);
+    c33 = _mm512_dpwssd_epi32(c33, w, b3);
+  }
+  const __m512i acc[kMR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                               {c30, c31, c32, c33}};
+  for (int m = 0; m < kMR; ++m) {
+    for (int v = 0; v < 4; ++v) {
+      int64_t* dst = acc64 + m * NR + 16 * v;
+      const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[m][v]));
+      const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[m][v], 1));
+      _mm512_storeu_si512(dst, _mm512_add_epi64(_mm512_loadu_si512(dst), lo));
+      _mm512_storeu_si512(dst + 8, _mm512_add_epi64(_mm512_loadu_si512(dst + 8), hi));
     }
   }
 }
@@ -180,48 +202,131 @@ KernelChoice choose(Impl impl) {
   return {&kernel_portable<16>, 16};
 }
 
-// Upsampled (nearest, by up), zero-padded input of one image as int16 [ci][Hp][Wp].
-void pad_input(const int32_t* a, int64_t h, int64_t w, int64_t up, const Geometry& g, int16_t* xp) {
-  std::fill(xp, xp + g.ci * g.Hp * g.Wp, int16_t{0});
+// Zero-padded (by g.pad) low-resolution input of one image as int16 [ci][hp][wp].
+void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
+  std::fill(xp, xp + g.ci * g.hp * g.wp, int16_t{0});
   for (int64_t i = 0; i < g.ci; ++i) {
-    const int32_t* plane = a + i * h * w;
-    int16_t* dst = xp + i * g.Hp * g.Wp;
-    for (int64_t y = 0; y < g.H; ++y) {
-      const int32_t* row = plane + (y / up) * w;
-      int16_t* d = dst + (y + g.r) * g.Wp + g.r;
-      if (up == 1) {
-        for (int64_t x = 0; x < g.W; ++x) d[x] = static_cast<int16_t>(row[x]);
-      } else {
-        for (int64_t x = 0; x < g.W; ++x) d[x] = static_cast<int16_t>(row[x / up]);
-      }
+    for (int64_t y = 0; y < g.h; ++y) {
+      const int32_t* row = a + (i * g.h + y) * g.w;
+      int16_t* d = xp + (i * g.hp + y + g.pad) * g.wp + g.pad;
+      for (int64_t x = 0; x < g.w; ++x) d[x] = static_cast<int16_t>(row[x]);
     }
   }
 }
 
-// Packs positions [p0, p0 + nr) (flattened y * W + x; those >= H*W are zero) of the im2col into
-// panel [kpairs][nr][2].
-void pack_panel(const int16_t* xp, const Geometry& g, int64_t p0, int nr, int16_t* panel) {
-  int64_t base[kMaxNR];
-  int valid = 0;
+// Packs low-resolution positions [p0, p0 + nr) (flattened Y * w + X; those >= h*w are zero) of the
+// phase's im2col into panel [kpairs][nr][2]. Positions of one row are contiguous in the padded
+// input, so the panel is filled run by run, both taps of a pair in one loop (vectorisable).
+void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p0, int nr,
+                int16_t* panel) {
+  struct Run {
+    int j0, len;
+    int64_t base;
+  };
+  Run runs[kMaxNR];
+  int n_runs = 0, valid = 0;
   for (int j = 0; j < nr; ++j) {
     const int64_t p = p0 + j;
-    if (p < g.H * g.W) {
-      base[j] = (p / g.W) * g.Wp + (p % g.W);
-      valid = j + 1;
+    if (p >= g.h * g.w) break;
+    const int64_t base = (p / g.w + g.pad + ph.ey0) * g.wp + (p % g.w) + g.pad + ph.ex0;
+    if (n_runs > 0 && runs[n_runs - 1].base + runs[n_runs - 1].len == base) {
+      ++runs[n_runs - 1].len;
+    } else {
+      runs[n_runs++] = Run{j, 1, base};
+    }
+    valid = j + 1;
+  }
+  const int64_t kk = ph.ke_y * ph.ke_x, K = g.ci * kk, plane = g.hp * g.wp;
+  auto tap = [&](int64_t kidx) {
+    const int64_t i = kidx / kk, t = kidx % kk;
+    return xp + i * plane + (t / ph.ke_x) * g.wp + (t % ph.ke_x);
+  };
+  for (int64_t pp = 0; pp < ph.kpairs; ++pp) {
+    int16_t* dst = panel + pp * nr * 2;
+    const int16_t* s0 = tap(2 * pp);
+    if (2 * pp + 1 < K) {
+      const int16_t* s1 = tap(2 * pp + 1);
+      for (int r = 0; r < n_runs; ++r) {
+        const int16_t* a0 = s0 + runs[r].base;
+        const int16_t* a1 = s1 + runs[r].base;
+        int16_t* d = dst + 2 * runs[r].j0;
+        for (int t = 0; t < runs[r].len; ++t) {
+          d[2 * t] = a0[t];
+          d[2 * t + 1] = a1[t];
+        }
+      }
+    } else {  // odd K: the last pair's second tap is zero
+      for (int r = 0; r < n_runs; ++r) {
+        const int16_t* a0 = s0 + runs[r].base;
+        int16_t* d = dst + 2 * runs[r].j0;
+        for (int t = 0; t < runs[r].len; ++t) {
+          d[2 * t] = a0[t];
+          d[2 * t + 1] = 0;
+        }
+      }
+    }
+    std::fill(dst + 2 * valid, dst + 2 * nr, int16_t{0});
+  }
+}
+
+// floor(v / up) for up in {1, 2} and any sign.
+inline int64_t floor_div(int64_t v, int64_t up) { return v >= 0 ? v / up : -((-v + up - 1) / up); }
+
+// Geometry of phase (dy, dx); the weights are filled by fill_phase_weights.
+Phase make_phase(int64_t ci, int64_t k, int64_t up, int64_t dy, int64_t dx) {
+  const int64_t r = k / 2;
+  Phase ph;
+  ph.dy = dy;
+  ph.dx = dx;
+  ph.ey0 = floor_div(dy - r, up);
+  ph.ex0 = floor_div(dx - r, up);
+  ph.ke_y = floor_div(dy + k - 1 - r, up) - ph.ey0 + 1;
+  ph.ke_x = floor_div(dx + k - 1 - r, up) - ph.ex0 + 1;
+  ph.kpairs = (ci * ph.ke_y * ph.ke_x + 1) / 2;
+  ph.chunk = kChunkPairs;
+  return ph;
+}
+
+// Effective weights of output channels [o0, o1) of a phase as int16 pairs; returns their largest
+// magnitude. |w_eff| <= 127 * (taps merged) <= 127 * 4 for up = 2 (two taps per dimension at
+// most), so int16 holds them.
+int64_t fill_phase_weights(const int32_t* weight, int64_t ci, int64_t k, int64_t up, Phase& ph,
+                           int64_t o0, int64_t o1) {
+  const int64_t r = k / 2, kk = ph.ke_y * ph.ke_x, K = ci * kk;
+  int64_t ey_of[64], ex_of[64];  // k <= 63: ci * k * k <= 2^20 allows larger k only with ci tiny
+  std::vector<int64_t> ey_big, ex_big;
+  int64_t* eyk = ey_of;
+  int64_t* exk = ex_of;
+  if (k > 64) {
+    ey_big.resize(static_cast<size_t>(k));
+    ex_big.resize(static_cast<size_t>(k));
+    eyk = ey_big.data();
+    exk = ex_big.data();
+  }
+  for (int64_t t = 0; t < k; ++t) {
+    eyk[t] = floor_div(ph.dy + t - r, up) - ph.ey0;
+    exk[t] = floor_div(ph.dx + t - r, up) - ph.ex0;
+  }
+  std::vector<int32_t> eff(static_cast<size_t>(K));
+  int64_t maxw = 0;
+  for (int64_t o = o0; o < o1; ++o) {
+    std::fill(eff.begin(), eff.end(), 0);
+    for (int64_t i = 0; i < ci; ++i) {
+      const int32_t* wi = weight + (o * ci + i) * k * k;
+      int32_t* ei = eff.data() + i * kk;
+      for (int64_t ky = 0; ky < k; ++ky)
+        for (int64_t kx = 0; kx < k; ++kx) ei[eyk[ky] * ph.ke_x + exk[kx]] += wi[ky * k + kx];
+    }
+    int32_t* dst = ph.wpair.data() + o * ph.kpairs;
+    for (int64_t pp = 0; pp < ph.kpairs; ++pp) {
+      const int32_t w0 = eff[static_cast<size_t>(2 * pp)];
+      const int32_t w1 = 2 * pp + 1 < K ? eff[static_cast<size_t>(2 * pp + 1)] : 0;
+      maxw = std::max<int64_t>(maxw, std::max(w0 < 0 ? -w0 : w0, w1 < 0 ? -w1 : w1));
+      dst[pp] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w0))) |
+                                     (static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16));
     }
   }
-  const int64_t kk = g.k * g.k, K = g.ci * kk;
-  for (int64_t kidx = 0; kidx < 2 * g.kpairs; ++kidx) {
-    int16_t* dst = panel + (kidx >> 1) * nr * 2 + (kidx & 1);
-    if (kidx >= K) {
-      for (int j = 0; j < nr; ++j) dst[2 * j] = 0;
-      continue;
-    }
-    const int64_t i = kidx / kk, t = kidx % kk, ky = t / g.k, kx = t % g.k;
-    const int16_t* src = xp + i * g.Hp * g.Wp + ky * g.Wp + kx;
-    for (int j = 0; j < valid; ++j) dst[2 * j] = src[base[j]];
-    for (int j = valid; j < nr; ++j) dst[2 * j] = 0;
-  }
+  return maxw;
 }
 
 }  // namespace
@@ -239,77 +344,128 @@ bool impl_supported(Impl impl) {
   return false;
 }
 
+namespace {
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
+}  // namespace
+
+std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, int64_t ci, int64_t k,
+                                           int64_t up, int threads) {
+  if (up != 1 && up != 2) throw std::invalid_argument("up must be 1 or 2");
+  threads = resolve_threads(threads);
+  auto prep = std::make_shared<PreparedConv>();
+  prep->co = co;
+  prep->ci = ci;
+  prep->k = k;
+  prep->up = up;
+  prep->co_pad = (co + kMR - 1) / kMR * kMR;
+  std::vector<Phase>& phases = prep->phases;
+  for (int64_t dy = 0; dy < up; ++dy)
+    for (int64_t dx = 0; dx < up; ++dx) phases.push_back(make_phase(ci, k, up, dy, dx));
+  const int64_t n_phases = static_cast<int64_t>(phases.size());
+  // Effective weights, in parallel over (phase, block of channels).
+  constexpr int64_t kPrepBlocks = 8;
+  std::vector<int64_t> maxw(static_cast<size_t>(n_phases * kPrepBlocks), 0);
+  for (auto& ph : phases) ph.wpair.assign(static_cast<size_t>(prep->co_pad * ph.kpairs), 0);
+  parallel_for(n_phases * kPrepBlocks, threads, [&](int64_t task) {
+    const int64_t ip = task / kPrepBlocks, bk = task % kPrepBlocks;
+    const int64_t per = (co + kPrepBlocks - 1) / kPrepBlocks;
+    const int64_t o0 = std::min(co, bk * per), o1 = std::min(co, o0 + per);
+    maxw[static_cast<size_t>(task)] =
+        fill_phase_weights(weight, ci, k, up, phases[static_cast<size_t>(ip)], o0, o1);
+  });
+  for (int64_t ip = 0; ip < n_phases; ++ip) {
+    int64_t mw = 0;
+    for (int64_t bk = 0; bk < kPrepBlocks; ++bk) mw = std::max(mw, maxw[static_cast<size_t>(ip * kPrepBlocks + bk)]);
+    // Pairs per exact int32 chunk: a pair adds at most 2 * mw * ACT_MAX in magnitude.
+    if (mw > 0) phases[static_cast<size_t>(ip)].chunk = std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+  }
+  return prep;
+}
+
 void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int32_t* weight, int64_t co, int64_t k,
                   const int64_t* bias, const int64_t* mult, const int64_t* shift,
                   int64_t up, int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl) {
+  const auto prep = prepare_conv(weight, co, ci, k, up, threads);
+  conv_requant_prepared(*prep, a, n, h, w, bias, mult, shift, lo, hi, out, threads, impl);
+}
+
+void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n, int64_t h, int64_t w,
+                           const int64_t* bias, const int64_t* mult, const int64_t* shift,
+                           int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl) {
   const KernelChoice kc = choose(impl);
   const int nr = kc.nr;
+  const int64_t ci = prep.ci, co = prep.co, k = prep.k, up = prep.up, co_pad = prep.co_pad;
+  threads = resolve_threads(threads);
   Geometry g{};
   g.ci = ci;
-  g.k = k;
-  g.r = k / 2;
+  g.h = h;
+  g.w = w;
+  g.pad = k / 2;  // covers every phase's offsets: |ey0|, ey0 + ke_y - 1 <= ceil(r / up) <= r
+  g.hp = h + 2 * g.pad;
+  g.wp = w + 2 * g.pad;
+  g.up = up;
   g.H = h * up;
   g.W = w * up;
-  g.Hp = g.H + 2 * g.r;
-  g.Wp = g.W + 2 * g.r;
-  const int64_t K = ci * k * k;
-  g.kpairs = (K + 1) / 2;
-  const int64_t HW = g.H * g.W;
-  const int64_t co_pad = (co + kMR - 1) / kMR * kMR;
-
-  // Weights as int32 pairs [co_pad][kpairs] (rows past co and the odd tail are zero).
-  std::vector<int32_t> wpair(static_cast<size_t>(co_pad * g.kpairs), 0);
-  for (int64_t o = 0; o < co; ++o) {
-    const int32_t* src = weight + o * K;
-    int32_t* dst = wpair.data() + o * g.kpairs;
-    for (int64_t pp = 0; pp < g.kpairs; ++pp) {
-      const int32_t w0 = src[2 * pp];
-      const int32_t w1 = 2 * pp + 1 < K ? src[2 * pp + 1] : 0;
-      dst[pp] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w0))) |
-                                     (static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16));
-    }
-  }
-
-  if (threads <= 0) {
-    const unsigned hc = std::thread::hardware_concurrency();
-    threads = hc == 0 ? 1 : static_cast<int>(hc);
-  }
-  const int64_t n_panels = (HW + nr - 1) / nr;
+  const int64_t HW = g.H * g.W, hw = h * w;
+  const std::vector<Phase>& phases = prep.phases;
+  const int64_t n_phases = static_cast<int64_t>(phases.size());
+  const int64_t n_panels = (hw + nr - 1) / nr;
   // Channel blocks: whole rows of MR; split the channels when there are too few panels to keep
   // every thread busy (small early layers).
   const int64_t mr_groups = co_pad / kMR;
+  const int64_t units = n_panels * n_phases;
   int64_t blocks = 1;
   const int64_t want = 4 * static_cast<int64_t>(threads);
-  if (n_panels * n < want) blocks = std::min(mr_groups, (want + n_panels * n - 1) / (n_panels * n));
+  if (units < want) blocks = std::min(mr_groups, (want + units - 1) / units);
   const int64_t groups_per_block = (mr_groups + blocks - 1) / blocks;
   blocks = (mr_groups + groups_per_block - 1) / groups_per_block;
 
-  std::vector<int16_t> xp(static_cast<size_t>(ci * g.Hp * g.Wp));
+  std::vector<int16_t> xp(static_cast<size_t>(ci * g.hp * g.wp));
   for (int64_t b = 0; b < n; ++b) {
-    pad_input(a + b * ci * h * w, h, w, up, g, xp.data());
+    pad_input(a + b * ci * hw, g, xp.data());
     int32_t* outb = out + b * co * HW;
-    parallel_for(n_panels * blocks, threads, [&](int64_t task) {
-      const int64_t panel_idx = task / blocks, blk = task % blocks;
-      const int64_t p0 = panel_idx * nr;
-      std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(g.kpairs * nr * 2)]);
-      pack_panel(xp.data(), g, p0, nr, panel.get());
-      alignas(64) int64_t acc64[kMR * kMaxNR];
+    parallel_for(units * blocks, threads, [&](int64_t task) {
+      const int64_t blk = task % blocks, unit = task / blocks;
+      const Phase& ph = phases[static_cast<size_t>(unit % n_phases)];
+      const int64_t p0 = (unit / n_phases) * nr;
+      std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(ph.kpairs * nr * 2)]);
+      pack_panel(xp.data(), g, ph, p0, nr, panel.get());
       const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
+      std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>((g1 - g0) * kMR * nr)]());
+      // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays
+      // in L1 while every channel group of the block passes over it.
+      const int64_t slice = std::min(kSlicePairs, ph.chunk);
+      for (int64_t s0 = 0; s0 < ph.kpairs; s0 += slice) {
+        const int64_t len = std::min(slice, ph.kpairs - s0);
+        const int16_t* bslice = panel.get() + s0 * nr * 2;
+        for (int64_t grp = g0; grp < g1; ++grp) {
+          kc.fn(ph.wpair.data() + grp * kMR * ph.kpairs + s0, ph.kpairs, bslice, len,
+                acc.get() + (grp - g0) * kMR * nr);
+        }
+      }
+      const int64_t cnt = std::min<int64_t>(nr, hw - p0);
+      int64_t dst_off[kMaxNR];  // output offset of every position of the panel (no division below)
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t p = p0 + j, Y = p / w, X = p % w;
+        dst_off[j] = (up * Y + ph.dy) * g.W + up * X + ph.dx;
+      }
       for (int64_t grp = g0; grp < g1; ++grp) {
-        std::fill(acc64, acc64 + kMR * nr, int64_t{0});
-        kc.fn(wpair.data() + grp * kMR * g.kpairs, g.kpairs, panel.get(), g.kpairs, acc64);
+        const int64_t* acc64 = acc.get() + (grp - g0) * kMR * nr;
         for (int m = 0; m < kMR; ++m) {
           const int64_t o = grp * kMR + m;
           if (o >= co) break;
           const int64_t bo = bias[o], mo = mult[o];
           const int s = static_cast<int>(shift[o]);
           const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
-          int32_t* dst = outb + o * HW + p0;
-          const int64_t cnt = std::min<int64_t>(nr, HW - p0);
+          int32_t* dst = outb + o * HW;
           for (int64_t j = 0; j < cnt; ++j) {
             const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
-            dst[j] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
+            dst[dst_off[j]] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
           }
         }
       }
@@ -317,12 +473,42 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
   }
 }
 
+namespace {
+
+// cnt[j] += #{k : s[j] > t[k]} for int32 thresholds: one compare per (element, threshold), no
+// branch; vectorised by the compiler, cloned for AVX-512 / AVX2 / baseline and picked at load
+// time (the thresholds are few: 63 for the default table).
+#ifdef COD_FAST_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void count_above(const int32_t* s, size_t count, const int32_t* t, size_t n_t, int32_t* cnt) {
+  for (size_t k = 0; k < n_t; ++k) {
+    const int32_t tk = t[k];
+    for (size_t j = 0; j < count; ++j) cnt[j] += s[j] > tk;
+  }
+}
+
+}  // namespace
+
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
                  int32_t* out) {
-  for (size_t j = 0; j < count; ++j) {
-    // lower_bound: first threshold >= s, i.e. the number of thresholds strictly below s.
-    const int64_t v = s[j];
-    out[j] = static_cast<int32_t>(std::lower_bound(thresholds, thresholds + n_thresholds, v) - thresholds);
+  // #{k : s > T[k]} for int32 s: thresholds below INT32_MIN always count, those >= INT32_MAX never;
+  // the rest compare exactly as int32.
+  int32_t always = 0;
+  std::vector<int32_t> mid;
+  mid.reserve(n_thresholds);
+  for (size_t k = 0; k < n_thresholds; ++k) {
+    if (thresholds[k] < INT32_MIN) {
+      ++always;
+    } else if (thresholds[k] < INT32_MAX) {
+      mid.push_back(static_cast<int32_t>(thresholds[k]));
+    }
+  }
+  std::fill(out, out + count, always);
+  // Blocks of elements small enough for L1, every threshold over each block.
+  constexpr size_t kBlock = 2048;
+  for (size_t j0 = 0; j0 < count; j0 += kBlock) {
+    count_above(s + j0, std::min(kBlock, count - j0), mid.data(), mid.size(), out + j0);
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 namespace cod_fast::sodec {
 
@@ -37,6 +39,34 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int64_t* bias, const int64_t* mult, const int64_t* shift,
                   int64_t up, int64_t lo, int64_t hi, int32_t* out, int threads = 0,
                   Impl impl = Impl::kAuto);
+
+// One phase of the layer. With nearest upsampling by `up`, output (up*Y + dy, up*X + dx) reads
+// the low-resolution input only at rows Y + ey0 + ey (ey < ke_y) and columns X + ex0 + ex: the
+// taps of the k x k kernel that land on the same input pixel are summed into one effective weight
+// (exact integer algebra: sum_t w_t * a = (sum_t w_t) * a), so the GEMM runs on the low-resolution
+// grid with K = ci * ke_y * ke_x (for k = 3, up = 2: 4 * ci instead of 9 * ci). up = 1 is a single
+// phase with the kernel itself.
+struct Phase {
+  // (dy, dx): output phase; (ey0, ex0): first input offset; ke_y x ke_x: effective kernel;
+  // chunk: pairs per exact int32 partial sum (from the largest effective weight).
+  int64_t dy, dx, ey0, ex0, ke_y, ke_x, kpairs, chunk;
+  std::vector<int32_t> wpair;  // [co_pad][kpairs] int16 pairs
+};
+
+// A layer's weights prepared for conv_requant_prepared (the effective weights of every phase as
+// int16 pairs): computing them costs about as much as the layer on a small grid, so callers that
+// run the same layer repeatedly prepare it once.
+struct PreparedConv {
+  int64_t co = 0, ci = 0, k = 0, up = 1, co_pad = 0;
+  std::vector<Phase> phases;
+};
+std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, int64_t ci, int64_t k,
+                                           int64_t up, int threads = 0);
+// conv_requant with prepared weights; a: [n, prep.ci, h, w], out: [n, prep.co, h*up, w*up].
+void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n, int64_t h, int64_t w,
+                           const int64_t* bias, const int64_t* mult, const int64_t* shift,
+                           int64_t lo, int64_t hi, int32_t* out, int threads = 0,
+                           Impl impl = Impl::kAuto);
 
 // out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,

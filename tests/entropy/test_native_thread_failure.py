@@ -3,7 +3,7 @@
 In a subprocess whose address space is capped a little above what it already maps, asking the
 native pools for 2000 threads makes thread creation fail part-way. Before the shared pool
 (csrc/common/parallel.hpp) the unjoined threads ended the process in std::terminate (exit 134);
-now every entry point raises a Python exception, the pool is joined, and the next call with a
+now every entry point (rANS, rcc, SODEC's integer conv) raises a Python exception, the pool is joined, and the next call with a
 sane thread count works.
 """
 import os
@@ -37,6 +37,10 @@ SCRIPT = textwrap.dedent(
         ("rans_decode", lambda: t.decode(stream, idx, threads=n)),
         ("rcc_encode", lambda: ext.rcc.encode(np.zeros(n, np.float32), ones32, ones64, 1, 0, n, "auto")),
         ("rcc_decode", lambda: ext.rcc.decode(np.zeros(n, np.int64), n, ones32, ones64, 1, 0, n)),
+        # 64 panels x 32 channel blocks = 2048 tasks for 2000 threads.
+        ("sodec_conv", lambda: ext.sodec.conv_requant(
+            np.zeros((1, 1, 64, 64), np.int32), np.ones((128, 1, 1, 1), np.int32),
+            np.zeros(128, np.int64), np.ones(128, np.int64), np.ones(128, np.int64), 1, 0, 32767, n)),
     ]
     # Cap the address space at what is mapped now + 1 GiB: 2000 thread stacks cannot fit.
     vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
@@ -61,6 +65,6 @@ def test_thread_creation_failure_raises_instead_of_aborting():
                           timeout=300, env=env)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    for name in ("rans_encode", "rans_decode", "rcc_encode", "rcc_decode"):
+    for name in ("rans_encode", "rans_decode", "rcc_encode", "rcc_decode", "sodec_conv"):
         assert lines[name].startswith("raised RuntimeError could not start worker thread"), lines
     assert lines["after"] == "ok"
