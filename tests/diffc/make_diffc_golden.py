@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from diffc_models import GOLDEN_DIR, make_image, pixel_codec  # noqa: E402
+from diffc_models import GOLDEN_DIR, make_image, pixel_codec
 
 STREAM = GOLDEN_DIR / "diffc_pixel_tiny.codf"
 PNG = GOLDEN_DIR / "diffc_pixel_tiny.png"
 META = GOLDEN_DIR / "diffc_golden.json"
-CASE = dict(height=32, width=40, steps=3, seed=5, model_seed=11)
+CASE = {"height": 32, "width": 40, "steps": 3, "seed": 5, "model_seed": 11}
 
 
 def golden_tool():
