@@ -354,3 +354,21 @@ def test_registry_finds_a_codec_its_loader_registered_besides_the_returned_one(m
     assert registry.find(b"\x01" * 16) is extra
     assert registry.find(b"\x02" * 16) is main
     assert registry.find(b"\x03" * 16) is None
+
+
+def test_gaussian_tables_pinned(shipped) -> None:
+    """The Gaussian CDF tables SODEC and release 1 build at load from float32 ``erfc`` equal, at 1
+    and 2 threads, the integers release 2 stores (pinned when exported): the elementwise float maths
+    agrees on this CPU (docs/bitstream.md, "Determinism")."""
+    from cod_fast.entropy import GaussianConditionalTables
+
+    stored = shipped.integer.params.tables[3:]
+    n = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            t = GaussianConditionalTables(tail_mass=1e-9)
+            assert torch.equal(t.quantized_cdf, stored[0]) and torch.equal(t.cdf_length, stored[1])
+            assert torch.equal(t.offset, stored[2])
+    finally:
+        torch.set_num_threads(n)
