@@ -226,6 +226,41 @@ def test_backends_identical(shipped) -> None:
         assert torch.equal(ref[0], cpp[0]) and torch.equal(ref[1], cpp[1])
 
 
+_TRITON_CHECK = """
+import os
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("COD_FAST_TEST_CUDA") else "1")
+import torch
+from cod_fast.models.default.integer_params import entropy_parameters, export_integer_params
+from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig
+torch.manual_seed(0)
+cfg = DefaultConfig(enc=(8, 8, 8), hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),
+                    lambdas=(0.005, 0.01, 0.02), unit_hyper=True)
+net = DefaultCodecModel(cfg).eval()
+with torch.no_grad():
+    for p in net.h_s.parameters():
+        p.copy_(torch.randn_like(p) * 0.3)
+p = export_integer_params(net, torch.randint(-6, 7, (2, 4, 3, 3)).float())
+z = torch.randint(-9, 10, (1, 4, 1, 2), dtype=torch.int32)
+for q in (0.0, 1.5):
+    a, b = entropy_parameters(p, z, q, "reference"), entropy_parameters(p, z, q, "triton")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), q
+print("identical")
+"""
+
+
+def test_triton_backend_identical() -> None:
+    """SODEC's Triton kernels (``kernels/int_entropy_params.py``) give the reference's integers for
+    the default model's layers too: in Triton's CPU interpreter here (a subprocess, since the
+    interpreter must be chosen before the kernels are decorated), compiled on a GPU machine."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if torch.cuda.is_available():
+        env["COD_FAST_TEST_CUDA"] = "1"
+    r = subprocess.run([sys.executable, "-c", _TRITON_CHECK], check=False, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "identical" in r.stdout, r.stderr[-2000:]
+
+
 def test_shipped_integers_match_their_export() -> None:
     """The committed default_int.safetensors is what tools/export_default_int.py derives from the
     committed float weights (the export is deterministic)."""
