@@ -178,6 +178,10 @@ def test_cli_demo_and_compress(tmp_path, capsys) -> None:
     assert rec.shape == (3, 384, 512) and side.shape == (3, 384, 1024)
     assert torch.equal(side[:, :, 512:], rec)
     assert torch.equal(cod_fast.decode((out / f"{stem}.codf").read_bytes()), rec)
+    # the demo writes release 2 (fixed-point entropy parameters)
+    current = cod_fast.load_model()
+    assert current.release == 2
+    assert read_container((out / f"{stem}.codf").read_bytes()).fingerprint == current.fingerprint
     # compress without --model uses the default model; decompress finds it by fingerprint
     small = tmp_path / "small.png"
     from PIL import Image
