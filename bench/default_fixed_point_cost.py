@@ -157,7 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", nargs="*", default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="re-render --md from a JSON this script wrote, without measuring")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        rec = json.loads(args.from_json.read_text())
+        if args.md:
+            _write_md(args.md, markdown(rec["summary"], rec["meta"]))
+        return 0
     from cod_fast.codecs.default import load_default_codec
 
     torch.set_num_threads(1)
@@ -183,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1) + "\n")
     if args.md:
-        text = args.md.read_text() if args.md.exists() else ""
-        section = markdown(summary, meta)
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        args.md.write_text(text)
+        _write_md(args.md, markdown(summary, meta))
     return 0
+
+
+def _write_md(path: Path, section: str) -> None:
+    """Replace the marked section of ``path`` (append it when absent)."""
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
 
 
 if __name__ == "__main__":
