@@ -148,7 +148,7 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
             bias[: codec.net.cfg.latent] += 0.5  # every scale moves: indexes change
         with pytest.raises(EntropyParameterMismatchError, match="release 1") as info:
             old.decode(old_stream)
-        assert "re-encode" in str(info.value) and "release 2" in str(info.value)
+        assert "re-encode" in str(info.value).lower() and "release 2" in str(info.value)
         assert "platform" not in str(info.value)
         assert torch.equal(codec.decode(stream), ref)  # release 2 does not use the float h_s
     finally:
