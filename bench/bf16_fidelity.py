@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # decides how the stream parses and must keep the weights the encoder used.
     net_bf16 = copy.deepcopy(codec.net).eval()
     net_bf16.g_s.to(torch.bfloat16)
-    routes["bf16 reference"] = DefaultCodec(net_bf16, codec.fingerprint, threads=codec.threads)
+    routes["bf16 reference"] = DefaultCodec(net_bf16, codec.fingerprint, threads=codec.threads,
+                                            integer=codec.integer)
     routes["bf16 optimize(cpu)"] = DefaultCodec(cod_fast.optimize(net_bf16, backend="cpu"), codec.fingerprint,
-                                                threads=codec.threads)
+                                                threads=codec.threads, integer=codec.integer)
     levels = [float(v) for v in args.levels.split(",")]
     names = args.images or sorted(p.stem for p in args.data.glob("*.png"))
     results: dict[tuple[str, float], list[float]] = {(r, lv): [] for r in routes for lv in levels}

@@ -107,7 +107,10 @@ def find(fingerprint: bytes) -> Any | None:
             register(entry.instance)
         if entry.fingerprint == fp:
             return entry.instance
-    # A loader may register more codecs than the one it returns (the default model's loader
-    # registers release 1 and release 2): look at the loaded table again.
-    with _lock:
-        return _loaded.get(fp)
+        # A loader may register more codecs than the one it returns (the default model's loader
+        # registers release 1 and release 2): look at the loaded table again.
+        with _lock:
+            codec = _loaded.get(fp)
+        if codec is not None:
+            return codec
+    return None

@@ -221,13 +221,18 @@ class DefaultCodec(PortableCodec):
 
     def _mismatch(self, exc: Exception) -> EntropyParameterMismatchError:
         """The CHECK failure, reworded for this codec's release (never blames a platform)."""
+        crcs = ""
+        if hasattr(exc, "computed_crc"):
+            crcs = f" (CRC32 {exc.computed_crc:08x} here, {exc.stream_crc:08x} in the stream)"
         if self.release == 1:
             return EntropyParameterMismatchError(
-                f"this stream was written by release 1 of the default model (fingerprint {self.fingerprint_hex}), "
-                f"whose entropy parameters come from a float32 hyper synthesis: {exc}. It decodes only where "
-                "that float maths rounds as it did for the encoder (e.g. the same torch thread count on the same "
-                "kind of CPU); re-encode the image with release 2 (the current default model, "
-                "cod_fast.load_model()), whose streams decode identically everywhere")
+                f"cannot parse this stream: it was written by release 1 of the default model (fingerprint "
+                f"{self.fingerprint_hex}), whose y table indexes come from a float32 hyper synthesis, and the "
+                f"indexes computed here differ from the encoder's{crcs}. That float maths rounds differently with "
+                "the torch thread count, the CPU's kernels and the BLAS, so release-1 streams decode only where it "
+                "rounds as the encoder's did (e.g. the same thread count on the same kind of CPU). Re-encode the "
+                "image with release 2 (the current default model, cod_fast.load_model()), whose streams decode "
+                "identically everywhere")
         return EntropyParameterMismatchError(f"default model release 2 (fingerprint {self.fingerprint_hex}): {exc}")
 
     def decode(self, data: bytes) -> torch.Tensor:

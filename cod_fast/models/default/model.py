@@ -579,14 +579,17 @@ class DefaultCodecModel(nn.Module):
             means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
             y_idx = idx4.reshape(-1)
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
-            how = ("release 1's float32 hyper synthesis gave other bits here than where the stream was written "
-                   "(its rounding depends on the torch thread count, the CPU's kernels and the BLAS)"
+            how = ("they come from a float32 hyper synthesis (release 1) whose rounding depends on the torch thread "
+                   "count, the CPU's kernels and the BLAS, so they differ where that maths rounds otherwise than "
+                   "the encoder's did (or where the stream was altered)"
                    if integer is None else
-                   "they come from integers only (release 2), so the stream is corrupt or was written by another "
+                   "they come from integers only (release 2), so the stream was altered or written by another "
                    "implementation of the fixed-point spec")
-            raise EntropyParameterMismatchError(
+            exc = EntropyParameterMismatchError(
                 f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
                 f"encoder's ({int(index_crc):08x}): {how}; the y stream cannot be parsed")
+            exc.computed_crc, exc.stream_crc = index_checksum(y_idx), int(index_crc)
+            raise exc
         y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
         return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
 
