@@ -244,16 +244,12 @@ def evaluate_image(codec: Any, name: str, img: np.ndarray, levels: Sequence[floa
     ref = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
     curves = {a.name: AnchorCurve(a, img, msssim) for a in anchors}
     out = []
+    from cod_fast.evaluate import measure  # the model's figures: the same code as `cod-fast eval`
+
     for lv in levels:
-        t0 = time.perf_counter()
-        data = codec.encode(img, quality=lv, **(encode_kwargs or {}))
-        t1 = time.perf_counter()
-        rec = codec.decode(data)
-        t2 = time.perf_counter()
-        if rec.dtype != torch.uint8 or tuple(rec.shape) != (3, h, w):
-            raise RuntimeError(f"codec decoded {tuple(rec.shape)} {rec.dtype}, expected uint8 (3, {h}, {w})")
-        p, m = psnr_msssim(ref, rec, msssim)
-        row = ImageLevel(name, h, w, float(lv), len(data), 8.0 * len(data) / (h * w), p, m, t1 - t0, t2 - t1)
+        pt, data, _ = measure(codec, img, name, {"quality": lv, **(encode_kwargs or {})}, msssim=msssim, level=lv)
+        p, m = pt.psnr, pt.msssim
+        row = ImageLevel(name, h, w, float(lv), pt.bytes, pt.bpp, p, m, pt.encode_s, pt.decode_s)
         if hasattr(codec, "parse"):  # container codecs: file size minus the section payloads
             row.overhead_bytes = len(data) - sum(len(v) for v in codec.parse(data)[0].sections.values())
         for a in anchors:

@@ -114,6 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quality", type=float, default=3.0, help="rate level 0..4 (default 3)")
     m.add_argument("--device", default="cpu")
 
+    from .evaluate import add_parser as add_eval_parser  # local: a light module (no torch import)
+
+    add_eval_parser(sub, model_args)
     i = sub.add_parser("info", help="print the header of .codf or official .cod files")
     i.add_argument("inputs", nargs="+", type=Path)
     i.add_argument("--layout", choices=["cod", "cod_lite"], default="cod",
@@ -596,8 +599,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 #: The bundled demo image (CC-BY-4.0, see cod_fast/data/README.md).
 DEMO_IMAGE = Path(__file__).resolve().parent / "data" / "picosdeeuropa_512x384.png"
 
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_cli  # local: import time
+
+    return run_cli(args, _load(args))
+
+
 _COMMANDS = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info,
-             "selfcheck": _cmd_selfcheck, "demo": _cmd_demo, "models": _cmd_models}
+             "selfcheck": _cmd_selfcheck, "demo": _cmd_demo, "models": _cmd_models, "eval": _cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,93 @@
+"""Throughput of ``cod_fast.decode_many`` against the one-by-one ``codec.decode`` loop, same run.
+
+The bundled default model on Kodak-sized images (the first ``--images`` PNGs of ``--kodak``,
+768x512 and 512x768), encoded once at ``--quality`` in this process (the streams' table indexes
+depend on the torch thread count, so encoding and decoding share it). Contenders, alternated
+round by round (A/B/A/B, ``bench_common.alternate``) so that both see the same machine load:
+
+  loop          ``[codec.decode(s) for s in streams]``
+  decode_many   ``list(cod_fast.decode_many(streams, codec, batch_size=--batch, workers=--workers))``
+
+Also printed: the per-image time of the entropy stage alone (``codec.decode_symbols``: parse, z and
+y rANS decoding, hyper-synthesis), and the largest pixel difference between the contenders
+(integers are identical by construction; pixels differ by float rounding of the synthesis).
+
+    flock /tmp/cod_fast_bench.lock .venv/bin/python bench/bench_decode_many.py --images 8 --batch 8 --repeat 3
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common
+
+import cod_fast
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--kodak", default="/work/shared/data/kodak")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--forward-batch", type=int, default=None, help="images per synthesis forward (None: auto)")
+    ap.add_argument("--quality", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ablate", action="store_true", help="also run decode_many with workers=0 (no overlap)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = sorted(Path(args.kodak).glob("*.png"))[: args.images]
+    if not files:
+        raise SystemExit(f"no PNG images under {args.kodak}")
+    codec = cod_fast.load_model()
+    streams = [codec.encode(f, quality=args.quality) for f in files]
+    print(bench_common.machine_line())
+    print(f"{len(streams)} Kodak images ({', '.join(sorted({str(tuple(codec.decode_symbols(s)[0].shape[-2:])) for s in streams}))} "
+          f"latent grids), quality {args.quality}, batch {args.batch}, workers {args.workers}, "
+          f"forward_batch {args.forward_batch or 'auto'}, mean {8 * sum(map(len, streams)) / (len(streams) * 768 * 512):.3f} bpp")
+
+    def run_loop() -> list[torch.Tensor]:
+        return [codec.decode(s) for s in streams]
+
+    def many(workers: int):
+        def run() -> list[torch.Tensor]:
+            return [r.image for r in cod_fast.decode_many(streams, codec, batch_size=args.batch, workers=workers,
+                                                          forward_batch=args.forward_batch, on_error="raise")]
+        return run
+
+    runs = {"loop": run_loop, "decode_many": many(args.workers)}
+    if args.ablate:
+        runs["decode_many(workers=0)"] = many(0)
+    outs = {name: fn() for name, fn in runs.items()}  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for s in streams:
+        codec.decode_symbols(s)
+    entropy = (time.perf_counter() - t0) / len(streams)
+    base = statistics.median(times["loop"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:<24} median {med:7.3f} s  ({len(streams) / med:5.2f} img/s; runs "
+              f"{', '.join(f'{t:.3f}' for t in ts)})  speedup {base / med:4.2f}x")
+    diff = max(int((a.int() - b.int()).abs().max()) for a, b in zip(outs["loop"], outs["decode_many"]))
+    same = sum(int((a == b).sum()) for a, b in zip(outs["loop"], outs["decode_many"])) / sum(a.numel() for a in outs["loop"])
+    print(f"  entropy stage alone (decode_symbols): {entropy * 1e3:.0f} ms/img;  pixels: max |diff| {diff} level(s), "
+          f"{100 * same:.3f} % identical")
+    print(f"load at end={bench_common.load_averages()}")
+
+
+if __name__ == "__main__":
+    main()
