@@ -33,3 +33,8 @@ class ModelMismatchError(CodFastError, ValueError):
 
 class ExtensionUnavailableError(CodFastError, ImportError):
     """A compiled component (cod_fast._C / _C_cuda) or Triton is needed but is not available."""
+
+
+class AllocationError(CodFastError, MemoryError):
+    """An allocation failed during decode or encode although the memory estimate allowed it
+    (``cod_fast.memory``): the machine had less free memory than the budget assumed."""

@@ -34,6 +34,7 @@ from ..bitstream import (
     read_container,
     write_container,
 )
+from .. import memory
 from ..errors import BitstreamError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
 
@@ -96,7 +97,9 @@ class DefaultCodec:
             raise ValueError(f"quality must lie in [0, {self.levels - 1}], got {quality}")
         return q
 
-    def encode(self, image: ImageLike, quality: float = 3.0, rdoq: bool = True) -> bytes:
+    @memory.allocation_guard
+    def encode(self, image: ImageLike, quality: float = 3.0, rdoq: bool = True, *,
+               max_memory: memory.MemoryLike = None) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
         ``quality``: rate level in [0, levels - 1] (higher = more bits); fractional values
@@ -107,6 +110,7 @@ class DefaultCodec:
         q = self._check_quality(quality)
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)  # max_memory: see cod_fast.memory
         x = uint8_to_unit(img).to(self.device)
         with self._lock:
             out = self.net.compress(x, quality=q, threads=self.threads, rdoq=bool(rdoq))
@@ -165,9 +169,12 @@ class DefaultCodec:
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
 
-    def decode(self, data: bytes) -> torch.Tensor:
-        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
+    @memory.allocation_guard
+    def decode(self, data: bytes, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
+        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped).
+        ``max_memory``: see ``cod_fast.memory``."""
         c, q, z_shape, crc = self.parse(data)
+        memory.check(self, "decode", c.height, c.width, max_memory)
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
         try:
             with self._lock:

@@ -76,6 +76,7 @@ from ..diffc.schedule import (
     alpha_bar,
     step_coefficients,
 )
+from .. import memory
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..rcc.chunking import KL_UNITS_PER_BIT, MAX_KL_BITS, plan_chunks
@@ -354,6 +355,7 @@ class DiffCCodec:
         return x
 
     # -- encode ------------------------------------------------------------------------------------
+    @memory.allocation_guard
     def encode(self, image: ImageLike, **kwargs: Any) -> bytes:
         """Image -> container bytes. Keywords as :meth:`encode_trace` (``steps``, ``target_bpp``,
         ``seed``, ``variant``, ``schedule``, ``encode_cfg``, ``denoise_cfg``, ``index_coding``)."""
@@ -362,7 +364,8 @@ class DiffCCodec:
     def encode_trace(self, image: ImageLike, *, steps: int | None = None, target_bpp: float | None = None,
                      seed: int = 0, variant: str = "cond", schedule: int | None = None,
                      encode_cfg: float | None = None, denoise_cfg: float | None = None,
-                     index_coding: str = "raw", reconstruct: bool = True) -> tuple[bytes, DiffCTrace, torch.Tensor | None]:
+                     index_coding: str = "raw", reconstruct: bool = True,
+                     max_memory: memory.MemoryLike = None) -> tuple[bytes, DiffCTrace, torch.Tensor | None]:
         """Encode; returns (bytes, trace, reconstruction uint8 [3, H, W] or None).
 
         ``steps``: encoded steps (default: the whole schedule); ``target_bpp``: keep the longest
@@ -394,6 +397,7 @@ class DiffCCodec:
 
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)  # max_memory: see cod_fast.memory
         unit = pad_to_multiple(uint8_to_unit(img), self.stride).to(self.device)
         hp, wp = unit.shape[-2:]
         p = next(self.net.parameters())
@@ -486,11 +490,12 @@ class DiffCCodec:
         return c, params, packed, records, complete
 
     def decode_trace(self, data: bytes, *, max_steps: int | None = None, cfg: float | None = None,
-                     denoise: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
-                     ) -> tuple[DiffCTrace, torch.Tensor | None]:
+                     denoise: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     max_memory: memory.MemoryLike = None) -> tuple[DiffCTrace, torch.Tensor | None]:
         """Replay the steps (all, or the first ``max_steps``), then denoise: (trace, uint8 image
         [3, H, W] or None when ``denoise=False``). ``cfg`` overrides the denoising guidance."""
         c, params, packed, records, _ = self.parse(data, max_pixels=max_pixels)
+        memory.check(self, "decode", c.height, c.width, max_memory)  # max_memory: see cod_fast.memory
         if max_steps is not None:
             if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
                 raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
@@ -526,14 +531,16 @@ class DiffCCodec:
                                       c.height, c.width)
         return trace, img
 
+    @memory.allocation_guard
     def decode(self, data: bytes, max_steps: int | None = None, *, cfg: float | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_memory: memory.MemoryLike = None) -> torch.Tensor:
         """Container bytes (or a prefix cut at a step boundary) -> ``torch.uint8`` [3, H, W] (CPU).
 
         ``max_steps``: replay only the first steps (progressive decoding); ``cfg``: denoising
         guidance instead of the recorded one.
         """
-        return self.decode_trace(data, max_steps=max_steps, cfg=cfg, max_pixels=max_pixels)[1]
+        return self.decode_trace(data, max_steps=max_steps, cfg=cfg, max_pixels=max_pixels,
+                                 max_memory=max_memory)[1]
 
 
 def bits_per_pixel(data: Union[bytes, bytearray], height: int, width: int) -> float:

@@ -51,6 +51,7 @@ from ..bitstream import (
     read_container,
     write_container,
 )
+from .. import memory
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..models.sodec.hyperprior import MAX_Z_POSITIONS, SodecHyperprior
@@ -148,7 +149,9 @@ class SodecCodec:
         return f"SodecCodec({label}fingerprint={self.fingerprint_hex}, device={self.device})"
 
     # -- encode ----------------------------------------------------------------------------------
-    def encode(self, image: ImageLike, entropy_backend: str = "reference") -> bytes:
+    @memory.allocation_guard
+    def encode(self, image: ImageLike, entropy_backend: str = "reference", *,
+               max_memory: memory.MemoryLike = None) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
         ``entropy_backend`` ("reference", "triton", "cpp") computes the integer entropy
@@ -157,6 +160,7 @@ class SodecCodec:
         backend = _check_backend(entropy_backend)
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)  # max_memory: see cod_fast.memory
         x = pad_to_multiple(uint8_to_unit(img) * 2.0 - 1.0, self.stride).to(self.device)
         with torch.inference_mode(), self._lock:
             strings, (_, zh, zw) = self.net.hyperprior.compress(x, backend=backend)
@@ -213,11 +217,13 @@ class SodecCodec:
         return c, [c.section(SectionType.HYPERPRIOR_Z), *y_strings], (zh, zw)
 
     def decode_latents(self, data: bytes, entropy_backend: str = "reference",
-                       max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Container, torch.Tensor, torch.Tensor]:
+                       max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None
+                       ) -> tuple[Container, torch.Tensor, torch.Tensor]:
         """(container, y_hat float32 [1, M, h, w], z symbols int32 [1, cz, h/4, w/4]) of a stream,
         on the CPU: the entropy-decoded latents, identical for every backend."""
         backend = _check_backend(entropy_backend)
         c, strings, (zh, zw) = self.parse(data, max_pixels=max_pixels)
+        memory.check(self, "decode", c.height, c.width, max_memory)
         try:
             with self._lock:
                 y_hat, z_sym = self.net.hyperprior.decompress_latents(strings, (1, zh, zw), backend=backend)
@@ -227,10 +233,12 @@ class SodecCodec:
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
         return c, y_hat, z_sym
 
+    @memory.allocation_guard
     def decode(self, data: bytes, entropy_backend: str = "reference",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
-        c, y_hat, z_sym = self.decode_latents(data, entropy_backend, max_pixels)
+               max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
+        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped).
+        ``max_memory``: see ``cod_fast.memory`` (checked before the entropy decoding)."""
+        c, y_hat, z_sym = self.decode_latents(data, entropy_backend, max_pixels, max_memory=max_memory)
         with torch.inference_mode(), self._lock:
             out = self.net.decode_latent(y_hat.to(self.device), z_sym.to(self.device, torch.float32))
         img = unit_to_uint8(out[0, :, : c.height, : c.width])  # type: ignore[index]
