@@ -67,7 +67,7 @@ from ..bitstream import (
     unpack_indices_section,
     write_container,
 )
-from ..diffc.denoiser import CoDFlowDenoiser, DDPMView
+from ..diffc.denoiser import CoDFlowDenoiser, DDPMView, shared_net_lock
 from ..diffc.schedule import (
     DENOISING_SCHEDULES,
     ENCODING_SCHEDULES,
@@ -321,13 +321,21 @@ class DiffCCodec:
 
     # -- shared pieces ----------------------------------------------------------------------------
     def _denoiser(self, variant: str, packed: bytes | None, hp: int, wp: int) -> DDPMView:
+        """The DDPM view of the denoiser conditioned for a padded hp x wp image.
+
+        The network caches the unconditional map on itself (``pre_calculated_uncond``, one size
+        at a time); computing it and reading it back happen under the lock that the CoD codec's
+        own decode holds (:func:`cod_fast.diffc.shared_net_lock`), so threads decoding other
+        sizes (DiffC or CoD, on this network) cannot swap the map in between. The map tensor is
+        never modified in place, so holding it after the lock is released is safe."""
         p = next(self.net.parameters())
         uncond = torch.full((1, 3, hp, wp), -1.0, device=self.device, dtype=p.dtype)
-        if variant == "cond":
-            maps = self.net.decompress(packed, hp, wp, self.device, uncond=uncond)
-        else:
-            self.net.calculate_uncond(uncond)
-            maps = self.net.y_embedder.pre_calculated_uncond
+        with shared_net_lock(self.base):
+            if variant == "cond":
+                maps = self.net.decompress(packed, hp, wp, self.device, uncond=uncond)
+            else:
+                self.net.calculate_uncond(uncond)
+                maps = self.net.y_embedder.pre_calculated_uncond
         return DDPMView(CoDFlowDenoiser(self.net, maps))
 
     def _noise(self, dim: int, seed: int) -> torch.Tensor:
