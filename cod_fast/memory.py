@@ -6,8 +6,9 @@ with :func:`estimate` and raises :class:`~cod_fast.bitstream.LimitExceededError`
 the budget: ``max_memory=`` (bytes, or a string such as ``"4G"``), by default
 :data:`DEFAULT_RAM_FRACTION` of the machine's physical RAM on the CPU, or
 :data:`DEFAULT_GPU_FRACTION` of the GPU's free memory on CUDA. ``encode`` also checks the
-decode estimate of the stream it is about to write, so a stream a codec writes is always one its
-decoder accepts under the same budget.
+decode estimate of the stream it is about to write and the decoder's default size limits
+(``max_pixels``, the z grid), so a stream a codec writes is always one its decoder accepts by
+default under the same budget.
 
 The estimates are activation bytes (weights excluded: they are already allocated), per codec:
 
@@ -229,6 +230,7 @@ def check(codec: Any, phase: str, height: int, width: int, max_memory: MemoryLik
     need = estimate(codec, phase, height, width)
     if phase == "encode":
         need = max(need, estimate(codec, "decode", height, width))
+        _check_decodable(codec, height, width)
     limit = budget(max_memory, getattr(codec, "device", "cpu"))
     if need > limit:
         what = "decoding" if phase == "decode" else "encoding"
@@ -236,6 +238,27 @@ def check(codec: Any, phase: str, height: int, width: int, max_memory: MemoryLik
             f"{what} a {height}x{width} image with {type(codec).__name__} needs about {_fmt(need)}, "
             f"over the memory budget of {_fmt(limit)}; pass max_memory= (CLI --max-memory) to allow more")
     return need
+
+
+def _check_decodable(codec: Any, height: int, width: int) -> None:
+    """LimitExceededError when the codec's decoder refuses this size by default (``max_pixels``,
+    the z-grid limits): an encoder never writes a stream its own decoder would refuse."""
+    from .bitstream import LimitExceededError  # local: import time
+    from .codecs.base import DEFAULT_MAX_PIXELS
+    from .codecs.default import DefaultCodec
+
+    if isinstance(codec, DefaultCodec):
+        from .models.default.model import MAX_Z_POSITIONS
+
+        zh, zw = codec._z_shape(height, width)
+        if zh * zw > MAX_Z_POSITIONS:
+            raise LimitExceededError(f"a {height}x{width} image exceeds the default model's limit of "
+                                     f"{MAX_Z_POSITIONS} z positions: its decoder would refuse the stream")
+        return
+    stride = int(getattr(codec, "stride", 1))
+    if _pad(height, stride) * _pad(width, stride) > DEFAULT_MAX_PIXELS:
+        raise LimitExceededError(f"a {height}x{width} image exceeds the decoders' default max_pixels="
+                                 f"{DEFAULT_MAX_PIXELS}: the stream would not decode by default")
 
 
 # ------------------------------------------------------------------------------------------------

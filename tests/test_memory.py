@@ -243,3 +243,12 @@ def test_cli_max_memory(tmp_path, capsys) -> None:
     assert main(["compress", str(img), "-o", str(tmp_path / "o"), "--max-memory", "2G"]) == 0
     assert main(["decompress", str(tmp_path / "o"), "-o", str(tmp_path / "r"), "--max-memory", "1M"]) == 1
     assert not (tmp_path / "r" / "a.png").exists()
+
+
+def test_encode_refuses_what_its_decoder_would_refuse() -> None:
+    from cod_fast.loading import load_model
+
+    sodec = load_model("sodec-tiny")
+    with pytest.raises(LimitExceededError, match="max_pixels"):  # even with memory to spare
+        memory.check(sodec, "encode", 12000, 12000, max_memory="100T")
+    memory.check(sodec, "encode", 8000, 8000, max_memory="100T")  # within max_pixels: fine
