@@ -76,6 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="leave existing output files alone and skip their inputs")
         sp.add_argument("--recursive", "-r", action="store_true",
                         help="descend into subfolders of folder inputs (outputs keep the subfolders)")
+        sp.add_argument("--max-memory", metavar="SIZE",
+                        help="refuse images whose estimated peak memory exceeds SIZE (e.g. 4G, 512M; "
+                             "default: 80%% of the RAM, 90%% of the GPU's free memory on CUDA)")
 
     def params(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--steps", type=int, help="sampler steps (multi-step models)")
@@ -359,6 +362,18 @@ def _settings(args: argparse.Namespace, codec: Any, role: str) -> dict[str, Any]
     return given
 
 
+def _max_memory(args: argparse.Namespace) -> int | None:
+    """--max-memory in bytes (None: the codecs' default budget); UsageError when unreadable."""
+    if args.max_memory is None:
+        return None
+    from .memory import parse_bytes  # local: import time
+
+    try:
+        return parse_bytes(args.max_memory)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--max-memory: {exc}") from None
+
+
 def _stream_hw(data: bytes, layout: str) -> tuple[int, int]:
     """(height, width) a stream (container or .cod in ``layout``) records."""
     from .bitstream import MAGIC, read_header  # local: import time
@@ -371,6 +386,7 @@ def _stream_hw(data: bytes, layout: str) -> tuple[int, int]:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    mm = _max_memory(args)
     entries = _expand(args.inputs, IMAGE_SUFFIXES, args.recursive)
     suffix = OFFICIAL_SUFFIX if args.official else STREAM_SUFFIX
     codec = _load(args)  # usage errors (model, flags) come before the output checks
@@ -383,10 +399,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path) -> None:
         if args.official:
-            data = codec.encode_cod(src, layout=layout)
+            data = codec.encode_cod(src, layout=layout, max_memory=mm)
             hw = _stream_hw(data, layout or codec.official_layout)
         else:
-            data = codec.encode(src, **enc_params)
+            data = codec.encode(src, max_memory=mm, **enc_params)
             hw = _stream_hw(data, "cod")
         _atomic_write(dst, data, args.overwrite)
         batch.ok(len(data), *hw)
@@ -443,6 +459,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     from .errors import ModelMismatchError  # local: import time
     from .image_io import encode_image  # local: import time
 
+    mm = _max_memory(args)
     entries = _expand(args.inputs, (STREAM_SUFFIX, OFFICIAL_SUFFIX), args.recursive)
     plan = _plan_outputs(entries, args.output, _out_name, args)
     given = _load(args) if args.model is not None else None
@@ -461,13 +478,13 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
                     raise ModelMismatchError("", fp.hex(), f"no known model has fingerprint {fp.hex()}; "
                                                            "pass --model (and --checkpoint)")
             codec = api._diffc_view(codec, data)
-            img = codec.decode(data, **_settings(args, codec, "decode"))
+            img = codec.decode(data, max_memory=mm, **_settings(args, codec, "decode"))
         else:
             if given is None:
                 raise UsageError(f"{src} is an official .cod file: it carries no model id, pass --model")
             if not hasattr(given, "decode_cod"):
                 raise UsageError(f"{src} is an official .cod file: --model must be a CoD model")
-            img = given.decode_cod(data, layout=args.layout, **_settings(args, given, "decode"))
+            img = given.decode_cod(data, layout=args.layout, max_memory=mm, **_settings(args, given, "decode"))
         _atomic_write(dst, encode_image(img, "PNG"), args.overwrite)
         batch.ok(len(data), int(img.shape[1]), int(img.shape[2]))
 

@@ -37,3 +37,8 @@ class ExtensionUnavailableError(CodFastError, ImportError):
 
 class ModelFileError(CodFastError, ValueError):
     """A model config or checkpoint file is malformed, hostile or too large; the message names it."""
+
+
+class AllocationError(CodFastError, MemoryError):
+    """An allocation failed during decode or encode although the memory estimate allowed it
+    (``cod_fast.memory``): the machine had less free memory than the budget assumed."""

@@ -31,15 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from . import __version__
-from .api import resolve_model
-from .codecs.default import DefaultCodec
-from .image_io import to_uint8_chw
-from .metrics import ms_ssim, psnr
-from .references import load_model
-
 __all__ = ["EvalResult", "Point", "add_parser", "evaluate", "measure", "rate_points"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -64,6 +55,7 @@ class Point:
 def rate_points(codec: Any, levels: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Encode keyword sets of the rate points: ``[{"quality": l}, ...]`` for the default model
     (``levels``, default all of its levels); ``[{}]`` for one-rate codecs (ValueError with levels)."""
+    from .codecs.default import DefaultCodec  # local: import time (the CLI imports this module for its parser)
 
     if isinstance(codec, DefaultCodec):
         lv = list(range(codec.levels)) if levels is None else [float(v) for v in levels]
@@ -81,7 +73,10 @@ def measure(codec: Any, image: Any, name: str, params: dict[str, Any], msssim: b
     """Encode + decode ``image`` (anything ``encode`` takes) with ``params``; returns (Point, the
     container bytes, the uint8 [3, H, W] reconstruction). RuntimeError when the decoder returns
     another shape or dtype."""
+    import torch  # local: import time (the CLI imports this module for its parser)
 
+    from .image_io import to_uint8_chw  # local: import time (the CLI imports this module for its parser)
+    from .metrics import ms_ssim, psnr  # local: import time (the CLI imports this module for its parser)
 
     ref = to_uint8_chw(image)
     _, h, w = ref.shape
@@ -199,7 +194,11 @@ def evaluate(inputs: Sequence[str | os.PathLike] | str | os.PathLike, model: Any
     ``threads``: torch threads for the run (restored after; the published figures use 1);
     ``log``: called with one line per image and point. Returns an :class:`EvalResult`.
     """
+    import torch  # local: import time (the CLI imports this module for its parser)
 
+    from . import __version__  # local: import time (the CLI imports this module for its parser)
+    from .api import resolve_model  # local: import time (the CLI imports this module for its parser)
+    from .references import load_model  # local: import time (the CLI imports this module for its parser)
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Union
 
 import torch
 
+from .. import memory
 from ..bitstream import (
     DEFAULT_MAX_PIXELS,
     CodecId,
@@ -46,6 +47,9 @@ class VQCodec(PortableCodec, ABC):
     codec_id: ClassVar[CodecId]
     #: Layout of the official writer of this model family (see ``compat``): "cod" = H first.
     official_layout: str = "cod"
+    #: Whether decode samples many steps with guidance (batch 2, the unconditional map): the
+    #: memory estimate's shape; one-step codecs set False.
+    memory_multi_step: bool = True
 
     def __init__(self, spec: Any, net: torch.nn.Module, fingerprint: bytes,
                  device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
@@ -59,6 +63,15 @@ class VQCodec(PortableCodec, ABC):
         self.vae = vae.to(device=self.device, dtype=dtype).eval() if vae is not None else None
         self.fingerprint = bytes(fingerprint)
         self._lock = threading.Lock()  # decode may touch per-call attributes of net
+
+    def memory_estimate(self, phase: str, height: int, width: int) -> int:
+        """Peak activation bytes of ``phase`` ("decode"/"encode") for an image of this size
+        (``cod_fast.memory``: condition codec, attention, denoiser, sampler, SD-VAE terms)."""
+        hp, wp = memory.pad(height, self.stride), memory.pad(width, self.stride)
+        if phase == "encode":
+            return memory.vq_encode_bytes(self, hp, wp)
+        multi = self.memory_multi_step
+        return memory.vq_decode_bytes(self, hp, wp, batch=2 if multi else 1, multi_step=multi)
 
     # -- geometry --------------------------------------------------------------------------------
     @property
@@ -97,14 +110,16 @@ class VQCodec(PortableCodec, ABC):
     def default_params(self) -> DecodeParams:
         """Decode settings recorded when encode() is given none."""
 
-    def encode(self, image: ImageLike, **params: Any) -> bytes:
+    @memory.allocation_guard
+    def encode(self, image: ImageLike, *, max_memory: memory.MemoryLike = None, **params: Any) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
         Keyword ``params`` (e.g. ``steps``, ``cfg``, ``sampler``, ``seed``) override the default
-        decode settings recorded in the stream.
+        decode settings recorded in the stream. ``max_memory``: see ``cod_fast.memory``.
         """
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)
         dp = self._merge_params(self.default_params(), params)
         problem = self.check_params(dp)
         if problem:
@@ -173,8 +188,10 @@ class VQCodec(PortableCodec, ABC):
                              "to decode in float32")
         return torch.autocast(self.device.type, dtype=dt)
 
+    @memory.allocation_guard
     def decode(self, data: bytes, *, dtype: Union[str, torch.dtype, None] = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS, **overrides: Any) -> torch.Tensor:
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_memory: memory.MemoryLike = None,
+               **overrides: Any) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true, uncropped size).
 
         ``overrides`` (``steps``, ``cfg``, ``sampler``, ``seed``, ``noise_level``; None = keep)
@@ -182,6 +199,7 @@ class VQCodec(PortableCodec, ABC):
         under autocast to that dtype when it differs from the codec's (float32 needs a float32 model).
         """
         c, packed, params = self.parse(data, max_pixels=max_pixels)
+        memory.check(self, "decode", c.height, c.width, max_memory)
         params = self._merge_params(params, overrides)
         problem = self.check_params(params)
         if problem:
@@ -197,12 +215,15 @@ class VQCodec(PortableCodec, ABC):
         """Packed indices of a padded hp x wp image -> (1, 3, hp, wp) in about [-1, 1]."""
 
     # -- official .cod files -----------------------------------------------------------------------
-    def encode_cod(self, image: ImageLike, layout: str | None = None) -> bytes:
+    @memory.allocation_guard
+    def encode_cod(self, image: ImageLike, layout: str | None = None, *,
+                   max_memory: memory.MemoryLike = None) -> bytes:
         """Image -> official ``.cod`` bytes in ``layout`` (default: ``official_layout``, the layout
         of this model family's official writer). Official files carry no padding, so H and W must
         be multiples of ``stride`` (ValueError otherwise)."""
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)
         if h % self.stride or w % self.stride:
             raise ValueError(f"official .cod files need sizes that are multiples of {self.stride}, "
                              f"got {h}x{w}; use encode() (our container pads and crops)")
@@ -211,8 +232,10 @@ class VQCodec(PortableCodec, ABC):
             packed = self.net.compress(x)
         return write_cod(None, packed, h, w, layout=layout or self.official_layout)  # type: ignore[arg-type]
 
+    @memory.allocation_guard
     def decode_cod(self, data: bytes, layout: str | None = None, *, dtype: Union[str, torch.dtype, None] = None,
-                   max_pixels: int = DEFAULT_MAX_PIXELS, **overrides: Any) -> torch.Tensor:
+                   max_pixels: int = DEFAULT_MAX_PIXELS, max_memory: memory.MemoryLike = None,
+                   **overrides: Any) -> torch.Tensor:
         """Official ``.cod`` bytes -> uint8 [3, H, W]. The file carries no model id and no decode
         settings: this codec's model and defaults are used (``overrides`` replace them).
         ``layout`` defaults to ``official_layout``."""
@@ -224,6 +247,7 @@ class VQCodec(PortableCodec, ABC):
                                  f"{self.stride}: no official encoder writes it for this model")
         if cod.height * cod.width > max_pixels:
             raise LimitExceededError(f"image of {cod.height}x{cod.width} exceeds max_pixels={max_pixels}")
+        memory.check(self, "decode", cod.height, cod.width, max_memory)
         params = self._merge_params(self.default_params(), overrides)
         problem = self.check_params(params)
         if problem:

@@ -50,7 +50,7 @@ from typing import Any, Union
 
 import torch
 
-from .. import rcc
+from .. import memory, rcc
 from ..bitstream import (
     DEFAULT_MAX_PIXELS,
     HEADER_BYTES,
@@ -68,7 +68,7 @@ from ..bitstream import (
     unpack_indices_section,
     write_container,
 )
-from ..diffc.denoiser import CoDFlowDenoiser, DDPMView
+from ..diffc.denoiser import CoDFlowDenoiser, DDPMView, shared_net_lock
 from ..diffc.schedule import (
     DENOISING_SCHEDULES,
     ENCODING_SCHEDULES,
@@ -292,6 +292,14 @@ class DiffCCodec(PortableCodec):
 
     codec_id = CodecId.DIFFC
 
+    def memory_estimate(self, phase: str, height: int, width: int) -> int:
+        """Peak activation bytes (``cod_fast.memory``): the multi-step CoD denoiser with guidance
+        plus 40 bytes per state element (rcc samples, ``x0_hat``, posterior means); encode also
+        runs the condition encoder."""
+        hp, wp = memory.pad(height, self.stride), memory.pad(width, self.stride)
+        dec = memory.vq_decode_bytes(self.base, hp, wp, batch=2, multi_step=True, extra_per_state=40.0)
+        return max(dec, memory.vq_encode_bytes(self.base, hp, wp)) if phase == "encode" else dec
+
     def __reduce__(self) -> tuple:
         """Pickles as its CoD codec's reference plus the rcc settings (``cod_fast.portable``)."""
         return _rebuild_diffc, (_state_of(self.base), {"backend": self.backend, "threads": self.threads})
@@ -331,13 +339,21 @@ class DiffCCodec(PortableCodec):
 
     # -- shared pieces ----------------------------------------------------------------------------
     def _denoiser(self, variant: str, packed: bytes | None, hp: int, wp: int) -> DDPMView:
+        """The DDPM view of the denoiser conditioned for a padded hp x wp image.
+
+        The network caches the unconditional map on itself (``pre_calculated_uncond``, one size
+        at a time); computing it and reading it back happen under the lock that the CoD codec's
+        own decode holds (:func:`cod_fast.diffc.shared_net_lock`), so threads decoding other
+        sizes (DiffC or CoD, on this network) cannot swap the map in between. The map tensor is
+        never modified in place, so holding it after the lock is released is safe."""
         p = next(self.net.parameters())
         uncond = torch.full((1, 3, hp, wp), -1.0, device=self.device, dtype=p.dtype)
-        if variant == "cond":
-            maps = self.net.decompress(packed, hp, wp, self.device, uncond=uncond)
-        else:
-            self.net.calculate_uncond(uncond)
-            maps = self.net.y_embedder.pre_calculated_uncond
+        with shared_net_lock(self.base):
+            if variant == "cond":
+                maps = self.net.decompress(packed, hp, wp, self.device, uncond=uncond)
+            else:
+                self.net.calculate_uncond(uncond)
+                maps = self.net.y_embedder.pre_calculated_uncond
         return DDPMView(CoDFlowDenoiser(self.net, maps))
 
     def _noise(self, dim: int, seed: int) -> torch.Tensor:
@@ -363,6 +379,7 @@ class DiffCCodec(PortableCodec):
         return x
 
     # -- encode ------------------------------------------------------------------------------------
+    @memory.allocation_guard
     def encode(self, image: ImageLike, **kwargs: Any) -> bytes:
         """Image -> container bytes. Keywords as :meth:`encode_trace` (``steps``, ``target_bpp``,
         ``seed``, ``variant``, ``schedule``, ``encode_cfg``, ``denoise_cfg``, ``index_coding``)."""
@@ -371,7 +388,8 @@ class DiffCCodec(PortableCodec):
     def encode_trace(self, image: ImageLike, *, steps: int | None = None, target_bpp: float | None = None,
                      seed: int = 0, variant: str = "cond", schedule: int | None = None,
                      encode_cfg: float | None = None, denoise_cfg: float | None = None,
-                     index_coding: str = "raw", reconstruct: bool = True) -> tuple[bytes, DiffCTrace, torch.Tensor | None]:
+                     index_coding: str = "raw", reconstruct: bool = True,
+                     max_memory: memory.MemoryLike = None) -> tuple[bytes, DiffCTrace, torch.Tensor | None]:
         """Encode; returns (bytes, trace, reconstruction uint8 [3, H, W] or None).
 
         ``steps``: encoded steps (default: the whole schedule); ``target_bpp``: keep the longest
@@ -403,6 +421,7 @@ class DiffCCodec(PortableCodec):
 
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)  # max_memory: see cod_fast.memory
         unit = pad_to_multiple(uint8_to_unit(img), self.stride).to(self.device)
         hp, wp = unit.shape[-2:]
         p = next(self.net.parameters())
@@ -493,11 +512,12 @@ class DiffCCodec(PortableCodec):
         return c, params, packed, records, complete
 
     def decode_trace(self, data: bytes, *, max_steps: int | None = None, cfg: float | None = None,
-                     denoise: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
-                     ) -> tuple[DiffCTrace, torch.Tensor | None]:
+                     denoise: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     max_memory: memory.MemoryLike = None) -> tuple[DiffCTrace, torch.Tensor | None]:
         """Replay the steps (all, or the first ``max_steps``), then denoise: (trace, uint8 image
         [3, H, W] or None when ``denoise=False``). ``cfg`` overrides the denoising guidance."""
         c, params, packed, records, _ = self.parse(data, max_pixels=max_pixels)
+        memory.check(self, "decode", c.height, c.width, max_memory)  # max_memory: see cod_fast.memory
         if max_steps is not None:
             if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
                 raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
@@ -533,14 +553,16 @@ class DiffCCodec(PortableCodec):
                                       c.height, c.width)
         return trace, img
 
+    @memory.allocation_guard
     def decode(self, data: bytes, max_steps: int | None = None, *, cfg: float | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_memory: memory.MemoryLike = None) -> torch.Tensor:
         """Container bytes (or a prefix cut at a step boundary) -> ``torch.uint8`` [3, H, W] (CPU).
 
         ``max_steps``: replay only the first steps (progressive decoding); ``cfg``: denoising
         guidance instead of the recorded one.
         """
-        return self.decode_trace(data, max_steps=max_steps, cfg=cfg, max_pixels=max_pixels)[1]
+        return self.decode_trace(data, max_steps=max_steps, cfg=cfg, max_pixels=max_pixels,
+                                 max_memory=max_memory)[1]
 
 
 def bits_per_pixel(data: Union[bytes, bytearray], height: int, width: int) -> float:

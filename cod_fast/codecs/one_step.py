@@ -26,6 +26,8 @@ class OneStepCoDCodec(VQCodec):
     Recorded decode settings: sampler ``none``, steps 1, cfg 1, seed, the net's noise level.
     """
 
+    memory_multi_step = False  # one denoiser pass, no guidance (cod_fast.memory)
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         lite = type(self.net).__module__.startswith("cod_fast.models.cod_lite")

@@ -43,7 +43,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .. import registry
+from .. import memory, registry
 from ..bitstream import (
     DEFAULT_MAX_PIXELS,
     CodecId,
@@ -150,6 +150,15 @@ class SodecCodec(PortableCodec):
         """Whether y is coded in two checkerboard passes."""
         return bool(self.net.cfg.hyperprior.checkerboard)
 
+    def memory_estimate(self, phase: str, height: int, width: int) -> int:
+        """Peak activation bytes (``cod_fast.memory``): 120 B per padded pixel to encode,
+        ``56 * vae_ch0`` to decode (the VAE decoder at full resolution; measured 876-1206 B/px with
+        ``vae_ch0 = 16``)."""
+        p = memory.pad(height, self.stride) * memory.pad(width, self.stride)
+        if phase == "encode":
+            return memory.FIXED_BYTES + p * 120
+        return memory.FIXED_BYTES + p * 56 * int(self.net.cfg.vae.block_out_channels[0])
+
     def portable_reference(self) -> ModelRef | None:
         """A named model pickles by name (``cod_fast.portable``); other SODEC codecs need the
         reference ``cod_fast.load_model`` records."""
@@ -160,7 +169,9 @@ class SodecCodec(PortableCodec):
         return f"SodecCodec({label}fingerprint={self.fingerprint_hex}, device={self.device})"
 
     # -- encode ----------------------------------------------------------------------------------
-    def encode(self, image: ImageLike, entropy_backend: str = "reference") -> bytes:
+    @memory.allocation_guard
+    def encode(self, image: ImageLike, entropy_backend: str = "reference", *,
+               max_memory: memory.MemoryLike = None) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
         ``entropy_backend`` ("reference", "triton", "cpp") computes the integer entropy
@@ -169,6 +180,7 @@ class SodecCodec(PortableCodec):
         backend = _check_backend(entropy_backend)
         img = to_uint8_chw(image)
         _, h, w = img.shape
+        memory.check(self, "encode", h, w, max_memory)  # max_memory: see cod_fast.memory
         x = pad_to_multiple(uint8_to_unit(img) * 2.0 - 1.0, self.stride).to(self.device)
         with torch.inference_mode(), self._lock:
             strings, (_, zh, zw) = self.net.hyperprior.compress(x, backend=backend)
@@ -225,11 +237,13 @@ class SodecCodec(PortableCodec):
         return c, [c.section(SectionType.HYPERPRIOR_Z), *y_strings], (zh, zw)
 
     def decode_latents(self, data: bytes, entropy_backend: str = "reference",
-                       max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Container, torch.Tensor, torch.Tensor]:
+                       max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None
+                       ) -> tuple[Container, torch.Tensor, torch.Tensor]:
         """(container, y_hat float32 [1, M, h, w], z symbols int32 [1, cz, h/4, w/4]) of a stream,
         on the CPU: the entropy-decoded latents, identical for every backend."""
         backend = _check_backend(entropy_backend)
         c, strings, (zh, zw) = self.parse(data, max_pixels=max_pixels)
+        memory.check(self, "decode", c.height, c.width, max_memory)
         try:
             with self._lock:
                 y_hat, z_sym = self.net.hyperprior.decompress_latents(strings, (1, zh, zw), backend=backend)
@@ -239,10 +253,12 @@ class SodecCodec(PortableCodec):
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
         return c, y_hat, z_sym
 
+    @memory.allocation_guard
     def decode(self, data: bytes, entropy_backend: str = "reference",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped)."""
-        c, y_hat, z_sym = self.decode_latents(data, entropy_backend, max_pixels)
+               max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
+        """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped).
+        ``max_memory``: see ``cod_fast.memory`` (checked before the entropy decoding)."""
+        c, y_hat, z_sym = self.decode_latents(data, entropy_backend, max_pixels, max_memory=max_memory)
         with torch.inference_mode(), self._lock:
             out = self.net.decode_latent(y_hat.to(self.device), z_sym.to(self.device, torch.float32))
         img = unit_to_uint8(out[0, :, : c.height, : c.width])  # type: ignore[index]

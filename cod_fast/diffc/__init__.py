@@ -7,7 +7,7 @@
 
 The codec itself (stream layout, encoder, decoder) is :mod:`cod_fast.codecs.diffc`.
 """
-from .denoiser import CoDFlowDenoiser, DDPMView, FlowDenoiser
+from .denoiser import CoDFlowDenoiser, DDPMView, FlowDenoiser, shared_net_lock
 from .schedule import (
     DENOISING_SCHEDULES,
     ENCODING_SCHEDULES,
@@ -20,15 +20,16 @@ from .schedule import (
 )
 
 __all__ = [
-    "CoDFlowDenoiser",
-    "DDPMView",
     "DENOISING_SCHEDULES",
     "ENCODING_SCHEDULES",
+    "CoDFlowDenoiser",
+    "DDPMView",
     "FlowDenoiser",
     "StepCoefficients",
     "alpha_bar",
     "flow_time",
     "ot_sigma",
+    "shared_net_lock",
     "snr",
     "step_coefficients",
 ]

@@ -9,11 +9,31 @@ DiffC needs at a DDPM timestep: ``x0_hat`` from a DDPM-space state (see :mod:`.s
 from __future__ import annotations
 
 import math
-from typing import Protocol
+import threading
+import weakref
+from typing import Any, Protocol
 
 import torch
 
 from .schedule import alpha_bar, flow_time, ot_sigma
+
+_net_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_net_locks_guard = threading.Lock()
+
+
+def shared_net_lock(codec: Any) -> Any:
+    """The lock guarding the per-network caches (the unconditional map) of ``codec.net``: the
+    codec's own ``_lock`` (held by ``VQCodec.decode`` around its synthesis) when it has one, else
+    one lock per network object, created on first use."""
+    lock = getattr(codec, "_lock", None)
+    if lock is not None:
+        return lock
+    net = codec.net
+    with _net_locks_guard:
+        lock = _net_locks.get(net)
+        if lock is None:
+            lock = _net_locks[net] = threading.Lock()
+        return lock
 
 
 class FlowDenoiser(Protocol):
