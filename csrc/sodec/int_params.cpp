@@ -55,55 +55,65 @@ using Kernel = void (*)(const int32_t* wpair, int64_t wstride, const int16_t* bp
 template <int NR>
 void kernel_portable(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                      int64_t* acc64) {
-  {
-    const int64_t c0 = 0, c1 = kpairs;
-    int32_t acc[kMR][NR] = {};
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      for (int m = 0; m < kMR; ++m) {
-        const int32_t wp = wpair[m * wstride + pp];
-        const int32_t w0 = static_cast<int16_t>(wp & 0xffff);
-        const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(wp) >> 16);
-        for (int j = 0; j < NR; ++j) acc[m][j] += w0 * b[2 * j] + w1 * b[2 * j + 1];
-      }
+  int32_t acc[kMR][NR] = {};
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    for (int m = 0; m < kMR; ++m) {
+      const int32_t wp = wpair[m * wstride + pp];
+      const int32_t w0 = static_cast<int16_t>(wp & 0xffff);
+      const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(wp) >> 16);
+      for (int j = 0; j < NR; ++j) acc[m][j] += w0 * b[2 * j] + w1 * b[2 * j + 1];
     }
-    for (int m = 0; m < kMR; ++m)
-      for (int j = 0; j < NR; ++j) acc64[m * NR + j] += acc[m][j];
   }
+  for (int m = 0; m < kMR; ++m)
+    for (int j = 0; j < NR; ++j) acc64[m * NR + j] += acc[m][j];
 }
 
 #ifdef COD_FAST_X86
-// AVX2: NR = 24 (3 vectors of 8 positions), 12 int32 accumulators.
+// AVX2: NR = 24 (3 vectors of 8 positions), 12 named int32 accumulators (see kernel_avx512).
 __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t wstride,
                                                  const int16_t* bpanel, int64_t kpairs,
                                                  int64_t* acc64) {
   constexpr int NR = 24;
-  {
-    const int64_t c0 = 0, c1 = kpairs;
-    __m256i acc[kMR][3];
-    for (int m = 0; m < kMR; ++m)
-      for (int v = 0; v < 3; ++v) acc[m][v] = _mm256_setzero_si256();
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-      const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-      for (int m = 0; m < kMR; ++m) {
-        const __m256i w = _mm256_set1_epi32(wpair[m * wstride + pp]);
-        acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(w, b0));
-        acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(w, b1));
-        acc[m][2] = _mm256_add_epi32(acc[m][2], _mm256_madd_epi16(w, b2));
-      }
-    }
-    for (int m = 0; m < kMR; ++m) {
-      for (int v = 0; v < 3; ++v) {
-        int64_t* dst = acc64 + m * NR + 8 * v;
-        const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[m][v]));
-        const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[m][v], 1));
-        __m256i* d = reinterpret_cast<__m256i*>(dst);
-        _mm256_storeu_si256(d, _mm256_add_epi64(_mm256_loadu_si256(d), lo));
-        _mm256_storeu_si256(d + 1, _mm256_add_epi64(_mm256_loadu_si256(d + 1), hi));
-      }
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00;
+  __m256i c10 = c00, c11 = c00, c12 = c00;
+  __m256i c20 = c00, c21 = c00, c22 = c00;
+  __m256i c30 = c00, c31 = c00, c32 = c00;
+  const int32_t* w0p = wpair;
+  const int32_t* w1p = wpair + wstride;
+  const int32_t* w2p = wpair + 2 * wstride;
+  const int32_t* w3p = wpair + 3 * wstride;
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+    __m256i w = _mm256_set1_epi32(w0p[pp]);
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w, b0));
+    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(w, b1));
+    c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w1p[pp]);
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(w, b0));
+    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(w, b1));
+    c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w2p[pp]);
+    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(w, b0));
+    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(w, b1));
+    c22 = _mm256_add_epi32(c22, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w3p[pp]);
+    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(w, b0));
+    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
+    c32 = _mm256_add_epi32(c32, _mm256_madd_epi16(w, b2));
+  }
+  const __m256i acc[kMR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+  for (int m = 0; m < kMR; ++m) {
+    for (int v = 0; v < 3; ++v) {
+      int64_t* dst = acc64 + m * NR + 8 * v;
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[m][v]));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[m][v], 1));
+      __m256i* d = reinterpret_cast<__m256i*>(dst);
+      _mm256_storeu_si256(d, _mm256_add_epi64(_mm256_loadu_si256(d), lo));
+      _mm256_storeu_si256(d + 1, _mm256_add_epi64(_mm256_loadu_si256(d + 1), hi));
     }
   }
 }
