@@ -424,6 +424,7 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
   const int64_t HW = g.H * g.W, hw = h * w;
   const std::vector<Phase>& phases = prep.phases;
   const int64_t n_phases = static_cast<int64_t>(phases.size());
+  if (n <= 0 || hw <= 0) return;  // empty output: nothing to compute (and no task to size)
   const int64_t n_panels = (hw + nr - 1) / nr;
   // Channel blocks: whole rows of MR; split the channels when there are too few panels to keep
   // every thread busy (small early layers).

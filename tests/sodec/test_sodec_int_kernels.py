@@ -148,3 +148,14 @@ def test_prepared_weights_cache_follows_in_place_changes():
         cpu_ext().sodec.conv_requant_prepared(torch.zeros(1, 7, 2, 2, dtype=torch.int32).numpy(), prep,
                                               layer.bias.numpy(), layer.mult.numpy(), layer.shift.numpy(),
                                               0, ACT_MAX)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (1, 3, 0, 4), (2, 3, 4, 0)])
+def test_empty_inputs_give_empty_outputs(shape):
+    gen = torch.Generator().manual_seed(2)
+    layer = _random_layer(gen, 3, 5, 3, 2)
+    a = torch.zeros(shape, dtype=torch.int32)
+    n, _, h, w = shape
+    want = torch.zeros((n, 5, 2 * h, 2 * w), dtype=torch.int32)  # (the torch reference's unfold rejects 0-size planes)
+    for impl in _impls():
+        assert torch.equal(_run(a, layer, impl), want)
