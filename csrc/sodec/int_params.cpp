@@ -499,6 +499,24 @@ void count_above(const int32_t* s, size_t count, const int32_t* t, size_t n_t, i
   }
 }
 
+// Thresholds spanning at most this many values use a lookup table (1 MiB of int32 at most; the
+// default scale table spans 28..65536 on the 2^-8 grid).
+constexpr int64_t kMaxLutRange = int64_t{1} << 18;
+
+#ifdef COD_FAST_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void lookup_counts(const int32_t* s, size_t count, int32_t t_lo, int64_t range, const int32_t* lut,
+                   int32_t always, int32_t* out) {
+  for (size_t j = 0; j < count; ++j) {
+    // lut has range + 2 entries: [0] for v <= t_lo (0), [range + 1] for v > t_hi (all); the
+    // clamped index makes the loop branch-free (a gather when vectorised). int64: no overflow.
+    int64_t i = static_cast<int64_t>(s[j]) - t_lo;
+    i = i < 0 ? 0 : i > range + 1 ? range + 1 : i;
+    out[j] = always + lut[i];
+  }
+}
+
 }  // namespace
 
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
@@ -514,6 +532,23 @@ void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size
     } else if (thresholds[k] < INT32_MAX) {
       mid.push_back(static_cast<int32_t>(thresholds[k]));
     }
+  }
+  if (!mid.empty() && count >= 4096 &&
+      static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
+    // Lookup table over (T_min, T_max]: lut[v - T_min - 1] = #{k : v > T[k]} (the thresholds are
+    // sorted, so one merge pass builds it); below T_min nothing counts, above T_max everything.
+    // lut[i] = #{k : t_lo + i > T[k]} for i in [0, range + 1], range = t_hi - t_lo: i = 0 counts
+    // nothing (v <= t_lo), i = range + 1 everything (v > t_hi).
+    const int32_t t_lo = mid.front();
+    const int64_t range = static_cast<int64_t>(mid.back()) - t_lo;
+    std::vector<int32_t> lut(static_cast<size_t>(range + 2));
+    size_t k = 0;
+    for (int64_t i = 0; i <= range + 1; ++i) {
+      while (k < mid.size() && mid[k] < t_lo + i) ++k;
+      lut[static_cast<size_t>(i)] = static_cast<int32_t>(k);
+    }
+    lookup_counts(s, count, t_lo, range, lut.data(), always, out);
+    return;
   }
   std::fill(out, out + count, always);
   // Blocks of elements small enough for L1, every threshold over each block.
