@@ -279,6 +279,23 @@ void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p
   }
 }
 
+// Whether every row's aligned windows of `len` pairs keep ACT_MAX * sum(|w0| + |w1|) <= INT32_MAX.
+bool windows_fit(const Phase& ph, int64_t co, int64_t len) {
+  for (int64_t o = 0; o < co; ++o) {
+    const int32_t* row = ph.wpair.data() + o * ph.kpairs;
+    for (int64_t s0 = 0; s0 < ph.kpairs; s0 += len) {
+      int64_t sum = 0;
+      for (int64_t pp = s0; pp < std::min(ph.kpairs, s0 + len); ++pp) {
+        const int32_t w0 = static_cast<int16_t>(row[pp] & 0xffff);
+        const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(row[pp]) >> 16);
+        sum += (w0 < 0 ? -w0 : w0) + (w1 < 0 ? -w1 : w1);
+      }
+      if (sum * ACT_MAX > INT32_MAX) return false;
+    }
+  }
+  return true;
+}
+
 // floor(v / up) for up in {1, 2} and any sign.
 inline int64_t floor_div(int64_t v, int64_t up) { return v >= 0 ? v / up : -((-v + up - 1) / up); }
 
@@ -388,10 +405,21 @@ std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, in
         fill_phase_weights(weight, ci, k, up, phases[static_cast<size_t>(ip)], o0, o1);
   });
   for (int64_t ip = 0; ip < n_phases; ++ip) {
+    Phase& ph = phases[static_cast<size_t>(ip)];
     int64_t mw = 0;
     for (int64_t bk = 0; bk < kPrepBlocks; ++bk) mw = std::max(mw, maxw[static_cast<size_t>(ip * kPrepBlocks + bk)]);
-    // Pairs per exact int32 chunk: a pair adds at most 2 * mw * ACT_MAX in magnitude.
-    if (mw > 0) phases[static_cast<size_t>(ip)].chunk = std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+    // Pairs per exact int32 chunk. Always valid: a pair adds at most 2 * mw * ACT_MAX in
+    // magnitude. Often longer: a lane's partial sum over pairs [s0, s0 + L) is bounded by
+    // ACT_MAX * sum(|w0| + |w1|) over those pairs of its row, so any L whose aligned windows all
+    // stay within INT32_MAX in every row is exact too (merged weights of up = 2 reach ~4 * 127,
+    // but their sums are far below the worst case; fewer chunks = fewer int64 flushes).
+    ph.chunk = mw == 0 ? kChunkPairs : std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+    for (int64_t cand = std::min(kChunkPairs, kSlicePairs); cand > ph.chunk; cand /= 2) {
+      if (windows_fit(ph, co, cand)) {
+        ph.chunk = cand;
+        break;
+      }
+    }
   }
   return prep;
 }
