@@ -12,7 +12,9 @@ Full config (``FULL_SODEC``: n 192, m 320, cz 192), random seeded weights, one 5
                  ``compress(backend="cpp")`` (g_a, h_a, the integer parameters, rANS), for the
                  issue's "encode at most 1.5x g_a" ratio.
 
-Every backend's integers are checked equal to the reference's. Run it under the team's lock:
+Every backend's integers are checked equal to the reference's. Each timed run follows a short
+sleep (``--pause``): torch's OpenMP workers spin for a while after a parallel region, and without
+the pause they ran against (and were billed to) whatever came next. Run it under the team's lock:
 
     flock /tmp/cod_fast_bench.lock .venv/bin/python bench/bench_sodec_int_params.py --repeats 5
 """
@@ -42,6 +44,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="C++ threads (0: one per CPU)")
     ap.add_argument("--skip-reference", action="store_true", help="time the C++ kernels only")
+    ap.add_argument("--pause", type=float, default=0.3,
+                    help="seconds of sleep before each timed run, so that the previous run's spinning "
+                         "OpenMP workers (torch) go idle instead of competing with it (default 0.3)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -100,6 +105,7 @@ def main() -> None:
     names = list(runs)
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
+            time.sleep(args.pause)
             t0, c0 = time.perf_counter(), time.process_time()
             runs[name]()
             times[name].append(time.perf_counter() - t0)

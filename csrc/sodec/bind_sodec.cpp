@@ -63,7 +63,8 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
               mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
   require(up == 1 || up == 2, "up must be 1 or 2");
   require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
-  require(h * up * w * up <= (int64_t{1} << 28), "output plane too large");
+  require(h <= (int64_t{1} << 28) && w <= (int64_t{1} << 28) && h * up * w * up <= (int64_t{1} << 28),
+          "output plane too large");
   const int32_t* pa = a.data();
   if (a.size() > 0) {
     const auto r = min_max(pa, a.size());
@@ -122,7 +123,8 @@ I32 conv_requant_prepared_py(const I32& a, const PreparedConv& prep, const I64& 
   require(a.ndim() == 4, "a must be [N, CI, h, w]");
   require(a.shape(1) == prep.ci, "a's channels differ from the prepared layer's input channels");
   const int64_t n = a.shape(0), h = a.shape(2), w = a.shape(3), up = prep.up;
-  require(h * up * w * up <= (int64_t{1} << 28), "output plane too large");
+  require(h <= (int64_t{1} << 28) && w <= (int64_t{1} << 28) && h * up * w * up <= (int64_t{1} << 28),
+          "output plane too large");
   check_requant(bias, mult, shift, prep.co, lo, hi);
   if (a.size() > 0) {
     const auto r = min_max(a.data(), a.size());

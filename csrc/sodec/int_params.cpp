@@ -55,55 +55,65 @@ using Kernel = void (*)(const int32_t* wpair, int64_t wstride, const int16_t* bp
 template <int NR>
 void kernel_portable(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                      int64_t* acc64) {
-  {
-    const int64_t c0 = 0, c1 = kpairs;
-    int32_t acc[kMR][NR] = {};
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      for (int m = 0; m < kMR; ++m) {
-        const int32_t wp = wpair[m * wstride + pp];
-        const int32_t w0 = static_cast<int16_t>(wp & 0xffff);
-        const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(wp) >> 16);
-        for (int j = 0; j < NR; ++j) acc[m][j] += w0 * b[2 * j] + w1 * b[2 * j + 1];
-      }
+  int32_t acc[kMR][NR] = {};
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    for (int m = 0; m < kMR; ++m) {
+      const int32_t wp = wpair[m * wstride + pp];
+      const int32_t w0 = static_cast<int16_t>(wp & 0xffff);
+      const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(wp) >> 16);
+      for (int j = 0; j < NR; ++j) acc[m][j] += w0 * b[2 * j] + w1 * b[2 * j + 1];
     }
-    for (int m = 0; m < kMR; ++m)
-      for (int j = 0; j < NR; ++j) acc64[m * NR + j] += acc[m][j];
   }
+  for (int m = 0; m < kMR; ++m)
+    for (int j = 0; j < NR; ++j) acc64[m * NR + j] += acc[m][j];
 }
 
 #ifdef COD_FAST_X86
-// AVX2: NR = 24 (3 vectors of 8 positions), 12 int32 accumulators.
+// AVX2: NR = 24 (3 vectors of 8 positions), 12 named int32 accumulators (see kernel_avx512).
 __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t wstride,
                                                  const int16_t* bpanel, int64_t kpairs,
                                                  int64_t* acc64) {
   constexpr int NR = 24;
-  {
-    const int64_t c0 = 0, c1 = kpairs;
-    __m256i acc[kMR][3];
-    for (int m = 0; m < kMR; ++m)
-      for (int v = 0; v < 3; ++v) acc[m][v] = _mm256_setzero_si256();
-    for (int64_t pp = c0; pp < c1; ++pp) {
-      const int16_t* b = bpanel + pp * NR * 2;
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-      const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-      for (int m = 0; m < kMR; ++m) {
-        const __m256i w = _mm256_set1_epi32(wpair[m * wstride + pp]);
-        acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(w, b0));
-        acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(w, b1));
-        acc[m][2] = _mm256_add_epi32(acc[m][2], _mm256_madd_epi16(w, b2));
-      }
-    }
-    for (int m = 0; m < kMR; ++m) {
-      for (int v = 0; v < 3; ++v) {
-        int64_t* dst = acc64 + m * NR + 8 * v;
-        const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[m][v]));
-        const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[m][v], 1));
-        __m256i* d = reinterpret_cast<__m256i*>(dst);
-        _mm256_storeu_si256(d, _mm256_add_epi64(_mm256_loadu_si256(d), lo));
-        _mm256_storeu_si256(d + 1, _mm256_add_epi64(_mm256_loadu_si256(d + 1), hi));
-      }
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00;
+  __m256i c10 = c00, c11 = c00, c12 = c00;
+  __m256i c20 = c00, c21 = c00, c22 = c00;
+  __m256i c30 = c00, c31 = c00, c32 = c00;
+  const int32_t* w0p = wpair;
+  const int32_t* w1p = wpair + wstride;
+  const int32_t* w2p = wpair + 2 * wstride;
+  const int32_t* w3p = wpair + 3 * wstride;
+  for (int64_t pp = 0; pp < kpairs; ++pp) {
+    const int16_t* b = bpanel + pp * NR * 2;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+    __m256i w = _mm256_set1_epi32(w0p[pp]);
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w, b0));
+    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(w, b1));
+    c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w1p[pp]);
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(w, b0));
+    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(w, b1));
+    c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w2p[pp]);
+    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(w, b0));
+    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(w, b1));
+    c22 = _mm256_add_epi32(c22, _mm256_madd_epi16(w, b2));
+    w = _mm256_set1_epi32(w3p[pp]);
+    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(w, b0));
+    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
+    c32 = _mm256_add_epi32(c32, _mm256_madd_epi16(w, b2));
+  }
+  const __m256i acc[kMR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+  for (int m = 0; m < kMR; ++m) {
+    for (int v = 0; v < 3; ++v) {
+      int64_t* dst = acc64 + m * NR + 8 * v;
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[m][v]));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[m][v], 1));
+      __m256i* d = reinterpret_cast<__m256i*>(dst);
+      _mm256_storeu_si256(d, _mm256_add_epi64(_mm256_loadu_si256(d), lo));
+      _mm256_storeu_si256(d + 1, _mm256_add_epi64(_mm256_loadu_si256(d + 1), hi));
     }
   }
 }
@@ -269,6 +279,23 @@ void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p
   }
 }
 
+// Whether every row's aligned windows of `len` pairs keep ACT_MAX * sum(|w0| + |w1|) <= INT32_MAX.
+bool windows_fit(const Phase& ph, int64_t co, int64_t len) {
+  for (int64_t o = 0; o < co; ++o) {
+    const int32_t* row = ph.wpair.data() + o * ph.kpairs;
+    for (int64_t s0 = 0; s0 < ph.kpairs; s0 += len) {
+      int64_t sum = 0;
+      for (int64_t pp = s0; pp < std::min(ph.kpairs, s0 + len); ++pp) {
+        const int32_t w0 = static_cast<int16_t>(row[pp] & 0xffff);
+        const int32_t w1 = static_cast<int16_t>(static_cast<uint32_t>(row[pp]) >> 16);
+        sum += (w0 < 0 ? -w0 : w0) + (w1 < 0 ? -w1 : w1);
+      }
+      if (sum * ACT_MAX > INT32_MAX) return false;
+    }
+  }
+  return true;
+}
+
 // floor(v / up) for up in {1, 2} and any sign.
 inline int64_t floor_div(int64_t v, int64_t up) { return v >= 0 ? v / up : -((-v + up - 1) / up); }
 
@@ -378,10 +405,21 @@ std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, in
         fill_phase_weights(weight, ci, k, up, phases[static_cast<size_t>(ip)], o0, o1);
   });
   for (int64_t ip = 0; ip < n_phases; ++ip) {
+    Phase& ph = phases[static_cast<size_t>(ip)];
     int64_t mw = 0;
     for (int64_t bk = 0; bk < kPrepBlocks; ++bk) mw = std::max(mw, maxw[static_cast<size_t>(ip * kPrepBlocks + bk)]);
-    // Pairs per exact int32 chunk: a pair adds at most 2 * mw * ACT_MAX in magnitude.
-    if (mw > 0) phases[static_cast<size_t>(ip)].chunk = std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+    // Pairs per exact int32 chunk. Always valid: a pair adds at most 2 * mw * ACT_MAX in
+    // magnitude. Often longer: a lane's partial sum over pairs [s0, s0 + L) is bounded by
+    // ACT_MAX * sum(|w0| + |w1|) over those pairs of its row, so any L whose aligned windows all
+    // stay within INT32_MAX in every row is exact too (merged weights of up = 2 reach ~4 * 127,
+    // but their sums are far below the worst case; fewer chunks = fewer int64 flushes).
+    ph.chunk = mw == 0 ? kChunkPairs : std::min<int64_t>(kChunkPairs, INT32_MAX / (2 * mw * ACT_MAX));
+    for (int64_t cand = std::min(kChunkPairs, kSlicePairs); cand > ph.chunk; cand /= 2) {
+      if (windows_fit(ph, co, cand)) {
+        ph.chunk = cand;
+        break;
+      }
+    }
   }
   return prep;
 }
@@ -414,6 +452,7 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
   const int64_t HW = g.H * g.W, hw = h * w;
   const std::vector<Phase>& phases = prep.phases;
   const int64_t n_phases = static_cast<int64_t>(phases.size());
+  if (n <= 0 || hw <= 0) return;  // empty output: nothing to compute (and no task to size)
   const int64_t n_panels = (hw + nr - 1) / nr;
   // Channel blocks: whole rows of MR; split the channels when there are too few panels to keep
   // every thread busy (small early layers).
@@ -488,6 +527,24 @@ void count_above(const int32_t* s, size_t count, const int32_t* t, size_t n_t, i
   }
 }
 
+// Thresholds spanning at most this many values use a lookup table (1 MiB of int32 at most; the
+// default scale table spans 28..65536 on the 2^-8 grid).
+constexpr int64_t kMaxLutRange = int64_t{1} << 18;
+
+#ifdef COD_FAST_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void lookup_counts(const int32_t* s, size_t count, int32_t t_lo, int64_t range, const int32_t* lut,
+                   int32_t always, int32_t* out) {
+  for (size_t j = 0; j < count; ++j) {
+    // lut has range + 2 entries: [0] for v <= t_lo (0), [range + 1] for v > t_hi (all); the
+    // clamped index makes the loop branch-free (a gather when vectorised). int64: no overflow.
+    int64_t i = static_cast<int64_t>(s[j]) - t_lo;
+    i = i < 0 ? 0 : i > range + 1 ? range + 1 : i;
+    out[j] = always + lut[i];
+  }
+}
+
 }  // namespace
 
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
@@ -503,6 +560,23 @@ void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size
     } else if (thresholds[k] < INT32_MAX) {
       mid.push_back(static_cast<int32_t>(thresholds[k]));
     }
+  }
+  if (!mid.empty() && count >= 4096 &&
+      static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
+    // Lookup table over (T_min, T_max]: lut[v - T_min - 1] = #{k : v > T[k]} (the thresholds are
+    // sorted, so one merge pass builds it); below T_min nothing counts, above T_max everything.
+    // lut[i] = #{k : t_lo + i > T[k]} for i in [0, range + 1], range = t_hi - t_lo: i = 0 counts
+    // nothing (v <= t_lo), i = range + 1 everything (v > t_hi).
+    const int32_t t_lo = mid.front();
+    const int64_t range = static_cast<int64_t>(mid.back()) - t_lo;
+    std::vector<int32_t> lut(static_cast<size_t>(range + 2));
+    size_t k = 0;
+    for (int64_t i = 0; i <= range + 1; ++i) {
+      while (k < mid.size() && mid[k] < t_lo + i) ++k;
+      lut[static_cast<size_t>(i)] = static_cast<int32_t>(k);
+    }
+    lookup_counts(s, count, t_lo, range, lut.data(), always, out);
+    return;
   }
   std::fill(out, out + count, always);
   // Blocks of elements small enough for L1, every threshold over each block.

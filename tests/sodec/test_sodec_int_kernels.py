@@ -148,3 +148,36 @@ def test_prepared_weights_cache_follows_in_place_changes():
         cpu_ext().sodec.conv_requant_prepared(torch.zeros(1, 7, 2, 2, dtype=torch.int32).numpy(), prep,
                                               layer.bias.numpy(), layer.mult.numpy(), layer.shift.numpy(),
                                               0, ACT_MAX)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (1, 3, 0, 4), (2, 3, 4, 0)])
+def test_empty_inputs_give_empty_outputs(shape):
+    gen = torch.Generator().manual_seed(2)
+    layer = _random_layer(gen, 3, 5, 3, 2)
+    a = torch.zeros(shape, dtype=torch.int32)
+    n, _, h, w = shape
+    want = torch.zeros((n, 5, 2 * h, 2 * w), dtype=torch.int32)  # (the torch reference's unfold rejects 0-size planes)
+    for impl in _impls():
+        assert torch.equal(_run(a, layer, impl), want)
+
+
+def test_scale_index_lookup_table_path_on_the_default_thresholds():
+    """>= 4096 codes and thresholds spanning < 2**18 values take the lookup-table path."""
+    from cod_fast.entropy import default_scale_table
+    from cod_fast.models.sodec.integer_params import (
+        scale_index_reference,
+        thresholds_from_table,
+    )
+
+    t = thresholds_from_table(default_scale_table(), 8)
+    near = torch.cat([t - 1, t, t + 1]).to(torch.int32)
+    edges = torch.tensor([INT32_MIN, -1, 0, 1, int(t[0]) - 2, int(t[-1]) + 2, INT32_MAX], dtype=torch.int32)
+    rand = torch.randint(-1000, int(t[-1]) + 1000, (20000,), generator=torch.Generator().manual_seed(4),
+                         dtype=torch.int32)
+    s = torch.cat([near, edges, rand])
+    got = torch.from_numpy(cpu_ext().sodec.scale_index(s.numpy(), t.numpy()))
+    assert torch.equal(got, scale_index_reference(s, t))
+    # Duplicated thresholds and one below int32: counts must include them.
+    t2 = torch.cat([torch.tensor([INT32_MIN - 5]), t[:10], t[:10]]).sort().values
+    got2 = torch.from_numpy(cpu_ext().sodec.scale_index(s.numpy(), t2.numpy()))
+    assert torch.equal(got2, scale_index_reference(s, t2))
