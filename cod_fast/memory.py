@@ -25,8 +25,8 @@ The estimates are activation bytes (weights excluded: they are already allocated
   condition encoder ``6 * ch + 32`` B/px, its attention and the VQ distances;
 * SODEC: ``56 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured 876-1206 B/px
   with ``vae_ch0 = 16``), ``120`` B/px to encode;
-* DiffC: the multi-step CoD denoiser with guidance plus 40 bytes per state element (rcc samples,
-  ``x0_hat``, posterior means).
+* DiffC: the multi-step CoD denoiser with guidance plus 300 bytes per state element to decode
+  (rcc candidate samples, ``x0_hat``, posterior means; measured), 40 to encode.
 
 The terms were calibrated on this package's tiny models against measured resident-set peaks
 (``tests/test_memory.py`` checks them within a factor of 2); the quadratic terms make forged
@@ -48,7 +48,7 @@ from typing import Any, TypeVar, Union
 DEFAULT_RAM_FRACTION = 0.8
 #: Default budget on CUDA: this fraction of the GPU's free memory at the time of the call.
 DEFAULT_GPU_FRACTION = 0.9
-_FIXED = 32 << 20
+_FIXED = 16 << 20
 _SLACK = 1.15
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -159,11 +159,8 @@ def _vq_decode(codec: Any, hp: int, wp: int, batch: int, multi_step: bool, extra
     if latent:
         net_px = 4.0 * (16 + 12 * g["hidden"] / (8 * g["patch"]) ** 2)
         state = p / 64 * 4
-        vae = getattr(codec, "vae", None)
-        ch0 = 128
-        cfg = getattr(vae, "config", None)
-        if cfg is not None and getattr(cfg, "block_out_channels", None):
-            ch0 = int(cfg.block_out_channels[0])
+        conv_out = getattr(getattr(getattr(codec, "vae", None), "decoder", None), "conv_out", None)
+        ch0 = int(getattr(conv_out, "in_channels", 128))  # the VAE decoder's full-resolution width
         vae_phase = p * 20 * ch0
     else:
         if g["lite"]:
@@ -201,10 +198,10 @@ def estimate(codec: Any, phase: str, height: int, width: int) -> int:
         return int(_FIXED + p * 56 * ch0)
     if isinstance(codec, DiffCCodec):
         hp, wp = _pad(h, codec.stride), _pad(w, codec.stride)
-        dec = _vq_decode(codec.base, hp, wp, batch=2, multi_step=True, extra_per_state=40.0)
         if phase == "encode":
-            return int(max(dec, _vq_encode(codec.base, hp, wp)))
-        return int(dec)
+            return int(max(_vq_decode(codec.base, hp, wp, batch=2, multi_step=True, extra_per_state=40.0),
+                           _vq_encode(codec.base, hp, wp)))
+        return int(_vq_decode(codec.base, hp, wp, batch=2, multi_step=True, extra_per_state=300.0))
     if isinstance(codec, VQCodec):
         hp, wp = _pad(h, codec.stride), _pad(w, codec.stride)
         if phase == "encode":
