@@ -25,8 +25,8 @@ The estimates are activation bytes (weights excluded: they are already allocated
   condition encoder ``6 * ch + 32`` B/px, its attention and the VQ distances;
 * SODEC: ``56 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured 876-1206 B/px
   with ``vae_ch0 = 16``), ``120`` B/px to encode;
-* DiffC: the multi-step CoD denoiser with guidance plus 40 bytes per state element (rcc samples,
-  ``x0_hat``, posterior means).
+* DiffC: the multi-step CoD denoiser with guidance plus 300 bytes per state element to decode
+  (rcc candidate samples, ``x0_hat``, posterior means; measured), 40 to encode.
 
 The terms were calibrated on this package's tiny models against measured resident-set peaks
 (``tests/test_memory.py`` checks them within a factor of 2); the quadratic terms make forged
@@ -54,7 +54,7 @@ DEFAULT_RAM_FRACTION = 0.8
 #: Default budget on CUDA: this fraction of the GPU's free memory at the time of the call.
 DEFAULT_GPU_FRACTION = 0.9
 #: Fixed part of every estimate (interpreter, allocator pools, small buffers).
-FIXED_BYTES = 32 << 20
+FIXED_BYTES = 16 << 20
 _SLACK = 1.15
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -161,11 +161,8 @@ def _vq_decode(codec: Any, hp: int, wp: int, batch: int, multi_step: bool, extra
     if latent:
         net_px = 4.0 * (16 + 12 * g["hidden"] / (8 * g["patch"]) ** 2)
         state = p / 64 * 4
-        vae = getattr(codec, "vae", None)
-        ch0 = 128
-        cfg = getattr(vae, "config", None)
-        if cfg is not None and getattr(cfg, "block_out_channels", None):
-            ch0 = int(cfg.block_out_channels[0])
+        conv_out = getattr(getattr(getattr(codec, "vae", None), "decoder", None), "conv_out", None)
+        ch0 = int(getattr(conv_out, "in_channels", 128))  # the VAE decoder's full-resolution width
         vae_phase = p * 20 * ch0
     else:
         if g["lite"]:

@@ -252,3 +252,14 @@ def test_encode_refuses_what_its_decoder_would_refuse() -> None:
     with pytest.raises(LimitExceededError, match="max_pixels"):  # even with memory to spare
         memory.check(sodec, "encode", 12000, 12000, max_memory="100T")
     memory.check(sodec, "encode", 8000, 8000, max_memory="100T")  # within max_pixels: fine
+
+
+def test_default_model_allocation_failure_is_not_a_stream_error(default_codec, monkeypatch) -> None:
+    data = default_codec.encode(_image(64, 64))
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes.")
+
+    monkeypatch.setattr(default_codec.net, "decompress", oom)
+    with pytest.raises(AllocationError):
+        default_codec.decode(data)

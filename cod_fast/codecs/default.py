@@ -219,6 +219,7 @@ class DefaultCodec(PortableCodec):
             (crc,) = _CHECK.unpack(check)
         return c, q, (zh, zw), crc
 
+    @memory.allocation_guard
     def decode_symbols(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
         """Container bytes -> the entropy-decoded integers ``(y symbols int32 (1, M, h, w),
         z symbols int32 (1, Nz, h/4, w/4))`` on the CPU, without the synthesis. Same errors as
@@ -234,6 +235,8 @@ class DefaultCodec(PortableCodec):
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
+            if memory.is_allocation_failure(exc):  # not the stream's fault: AllocationError
+                raise
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
 
     def _mismatch(self, exc: Exception) -> EntropyParameterMismatchError:
@@ -269,6 +272,8 @@ class DefaultCodec(PortableCodec):
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
+            if memory.is_allocation_failure(exc):  # not the stream's fault: AllocationError
+                raise
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
         img = (x_hat[0].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         return img.to("cpu").contiguous()

@@ -236,6 +236,7 @@ class SodecCodec(PortableCodec):
             y_strings = [y]
         return c, [c.section(SectionType.HYPERPRIOR_Z), *y_strings], (zh, zw)
 
+    @memory.allocation_guard
     def decode_latents(self, data: bytes, entropy_backend: str = "reference",
                        max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None
                        ) -> tuple[Container, torch.Tensor, torch.Tensor]:
@@ -250,6 +251,8 @@ class SodecCodec(PortableCodec):
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
+            if memory.is_allocation_failure(exc):  # not the stream's fault: AllocationError
+                raise
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
         return c, y_hat, z_sym
 
