@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import torch
 
@@ -34,6 +35,35 @@ from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 
 
+@runtime_checkable
+class Codec(Protocol):
+    """What every codec offers (CoD, one-step CoD / CoD-Lite, DiffC, SODEC, the default model).
+
+    * ``codec_id``: the ``CodecId`` its streams carry; ``fingerprint``: its model's 16 bytes;
+    * ``sections``: section type -> what that section holds, for every section its streams may carry;
+    * ``encode(image, **params) -> bytes``: a container (the params are the codec's own: sampler
+      settings, ``quality``, ``entropy_backend``, ...);
+    * ``decode(data, **overrides) -> torch.uint8 [3, H, W]`` on the CPU, the true image size;
+    * ``parse(data)``: the checked stream, container first (BitstreamError / ModelMismatchError);
+    * ``describe(container) -> dict``: the codec's own fields of a container's sections, without a
+      model (a static method; what ``cod-fast info`` prints).
+
+    ``cod_fast.codecs.CODECS`` maps each codec id to its class.
+    """
+
+    codec_id: int
+    fingerprint: bytes
+    sections: Mapping[int, str]
+
+    def encode(self, image: Any, /, *args: Any, **params: Any) -> bytes: ...
+
+    def decode(self, data: bytes, /, *args: Any, **overrides: Any) -> torch.Tensor: ...
+
+    def parse(self, data: bytes, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def describe(self, c: Container, /) -> dict[str, Any]: ...
+
+
 class VQCodec(ABC):
     """Base of the codecs built on a CoD-style network ``net`` with a condition codec at
     ``net.y_embedder`` (``compress``/``decompress`` as the official modules).
@@ -43,6 +73,10 @@ class VQCodec(ABC):
     """
 
     codec_id: ClassVar[CodecId]
+    sections: ClassVar[Mapping[int, str]] = {
+        SectionType.INDICES: "packed VQ indices: codebook bits, token grid of the padded image",
+        SectionType.DECODE_PARAMS: "sampler settings chosen at encode time (decode may override them)",
+    }
     #: Layout of the official writer of this model family (see ``compat``): "cod" = H first.
     official_layout: str = "cod"
 
@@ -139,13 +173,24 @@ class VQCodec(ABC):
         return dp
 
     # -- decode ----------------------------------------------------------------------------------
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The INDICES grid and the recorded DECODE_PARAMS of container ``c`` (no model needed)."""
+        out: dict[str, Any] = {}
+        if SectionType.INDICES in c.sections:
+            bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
+            out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        if SectionType.DECODE_PARAMS in c.sections:
+            out["decode_params"] = vars(DecodeParams.from_bytes(c.sections[SectionType.DECODE_PARAMS]))
+        return out
+
     def parse(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Container, bytes, DecodeParams]:
         """Parse and check a stream for this model: (container, packed indices, params).
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
         c = read_container(data)
-        check_owner(c, self.fingerprint, self.codec_id, "model", {SectionType.INDICES, SectionType.DECODE_PARAMS})
+        check_owner(c, self.fingerprint, self.codec_id, "model", set(self.sections))
         bits, rows, cols, packed = unpack_indices_section(c.section(SectionType.INDICES))
         hp, wp = padded_size(c.height, c.width, self.stride)
         if hp * wp > max_pixels:

@@ -290,6 +290,23 @@ class DiffCCodec:
     """
 
     codec_id = CodecId.DIFFC
+    sections = {
+        SectionType.DIFFC_PARAMS: "variant, schedules, encoded steps, seed, guidance, index coding (22 bytes)",
+        SectionType.INDICES: "the CoD VQ indices (cond variant only)",
+        SectionType.DIFFC_STEPS: "per-step records: KL budget and coded chunk indices (the last section)",
+    }
+
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The DIFFC_PARAMS fields of container ``c`` (no model needed)."""
+        p = c.sections.get(SectionType.DIFFC_PARAMS)
+        if p is None:
+            return {}
+        out: dict[str, Any] = {"diffc_params": vars(DiffCParams.from_bytes(p))}
+        if SectionType.INDICES in c.sections:
+            bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
+            out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        return out
 
     def __init__(self, cod_codec: Any, backend: str = "auto", threads: int | None = None) -> None:
         for attr in ("net", "spec", "fingerprint", "stride", "device"):
