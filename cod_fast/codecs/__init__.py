@@ -19,11 +19,12 @@ import torch
 from .. import registry
 from ..bitstream import CodecId, Container
 from ..checkpoints import preset_cfg_scale
-from .base import Codec, VQCodec
+from .base import VQCodec
 from .cod import CoDCodec
 from .default import DefaultCodec, load_default_codec
 from .diffc import DiffCCodec
 from .one_step import OneStepCoDCodec
+from .protocol import Codec
 from .sodec import SodecCodec
 
 __all__ = ["CODECS", "CoDCodec", "Codec", "DefaultCodec", "DiffCCodec", "OneStepCoDCodec", "SodecCodec", "VQCodec",

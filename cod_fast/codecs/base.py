@@ -12,7 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, ClassVar, Protocol, Union, runtime_checkable
+from typing import Any, ClassVar, Union
 
 import torch
 
@@ -33,35 +33,6 @@ from ..checkpoints import parse_dtype
 from ..compat import read_cod, write_cod
 from ..errors import BitstreamError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
-
-
-@runtime_checkable
-class Codec(Protocol):
-    """What every codec offers (CoD, one-step CoD / CoD-Lite, DiffC, SODEC, the default model).
-
-    * ``codec_id``: the ``CodecId`` its streams carry; ``fingerprint``: its model's 16 bytes;
-    * ``sections``: section type -> what that section holds, for every section its streams may carry;
-    * ``encode(image, **params) -> bytes``: a container (the params are the codec's own: sampler
-      settings, ``quality``, ``entropy_backend``, ...);
-    * ``decode(data, **overrides) -> torch.uint8 [3, H, W]`` on the CPU, the true image size;
-    * ``parse(data)``: the checked stream, container first (BitstreamError / ModelMismatchError);
-    * ``describe(container) -> dict``: the codec's own fields of a container's sections, without a
-      model (a static method; what ``cod-fast info`` prints).
-
-    ``cod_fast.codecs.CODECS`` maps each codec id to its class.
-    """
-
-    codec_id: int
-    fingerprint: bytes
-    sections: Mapping[int, str]
-
-    def encode(self, image: Any, /, *args: Any, **params: Any) -> bytes: ...
-
-    def decode(self, data: bytes, /, *args: Any, **overrides: Any) -> torch.Tensor: ...
-
-    def parse(self, data: bytes, /, *args: Any, **kwargs: Any) -> Any: ...
-
-    def describe(self, c: Container, /) -> dict[str, Any]: ...
 
 
 class VQCodec(ABC):
