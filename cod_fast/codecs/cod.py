@@ -41,6 +41,8 @@ class CoDCodec(VQCodec):
     """Codec over a multi-step CoD denoiser; decode takes ``steps``, ``cfg``, ``sampler``, ``seed``."""
 
     codec_id = CodecId.COD
+    label = "a multi-step CoD model"
+    encode_settings = decode_settings = frozenset({"steps", "cfg", "sampler", "seed"})
 
     def __init__(self, *args: Any, default_cfg: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

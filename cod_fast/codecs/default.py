@@ -64,6 +64,8 @@ class DefaultCodec:
     """
 
     codec_id = CodecId.DEFAULT_HYPERPRIOR
+    label = "the default model"
+    encode_settings, decode_settings = frozenset({"quality"}), frozenset()
     sections = {
         SectionType.HYPERPRIOR_PARAMS: "f32 quality, u16 z rows, u16 z cols",
         SectionType.HYPERPRIOR_Y: "rANS stream of the y symbols",

@@ -255,6 +255,8 @@ class DiffCCodec:
     """
 
     codec_id = CodecId.DIFFC
+    label = "DiffC"
+    encode_settings = decode_settings = frozenset({"cfg"})
     sections = {
         SectionType.DIFFC_PARAMS: "variant, schedules, encoded steps, seed, guidance, index coding (22 bytes)",
         SectionType.INDICES: "the CoD VQ indices (cond variant only)",

@@ -26,6 +26,9 @@ class OneStepCoDCodec(VQCodec):
     Recorded decode settings: sampler ``none``, steps 1, cfg 1, seed, the net's noise level.
     """
 
+    label = "a one-step model"
+    encode_settings = decode_settings = frozenset({"seed"})
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         lite = type(self.net).__module__.startswith("cod_fast.models.cod_lite")

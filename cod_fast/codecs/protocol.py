@@ -26,7 +26,11 @@ class Codec(Protocol):
     * ``decode(data, **overrides) -> torch.uint8 [3, H, W]`` on the CPU, the true image size;
     * ``parse(data)``: the checked stream, container first (BitstreamError / ModelMismatchError);
     * ``describe(container) -> dict``: the codec's own fields of a container's sections, without a
-      model (a static method; what ``cod-fast info`` prints).
+      model (a static method; what ``cod-fast info`` prints);
+    * ``label``: what the codec is, for messages ("SODEC", "the default model", ...);
+      ``encode_settings`` / ``decode_settings``: the user-chosen settings (the CLI's model flags:
+      ``steps``, ``cfg``, ``sampler``, ``seed``, ``quality``, ``entropy_backend``) that its
+      ``encode`` / ``decode`` take, so that a front end checks flags without asking for the class.
 
     ``cod_fast.codecs.CODECS`` maps each codec id to its class.
     """
@@ -34,6 +38,9 @@ class Codec(Protocol):
     codec_id: int
     fingerprint: bytes
     sections: Mapping[int, str]
+    label: str
+    encode_settings: frozenset[str]
+    decode_settings: frozenset[str]
 
     def encode(self, image: Any, /, *args: Any, **params: Any) -> bytes: ...
 

@@ -123,6 +123,8 @@ class SodecCodec:
     """
 
     codec_id = CodecId.SODEC
+    label = "SODEC"
+    encode_settings = decode_settings = frozenset({"entropy_backend"})
     sections = {
         SectionType.SODEC_PARAMS: "u8 flags (bit 0: checkerboard context), u16 z rows, u16 z cols, u32 anchor bytes",
         SectionType.HYPERPRIOR_Y: "rANS stream(s) of the y symbols (anchors first with checkerboard)",

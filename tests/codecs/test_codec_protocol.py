@@ -83,3 +83,13 @@ def test_codec_for_applies_the_diffc_view() -> None:
     with pytest.raises(TypeError, match="CoD codec"):
         codec_for(other, CodecId.DIFFC)  # a DiffC stream is read through a DiffCCodec view
     assert DiffCCodec in CODECS.values()
+
+
+def test_settings_and_labels_replace_class_switches() -> None:
+    flags = {"steps", "cfg", "sampler", "seed", "quality", "entropy_backend"}
+    for cls in set(CODECS.values()):
+        assert isinstance(cls.label, str) and cls.label
+        for role in (cls.encode_settings, cls.decode_settings):
+            assert isinstance(role, frozenset) and role <= flags, cls.__name__
+    assert CODECS[CodecId.DEFAULT_HYPERPRIOR].encode_settings == {"quality"}
+    assert CODECS[CodecId.SODEC].decode_settings == {"entropy_backend"}
