@@ -18,9 +18,8 @@ import torch
 
 from .. import registry
 from ..bitstream import CodecId, Container
-from ..checkpoints import preset_cfg_scale
 from .base import VQCodec
-from .cod import CoDCodec
+from .cod import CoDCodec, preset_cfg_scale
 from .default import DefaultCodec, load_default_codec
 from .diffc import DiffCCodec
 from .one_step import OneStepCoDCodec

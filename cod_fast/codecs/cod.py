@@ -26,6 +26,7 @@ import torch
 from ..bitstream import CodecId, DecodeParams
 from ..diffusion.samplers import create_sampler
 from ..diffusion.sampling import SamplingGraphs
+from ..models.cod.configs import default_cfg
 from ..models.vae import latent_decode
 from .base import VQCodec
 
@@ -35,6 +36,14 @@ DEFAULT_CFG = 3.0
 #: Streams asking for more sampler steps than this are rejected (a decode-time bound).
 MAX_STEPS = 1000
 MULTI_STEP_SAMPLERS = ("adam2", "euler")
+
+
+def preset_cfg_scale(name: str) -> float | None:
+    """The official guidance scale of a CoD preset name, or None when the package gives none."""
+    try:
+        return float(default_cfg(name))
+    except ValueError:
+        return None
 
 
 class CoDCodec(VQCodec):
