@@ -13,9 +13,8 @@ from typing import Any, Union
 
 import torch
 
-from . import registry
-from .bitstream import CodecId, read_header
-from .codecs.diffc import DiffCCodec  # importing the codecs registers their named models
+from . import codecs, registry  # importing the codecs registers their named models
+from .bitstream import read_header
 from .errors import ModelMismatchError
 from .image_io import ImageLike
 from .references import load_model  # records the reference: the codec pickles
@@ -65,12 +64,11 @@ def decode(data: bytes, model: ModelLike | None = None, **overrides: Any) -> tor
                 "with cod_fast.load_model(...) or pass model=")
     else:
         codec = resolve_model(model)
-    codec = _diffc_view(codec, data)  # DiffC streams decode through a DiffC view of the CoD model
+    codec = codecs.codec_for(codec, read_header(data).codec_id)  # e.g. a DiffC view of a CoD model
     return codec.decode(bytes(data), **overrides)
 
 
 def _diffc_view(codec: Any, data: bytes) -> Any:
-    """``codec`` itself, or a :class:`~cod_fast.codecs.diffc.DiffCCodec` over it for a DiffC stream."""
-    if read_header(data).codec_id == CodecId.DIFFC and not isinstance(codec, DiffCCodec):
-        return DiffCCodec(codec)
-    return codec
+    """``codec`` itself, or a :class:`~cod_fast.codecs.diffc.DiffCCodec` over it for a DiffC stream
+    (kept for older callers: ``cod_fast.codecs.codec_for`` is the table that decides)."""
+    return codecs.codec_for(codec, read_header(data).codec_id)

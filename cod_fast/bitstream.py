@@ -166,6 +166,17 @@ def write_container(c: Container) -> bytes:
     return b"".join(out)
 
 
+def read_container_prefix(data: bytes | bytearray | memoryview, last_tag: int) -> tuple[Container, bool]:
+    """Parse a container that may be cut inside its last section, when that section has the type
+    ``last_tag`` (a progressive stream: DiffC's DIFFC_STEPS records can be decoded from a prefix).
+
+    Returns (container, complete). When the stream ends inside that last section, its payload is
+    the bytes present (its CRC cannot be checked: the caller checks the records it reads) and
+    complete is False. Every other truncation, corruption or limit raises as ``read_container``.
+    """
+    return _parse_prefix(data, header_only=False, cut_tag=int(last_tag))
+
+
 def read_header(data: bytes | bytearray | memoryview) -> Container:
     """Parse and verify only the fixed header (no sections). Returns a Container with no sections."""
     return _parse(data, header_only=True)
@@ -224,6 +235,10 @@ def replace_container(data: bytes | bytearray | memoryview, *, sections: Mapping
 
 
 def _parse(data: Any, header_only: bool) -> Container:
+    return _parse_prefix(data, header_only, None)[0]
+
+
+def _parse_prefix(data: Any, header_only: bool, cut_tag: int | None) -> tuple[Container, bool]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     buf = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
@@ -253,6 +268,7 @@ def _parse(data: Any, header_only: bool) -> Container:
     if count > MAX_SECTIONS:
         raise LimitExceededError(f"{count} sections exceed the limit {MAX_SECTIONS}")
     sections: dict[int, bytes] = {}
+    complete = True
     if not header_only:
         pos = HEADER_BYTES
         for i in range(count):
@@ -266,6 +282,12 @@ def _parse(data: Any, header_only: bool) -> Container:
                 raise LimitExceededError(
                     f"section {i} announces {length} bytes, over the limit {MAX_SECTION_BYTES}")
             start = pos + SECTION_OVERHEAD
+            if length > n - start and cut_tag is not None and tag == cut_tag and i == count - 1:
+                if tag in sections:
+                    raise BitstreamError(f"section {_tag_name(tag)} appears twice")
+                sections[tag] = bytes(buf[start:])  # the prefix of the last section
+                complete, pos = False, n
+                break
             if length > n - start:  # checked before slicing: never trust a length
                 raise TruncatedStreamError(
                     f"section {i} announces {length} bytes but only {n - start} remain")
@@ -279,7 +301,7 @@ def _parse(data: Any, header_only: bool) -> Container:
         if pos != n:
             raise BitstreamError(f"{n - pos} unexpected bytes after the last section")
     return Container(codec_id=codec_id, fingerprint=fp, height=height, width=width,
-                     channels=channels, sections=sections, version=version)
+                     channels=channels, sections=sections, version=version), complete
 
 
 # ----------------------------------------------------------------------------------------------

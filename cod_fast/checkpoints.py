@@ -1,15 +1,13 @@
 """Checkpoint files and dtype names: the low layer that ``loading`` and the codecs share.
 
-This module imports nothing of ``cod_fast`` but ``errors`` (and, for ``preset_cfg_scale``, the CoD
-model package when a preset is asked about), so that every codec can read checkpoints without
-importing ``loading``, which sits above the codecs.
+This module imports nothing of ``cod_fast`` but ``errors``, so that every codec can read
+checkpoints without importing ``loading``, which sits above the codecs.
 
 * ``read_checkpoint``: our ``.safetensors`` (weights + the config stored under ``METADATA_KEY``)
   or an official pickled checkpoint (``torch.load(weights_only=True)``, ``module`` /
   ``state_dict`` nesting unwrapped);
 * ``load_weights_strict``: copy weights into a network, ``ModelMismatchError`` on any mismatch;
 * ``parse_dtype``: ``torch.dtype`` from a dtype or a name such as ``"bf16"``;
-* ``preset_cfg_scale``: the official guidance scale of a CoD preset name;
 * ``check_build_size``: build a network on the meta device first and refuse it when it would hold
   more than ``MAX_NET_ELEMENTS`` parameters and buffers, before anything is allocated.
 """
@@ -33,7 +31,6 @@ __all__ = [
     "check_build_size",
     "load_weights_strict",
     "parse_dtype",
-    "preset_cfg_scale",
     "read_checkpoint",
     "stored_config",
     "unwrap_state",
@@ -149,18 +146,6 @@ def load_weights_strict(net: torch.nn.Module, weights: Mapping[str, torch.Tensor
                          f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)})")
         raise ModelMismatchError("", "", "checkpoint does not fit the config: " + "; ".join(parts))
     net.load_state_dict(dict(weights), strict=True)
-
-
-def preset_cfg_scale(name: str) -> float | None:
-    """The official guidance scale of a CoD preset name, or None when the package gives none."""
-    try:
-        from .models.cod.configs import default_cfg  # local: import time (CoD presets only)
-    except ImportError:
-        return None
-    try:
-        return float(default_cfg(name))
-    except ValueError:
-        return None
 
 
 #: Most elements (parameters + buffers) a network built from a config may hold: 4e9, 16 GB in

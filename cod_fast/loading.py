@@ -49,11 +49,11 @@ from .checkpoints import (  # noqa: F401  (re-exported: the names lived here bef
     check_build_size,
     load_weights_strict,
     parse_dtype,
-    preset_cfg_scale,
     read_checkpoint,
     unwrap_state,
 )
 from .codecs import sodec as _sodec
+from .codecs.cod import preset_cfg_scale  # noqa: F401  (re-exported: the name lived here before)
 from .codecs.default import load_default_codec
 from .errors import CodFastError, ModelFileError, ModelMismatchError
 

@@ -22,27 +22,12 @@ import triton
 import triton.language as tl
 
 from ._common import check_same_device, check_tensor, dot_precision, next_pow2
+from .masked_conv_reference import MASK_TYPES, conv_mask, masked_conv2d_reference
 
 __all__ = ["masked_conv2d", "masked_conv2d_reference", "conv_mask", "MASK_TYPES"]
 
-MASK_TYPES = ("A", "B", "checkerboard", "checkerboard_A", "checkerboard_B", "none")
 #: Largest kernel side accepted (the tap loop is unrolled at compile time).
 MAX_KERNEL = 11
-
-
-def conv_mask(mask_type: str, kh: int, kw: int) -> torch.Tensor:
-    """0/1 float mask [kh, kw] of ``mask_type`` (CompressAI's construction)."""
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
-    m = torch.ones(kh, kw)
-    if mask_type in ("A", "B"):
-        m[kh // 2, kw // 2 + (mask_type == "B"):] = 0
-        m[kh // 2 + 1:] = 0
-    elif mask_type.startswith("checkerboard"):
-        m[0::2, 0::2] = 0
-        m[1::2, 1::2] = 0
-        m[kh // 2, kw // 2] = 1.0 if mask_type == "checkerboard_B" else 0.0
-    return m
 
 
 def _tap_bits(mask: torch.Tensor) -> int:
@@ -143,19 +128,3 @@ def masked_conv2d(
         DOT_PRECISION=dot_precision(x.dtype), num_warps=4,
     )
     return out
-
-
-def masked_conv2d_reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    mask_type: str,
-) -> torch.Tensor:
-    """Plain torch ``F.conv2d(x, weight * mask, bias, padding=k//2)`` (fp32 maths, fp64 if given)."""
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    KH, KW = weight.shape[-2:]
-    m = conv_mask(mask_type, KH, KW).to(device=weight.device, dtype=work)
-    y = torch.nn.functional.conv2d(x.to(work), weight.to(work) * m,
-                                   bias.to(work) if bias is not None else None,
-                                   padding=(KH // 2, KW // 2))
-    return y.to(x.dtype)

@@ -20,7 +20,7 @@ SOURCES = {"cod_fast": ROOT / "cod_fast", "cod_fast.kernels": ROOT / "kernels"}
 #: Layers: a module under a key may not import (at any place) a module under one of the values.
 FORBIDDEN = {
     "cod_fast.registry": ("cod_fast.",),  # a leaf: names no model, imports nothing of cod_fast
-    "cod_fast.checkpoints": ("cod_fast.loading", "cod_fast.codecs", "cod_fast.api", "cod_fast.cli"),
+    "cod_fast.checkpoints": ("cod_fast.loading", "cod_fast.codecs", "cod_fast.models", "cod_fast.api", "cod_fast.cli"),
     "cod_fast.codecs": ("cod_fast.loading", "cod_fast.api", "cod_fast.cli"),
     "cod_fast.models": ("cod_fast.codecs", "cod_fast.loading", "cod_fast.api", "cod_fast.cli", "cod_fast._ext"),
     "cod_fast.bitstream": ("cod_fast.codecs", "cod_fast.models", "cod_fast.loading", "cod_fast.api"),
@@ -196,3 +196,46 @@ def test_function_local_imports_say_why() -> None:
         if not reason:
             missing.append(f"{path.relative_to(ROOT)}:{imp.line}")
     assert not missing, "function-local imports without '# local: <reason>':\n" + "\n".join(missing)
+
+
+def _imports_triton_at_module_level(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "triton" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "triton":
+            return True
+    return False
+
+
+def test_models_and_codecs_import_without_triton() -> None:
+    """Importing a model, codec, the loader or the API never needs Triton (an optional dependency):
+    no module-level import chain from them reaches a module that imports Triton at module level."""
+    known = modules()
+    triton_modules = {m for m, (path, _) in known.items() if _imports_triton_at_module_level(path)}
+    assert "cod_fast.kernels.masked_conv" in triton_modules  # the check sees real kernel modules
+    g: dict[str, set[str]] = {m: set() for m in known}
+    for imp in imports():
+        if imp.local:
+            continue
+        own = set(_ancestors(imp.module))
+        for target in imp.targets:
+            g[imp.module].update(t for t in _ancestors(target) if t in known and t not in own)
+    roots = [m for m in known if m.startswith(("cod_fast.models", "cod_fast.codecs"))
+             or m in ("cod_fast.loading", "cod_fast.api", "cod_fast.int_params.api")]
+    bad = []
+    for root in roots:
+        seen, stack, parent = {root}, [root], {}
+        while stack:
+            v = stack.pop()
+            if v in triton_modules:
+                chain = [v]
+                while chain[-1] != root:
+                    chain.append(parent[chain[-1]])
+                bad.append(" <- ".join(chain))
+                break
+            for w in g[v] - seen:
+                seen.add(w)
+                parent[w] = v
+                stack.append(w)
+    assert not bad, "module-level import chains that need Triton:\n" + "\n".join(bad)

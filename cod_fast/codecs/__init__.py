@@ -4,6 +4,11 @@
 * :class:`OneStepCoDCodec` -- one-step CoD and one-step CoD-Lite.
 * :class:`DefaultCodec` -- the bundled default hyperprior model (``load_default_codec``).
 * :class:`SodecCodec` -- SODEC (``cod_fast.codecs.sodec``: ``load_sodec``, named "sodec-tiny").
+* :class:`DiffCCodec` -- DiffC over a multi-step CoD codec (``cod_fast.codecs.diffc``).
+
+Every codec implements the :class:`Codec` protocol (``codec_id``, ``fingerprint``, ``sections``,
+``encode``, ``decode``, ``parse``, ``describe``); ``CODECS`` maps each codec id to its class, and
+``codec_for`` picks the codec that decodes a stream from the codec found by its fingerprint.
 """
 from __future__ import annotations
 
@@ -12,15 +17,47 @@ from typing import Any, Union
 import torch
 
 from .. import registry
-from ..checkpoints import preset_cfg_scale
+from ..bitstream import CodecId, Container
 from .base import VQCodec
-from .cod import CoDCodec
+from .cod import CoDCodec, preset_cfg_scale
 from .default import DefaultCodec, load_default_codec
+from .diffc import DiffCCodec
 from .one_step import OneStepCoDCodec
+from .protocol import Codec
 from .sodec import SodecCodec
 
-__all__ = ["CoDCodec", "DefaultCodec", "OneStepCoDCodec", "SodecCodec", "VQCodec", "load_default_codec",
-           "make_codec"]
+__all__ = ["CODECS", "CoDCodec", "Codec", "DefaultCodec", "DiffCCodec", "OneStepCoDCodec", "SodecCodec", "VQCodec",
+           "codec_for", "describe_stream", "load_default_codec", "make_codec"]
+
+#: Codec id -> the codec class that reads its streams (each implements ``Codec``): the one table.
+CODECS: dict[CodecId, type] = {
+    CodecId.COD: CoDCodec,
+    CodecId.COD_ONE_STEP: OneStepCoDCodec,
+    CodecId.COD_LITE_ONE_STEP: OneStepCoDCodec,
+    CodecId.DIFFC: DiffCCodec,
+    CodecId.DEFAULT_HYPERPRIOR: DefaultCodec,
+    CodecId.SODEC: SodecCodec,
+}
+
+#: Codec ids whose streams carry another codec's model fingerprint, and the view that reads them
+#: over that codec (DiffC streams name the CoD model they were coded with).
+VIEWS: dict[CodecId, type] = {CodecId.DIFFC: DiffCCodec}
+
+
+def codec_for(codec: Any, codec_id: int) -> Any:
+    """The codec that decodes a stream of ``codec_id``, given the codec of its model (found by the
+    stream's fingerprint, or passed as ``model=``): ``codec`` itself, or a view over it (``VIEWS``).
+    A codec of another kind is returned as it is: its own ``parse`` names the mismatch."""
+    view = VIEWS.get(codec_id) if codec_id in CodecId._value2member_map_ else None
+    if view is not None and not isinstance(codec, view):
+        return view(codec)
+    return codec
+
+
+def describe_stream(c: Container) -> dict[str, Any]:
+    """The codec-specific fields of container ``c`` (``Codec.describe`` of its codec id's class)."""
+    cls = CODECS.get(c.codec_id) if c.codec_id in CodecId._value2member_map_ else None
+    return cls.describe(c) if cls is not None else {}
 
 
 def _is_one_step(cls: type) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, ClassVar, Union
 
@@ -45,6 +46,10 @@ class VQCodec(PortableCodec, ABC):
     """
 
     codec_id: ClassVar[CodecId]
+    sections: ClassVar[Mapping[int, str]] = {
+        SectionType.INDICES: "packed VQ indices: codebook bits, token grid of the padded image",
+        SectionType.DECODE_PARAMS: "sampler settings chosen at encode time (decode may override them)",
+    }
     #: Layout of the official writer of this model family (see ``compat``): "cod" = H first.
     official_layout: str = "cod"
     #: Whether decode samples many steps with guidance (batch 2, the unconditional map): the
@@ -155,13 +160,24 @@ class VQCodec(PortableCodec, ABC):
         return dp
 
     # -- decode ----------------------------------------------------------------------------------
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The INDICES grid and the recorded DECODE_PARAMS of container ``c`` (no model needed)."""
+        out: dict[str, Any] = {}
+        if SectionType.INDICES in c.sections:
+            bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
+            out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        if SectionType.DECODE_PARAMS in c.sections:
+            out["decode_params"] = vars(DecodeParams.from_bytes(c.sections[SectionType.DECODE_PARAMS]))
+        return out
+
     def parse(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Container, bytes, DecodeParams]:
         """Parse and check a stream for this model: (container, packed indices, params).
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
         c = read_container(data)
-        check_owner(c, self.fingerprint, self.codec_id, "model", {SectionType.INDICES, SectionType.DECODE_PARAMS})
+        check_owner(c, self.fingerprint, self.codec_id, "model", set(self.sections))
         bits, rows, cols, packed = unpack_indices_section(c.section(SectionType.INDICES))
         hp, wp = padded_size(c.height, c.width, self.stride)
         if hp * wp > max_pixels:

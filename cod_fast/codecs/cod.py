@@ -26,6 +26,7 @@ import torch
 from ..bitstream import CodecId, DecodeParams
 from ..diffusion.samplers import create_sampler
 from ..diffusion.sampling import SamplingGraphs
+from ..models.cod.configs import default_cfg
 from ..models.vae import latent_decode
 from .base import VQCodec
 
@@ -37,10 +38,20 @@ MAX_STEPS = 1000
 MULTI_STEP_SAMPLERS = ("adam2", "euler")
 
 
+def preset_cfg_scale(name: str) -> float | None:
+    """The official guidance scale of a CoD preset name, or None when the package gives none."""
+    try:
+        return float(default_cfg(name))
+    except ValueError:
+        return None
+
+
 class CoDCodec(VQCodec):
     """Codec over a multi-step CoD denoiser; decode takes ``steps``, ``cfg``, ``sampler``, ``seed``."""
 
     codec_id = CodecId.COD
+    label = "a multi-step CoD model"
+    encode_settings = decode_settings = frozenset({"steps", "cfg", "sampler", "seed"})
 
     def __init__(self, *args: Any, default_cfg: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -99,6 +99,24 @@ class DefaultCodec(PortableCodec):
     """
 
     codec_id = CodecId.DEFAULT_HYPERPRIOR
+    label = "the default model"
+    encode_settings, decode_settings = frozenset({"quality"}), frozenset()
+    sections = {
+        SectionType.HYPERPRIOR_PARAMS: "f32 quality, u16 z rows, u16 z cols",
+        SectionType.HYPERPRIOR_Y: "rANS stream of the y symbols",
+        SectionType.HYPERPRIOR_Z: "rANS stream of the z symbols",
+        SectionType.HYPERPRIOR_CHECK: "u32 CRC32 of the y table indexes the encoder used (optional)",
+    }
+
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The HYPERPRIOR_PARAMS fields of container ``c`` (no model needed)."""
+        p = c.sections.get(SectionType.HYPERPRIOR_PARAMS, b"")
+        if len(p) != _PARAMS.size:
+            return {}
+        q, zh, zw = _PARAMS.unpack(p)
+        return {"hyperprior_params": {"quality": q, "z_rows": zh, "z_cols": zw,
+                                      "index_check": SectionType.HYPERPRIOR_CHECK in c.sections}}
 
     def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None,
                  integer: Any = None, entropy_backend: str = "reference") -> None:

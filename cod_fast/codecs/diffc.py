@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -55,7 +54,6 @@ from ..bitstream import (
     DEFAULT_MAX_PIXELS,
     HEADER_BYTES,
     SECTION_OVERHEAD,
-    ChecksumError,
     CodecId,
     Container,
     LimitExceededError,
@@ -63,8 +61,7 @@ from ..bitstream import (
     TruncatedStreamError,
     check_owner,
     pack_indices_section,
-    read_container,
-    read_header,
+    read_container_prefix,
     unpack_indices_section,
     write_container,
 )
@@ -89,7 +86,6 @@ NOISE_STEP = 2**32 - 1
 VARIANTS = ("base", "cond")
 INDEX_CODINGS = ("raw", "zipf")
 _PARAMS = struct.Struct("<BBBHQffB")
-_SECTION_HEAD = struct.Struct("<BI")
 _MAX_KL_Q = MAX_KL_BITS * KL_UNITS_PER_BIT
 _LN2 = math.log(2.0)
 
@@ -230,41 +226,10 @@ def read_prefix(data: bytes) -> tuple[Container, bool]:
     """Parse a DiffC container, also when it is cut inside its last section (DIFFC_STEPS).
 
     Returns (container, complete): the sections present, the last one possibly a prefix of its
-    payload (only DIFFC_STEPS may be; its records are checked by :func:`unpack_steps`).
+    payload (only DIFFC_STEPS may be; its records are checked by :func:`unpack_steps`). The one
+    truncation-tolerant reader is ``bitstream.read_container_prefix``.
     """
-    try:
-        return read_container(data), True
-    except TruncatedStreamError:
-        pass
-    head = read_header(data)  # header CRC, limits
-    buf = memoryview(bytes(data))
-    n = len(buf)
-    count = _section_count(buf)
-    sections: dict[int, bytes] = {}
-    pos = HEADER_BYTES
-    for i in range(count):
-        if n - pos < SECTION_OVERHEAD:
-            raise TruncatedStreamError(f"stream ends inside the header of section {i}")
-        tag, length = _SECTION_HEAD.unpack_from(buf, pos)
-        start = pos + SECTION_OVERHEAD
-        if length > n - start:
-            if tag != SectionType.DIFFC_STEPS or i != count - 1:
-                raise TruncatedStreamError(f"stream is cut inside section {i} (tag {tag})")
-            sections[tag] = bytes(buf[start:])
-            return Container(codec_id=head.codec_id, fingerprint=head.fingerprint, height=head.height,
-                             width=head.width, sections=sections), False
-        (scrc,) = struct.unpack_from("<I", buf, pos + _SECTION_HEAD.size)
-        payload = bytes(buf[start:start + length])
-        if zlib.crc32(payload, zlib.crc32(bytes(buf[pos:pos + _SECTION_HEAD.size]))) != scrc:
-            raise ChecksumError(f"CRC32 mismatch in section {i} (tag {tag})")
-        sections[tag] = payload
-        pos = start + length
-    # read_container found a truncation that the walk above does not see: re-raise it
-    return read_container(data), True
-
-
-def _section_count(buf: memoryview) -> int:
-    return buf[HEADER_BYTES - 5]  # u8 section count sits just before the 4-byte header CRC
+    return read_container_prefix(data, SectionType.DIFFC_STEPS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,6 +256,25 @@ class DiffCCodec(PortableCodec):
     """
 
     codec_id = CodecId.DIFFC
+    label = "DiffC"
+    encode_settings = decode_settings = frozenset({"cfg"})
+    sections = {
+        SectionType.DIFFC_PARAMS: "variant, schedules, encoded steps, seed, guidance, index coding (22 bytes)",
+        SectionType.INDICES: "the CoD VQ indices (cond variant only)",
+        SectionType.DIFFC_STEPS: "per-step records: KL budget and coded chunk indices (the last section)",
+    }
+
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The DIFFC_PARAMS fields of container ``c`` (no model needed)."""
+        p = c.sections.get(SectionType.DIFFC_PARAMS)
+        if p is None:
+            return {}
+        out: dict[str, Any] = {"diffc_params": vars(DiffCParams.from_bytes(p))}
+        if SectionType.INDICES in c.sections:
+            bits, rows, cols, _ = unpack_indices_section(c.sections[SectionType.INDICES])
+            out["indices"] = {"bits": bits, "rows": rows, "cols": cols}
+        return out
 
     def memory_estimate(self, phase: str, height: int, width: int) -> int:
         """Peak activation bytes (``cod_fast.memory``): the multi-step CoD denoiser with guidance

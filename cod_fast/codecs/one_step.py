@@ -27,6 +27,8 @@ class OneStepCoDCodec(VQCodec):
     """
 
     memory_multi_step = False  # one denoiser pass, no guidance (cod_fast.memory)
+    label = "a one-step model"
+    encode_settings = decode_settings = frozenset({"seed"})
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -124,6 +124,23 @@ class SodecCodec(PortableCodec):
     """
 
     codec_id = CodecId.SODEC
+    label = "SODEC"
+    encode_settings = decode_settings = frozenset({"entropy_backend"})
+    sections = {
+        SectionType.SODEC_PARAMS: "u8 flags (bit 0: checkerboard context), u16 z rows, u16 z cols, u32 anchor bytes",
+        SectionType.HYPERPRIOR_Y: "rANS stream(s) of the y symbols (anchors first with checkerboard)",
+        SectionType.HYPERPRIOR_Z: "rANS stream of the z symbols",
+    }
+
+    @staticmethod
+    def describe(c: Container) -> dict[str, Any]:
+        """The SODEC_PARAMS fields of container ``c`` (no model needed)."""
+        p = c.sections.get(SectionType.SODEC_PARAMS, b"")
+        if len(p) != _PARAMS.size:
+            return {}
+        flags, zh, zw, anchor = _PARAMS.unpack(p)
+        return {"sodec_params": {"checkerboard": bool(flags & _FLAG_CHECKERBOARD), "z_rows": zh, "z_cols": zw,
+                                 "anchor_bytes": anchor}}
 
     def __init__(self, net: SODEC, fingerprint: bytes, device: Union[str, torch.device] = "cpu",
                  name: str | None = None) -> None:

@@ -49,6 +49,7 @@ from ...int_params.reference import (
     quantize_y,
     thresholds_from_table,
 )
+from ...kernels.masked_conv_reference import masked_conv2d_reference
 
 __all__ = ["FactorizedPrior", "HyperpriorConfig", "SodecHyperprior", "TINY_HYPERPRIOR"]
 
@@ -210,11 +211,9 @@ class SodecHyperprior(nn.Module):
     def context_offsets(self, y_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float (scale, mean) offsets [N, M, H, W] of the non-anchors from y_hat [N, M, H, W]
         (non-anchor positions must hold 0): the checkerboard-masked conv
-        (``kernels.masked_conv.masked_conv2d_reference``, mask ``checkerboard_A``)."""
+        (``kernels.masked_conv_reference.masked_conv2d_reference``, mask ``checkerboard_A``)."""
         if self.context is None:
             raise ValueError("this hyperprior has no checkerboard context (config checkerboard=False)")
-        from ...kernels.masked_conv import masked_conv2d_reference  # local: optional dependency (Triton)
-
         p = masked_conv2d_reference(y_anchor, self.context.weight, self.context.bias, "checkerboard_A")
         return p[:, : self.cfg.m], p[:, self.cfg.m:]
 
