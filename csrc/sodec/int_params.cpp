@@ -1,19 +1,23 @@
 // SODEC fixed-point layer and scale index (see int_params.hpp for the spec and the bounds).
 //
 // conv_requant as a blocked integer GEMM: out[o, p] = requant(bias[o] + sum_k W[o, k] * B[k, p])
-// with K = CI * k * k taps in (i, ky, kx) order and B the im2col of the upsampled, zero-padded
-// input. Activations (|a| <= 32767) and weights (|w| <= 127) are int16; taps are taken in pairs,
-// so one 32-bit lane multiplies and adds two taps at once (pmaddwd on AVX2, vpdpwssd on
-// AVX-512 VNNI): |w0 a0 + w1 a1| <= 2 * 127 * 32767 = 8,322,818 < 2^23. A lane's int32 partial
-// sum over at most kChunkPairs = 256 pairs stays below 256 * 8,322,818 = 2,130,641,408 < 2^31, so
-// the int32 arithmetic is exact; after every chunk the partial sums are added into int64
-// accumulators. Hence the result equals the spec's int64 sum exactly, in any order.
+// with K taps in (i, ey, ex) order and B the im2col of the zero-padded input. Upsampling by 2 is
+// folded into the weights: each of the 4 output phases is a GEMM on the low-resolution grid with
+// merged effective weights (see Phase in int_params.hpp). Activations (|a| <= 32767) and
+// (effective) weights (|w| <= 127, merged |w| <= 508) are int16; taps are taken in pairs, so one
+// 32-bit lane multiplies and adds two taps at once (pmaddwd on AVX2, vpdpwssd on AVX-512 VNNI).
+// A lane sums its pairs in int32 over a chunk of at most Phase::chunk pairs, chosen so that
+// ACT_MAX * sum(|w|) over the chunk's taps stays <= INT32_MAX in every weight row (at worst
+// 2 * 127 * 32767 per pair: 256 pairs for plain weights, 64 for merged ones; usually 128 pairs
+// either way): every int32 value is exact. After each chunk the partial sums are added into int64
+// accumulators, so the result equals the spec's int64 sum exactly, in any order.
 //
 // Work is cut into panels of NR output positions; a task packs one panel of B (layout
 // [pair][position][2] int16, so that one vector load holds the pairs of NR/8 or NR/16 positions)
 // and multiplies it with a block of output channels, MR rows at a time (W packed as int32 pairs,
-// broadcast per row). Requantisation (int64, the spec's floor shift) and the clamp are fused into
-// the store. The kernel (AVX-512 VNNI, AVX2, or portable C++) is chosen at run time.
+// broadcast per row), K sliced so that a slice of the panel stays in L1. Requantisation (int64,
+// the spec's floor shift) and the clamp are fused into the store. The kernel (AVX-512 VNNI, AVX2,
+// or portable C++) is chosen at run time; all give the same integers.
 #include "sodec/int_params.hpp"
 
 #include <algorithm>
@@ -47,7 +51,7 @@ struct Geometry {
 };
 
 // One microkernel call: acc64[m][j] += sum over pairs [0, kpairs) of wpair[m][pp] . bpanel[pp][j]
-// for m < kMR, j < NR, with kpairs <= kChunkPairs (one int32 chunk). wpair rows have stride
+// for m < kMR, j < NR, with kpairs <= the phase's chunk (one exact int32 chunk). wpair rows have stride
 // `wstride` int32 pairs; bpanel is [kpairs][NR][2].
 using Kernel = void (*)(const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs,
                         int64_t* acc64);
