@@ -241,7 +241,6 @@ def evaluate_image(codec: Any, name: str, img: np.ndarray, levels: Sequence[floa
     ``msssim=False`` skips MS-SSIM (the slow metric): those fields are ``None``;
     ``encode_kwargs`` go to ``codec.encode`` (e.g. ``{"rdoq": False}``)."""
     h, w = img.shape[:2]
-    ref = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
     curves = {a.name: AnchorCurve(a, img, msssim) for a in anchors}
     out = []
     from cod_fast.evaluate import measure  # the model's figures: the same code as `cod-fast eval`

@@ -28,7 +28,7 @@ from cod_fast.errors import AllocationError, CodFastError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "io"))
-from io_models import TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
+from io_models import TINY_ONE_STEP, TINY_PIXEL, official_checkpoint  # noqa: E402 -- after sys.path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
