@@ -327,24 +327,13 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _takes(codec: Any, role: str) -> tuple[str, frozenset[str]]:
-    """(what the codec is, the CLI settings its ``role`` ("encode"/"decode") takes)."""
-    from .codecs.cod import CoDCodec  # local: import time
-    from .codecs.default import DefaultCodec  # local: import time
-    from .codecs.diffc import DiffCCodec  # local: import time
-    from .codecs.one_step import OneStepCoDCodec  # local: import time
-    from .codecs.sodec import SodecCodec  # local: import time
-
-    if isinstance(codec, DefaultCodec):
-        return "the default model", frozenset({"quality"} if role == "encode" else ())
-    if isinstance(codec, SodecCodec):
-        return "SODEC", frozenset({"entropy_backend"})
-    if isinstance(codec, DiffCCodec):
-        return "DiffC", frozenset({"cfg"})
-    if isinstance(codec, OneStepCoDCodec):
-        return "a one-step model", frozenset({"seed"})
-    if isinstance(codec, CoDCodec):
-        return "a multi-step CoD model", frozenset({"steps", "cfg", "sampler", "seed"})
-    return type(codec).__name__, frozenset({"steps", "cfg", "sampler", "seed", "entropy_backend"})
+    """(what the codec is, the CLI settings its ``role`` ("encode"/"decode") takes), from the
+    codec protocol's ``label`` and ``encode_settings``/``decode_settings`` (``codecs/protocol.py``)."""
+    label = getattr(codec, "label", type(codec).__name__)
+    takes = getattr(codec, f"{role}_settings", None)
+    if takes is None:  # an object outside the protocol: let it see every flag
+        takes = frozenset({"steps", "cfg", "sampler", "seed", "entropy_backend"} | ({"quality"} if role == "encode" else set()))
+    return label, frozenset(takes)
 
 
 def _settings(args: argparse.Namespace, codec: Any, role: str) -> dict[str, Any]:
