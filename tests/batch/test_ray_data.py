@@ -11,6 +11,21 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install cod_f
 pytest.importorskip("ray.data", reason="ray.data is not importable (needs pyarrow; pip install cod_fast[ray])")
 
 
+@pytest.fixture(autouse=True)
+def _time_bound():
+    """Fail instead of hanging (e.g. actors waiting for CPUs the cluster does not have): 240 s."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("the Ray test ran past 240 s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(240)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -19,6 +34,7 @@ def cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_decode_folder_matches_single_process(cluster, default_codec, one_step_codec, tmp_path) -> None:
     from cod_fast.integrations.ray_data import decode_folder
 
