@@ -35,7 +35,7 @@ import pickle
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class ModelRef:
     vae: str | None = None
     allow_pickle: bool = False
     random_init_seed: int | None = None
-    extra: tuple = field(default=())
 
     def load(self, device: Any = "cpu", dtype: Any = None) -> Any:
         """Build the codec this reference names on ``device`` (a fresh load: no cache)."""
@@ -172,6 +171,16 @@ def load_model(config: Any = None, checkpoint: Any = None, device: Any = "cpu", 
         set_reference(codec, ref)
     return codec
 
+
+
+def _append_loading_doc() -> None:
+    """``help(cod_fast.load_model)`` shows the arguments documented by ``loading.load_model``."""
+    from .loading import load_model as _load
+
+    load_model.__doc__ = f"{load_model.__doc__}\n\n{_load.__doc__ or ''}"
+
+
+_append_loading_doc()
 
 
 def set_reference(codec: Any, ref: ModelRef) -> None:
@@ -369,7 +378,7 @@ def rebuild(ref: ModelRef, fingerprint: bytes, device: Any = "cpu", dtype: Any =
 
 
 def _describe(ref: ModelRef) -> str:
-    parts = [f"{k}={v!r}" for k, v in ref.__dict__.items() if v not in (None, False, ())]
+    parts = [f"{k}={v!r}" for k, v in ref.__dict__.items() if v not in (None, False)]
     return ", ".join(parts)
 
 
