@@ -20,6 +20,7 @@ Other codecs (SODEC, CoD, DiffC) are decoded stream by stream in the same pipeli
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -209,7 +210,10 @@ def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -
     for start in range(0, len(items), forward_batch):
         part = items[start:start + forward_batch]
         try:
-            with torch.inference_mode(), codec._lock:
+            # the channels-last copy is private to decode_many (stateless forward): no codec lock,
+            # so that parallel synthesis threads do not serialise
+            lock = codec._lock if g_s is net.g_s else contextlib.nullcontext()
+            with torch.inference_mode(), lock:
                 q = torch.tensor([it.quality for it in part], dtype=torch.float32, device=dev)
                 y = torch.cat([it.y_hat for it in part]).to(dev)
                 gain = net._gain(net.log_inv_gain, q)
@@ -226,17 +230,41 @@ def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -
                 it.error = exc
 
 
-def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any]) -> list[DecodeResult]:
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _synthesis_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` threads running one torch thread each (made once per ``n``)."""
+    with _pools_lock:
+        pool = _pools.get(n)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cod_fast_synthesis",
+                                      initializer=torch.set_num_threads, initargs=(1,))
+            _pools[n] = pool
+    return pool
+
+
+def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any],
+            synthesis_threads: int = 1) -> list[DecodeResult]:
 
     groups: dict[tuple, list[_Prepared]] = {}
     for it in chunk:
         if it.error is None and isinstance(it.codec, DefaultCodec) and not overrides:
             pad = tuple(-(-s // it.codec.stride) for s in it.size)
             groups.setdefault((id(it.codec), pad), []).append(it)
+    jobs = []
     for items in groups.values():
         codec = items[0].codec
-        fb = forward_batch or (len(items) if torch.device(codec.device).type == "cuda" else 1)
-        _default_synthesis(codec, items, max(1, int(fb)))
+        fb = max(1, int(forward_batch or (len(items) if torch.device(codec.device).type == "cuda" else 1)))
+        jobs += [(codec, items[i:i + fb], fb) for i in range(0, len(items), fb)]
+    on_cpu = [torch.device(j[0].device).type == "cpu" for j in jobs]
+    if synthesis_threads > 1 and sum(on_cpu) > 1:  # CPU: forwards side by side, one torch thread each
+        list(_synthesis_pool(synthesis_threads).map(lambda j: _default_synthesis(*j),
+                                                    [j for j, c in zip(jobs, on_cpu) if c]))
+        jobs = [j for j, c in zip(jobs, on_cpu) if not c]
+    for j in jobs:
+        _default_synthesis(*j)
     out = []
     for it in chunk:
         res = DecodeResult(index=it.index, name=it.name, error=it.error)
@@ -275,7 +303,7 @@ def _check_common(batch_size: int, workers: int, on_error: str) -> None:
 
 def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size: int = 8,
                 device: str | torch.device | None = None, workers: int = 1, progress: bool = False,
-                on_error: str = "report", forward_batch: int | None = None,
+                on_error: str = "report", forward_batch: int | None = None, synthesis_threads: int | None = None,
                 **overrides: Any) -> Iterator[DecodeResult]:
     """Decode many streams; yields one :class:`DecodeResult` per input, in input order.
 
@@ -293,6 +321,10 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
             the item's exception when its turn comes).
         forward_batch: images per synthesis forward of the default model (None: ``batch_size``
             on CUDA, 1 on the CPU).
+        synthesis_threads: CPU synthesis forwards run side by side in this many threads of one
+            torch thread each (None: ``torch.get_num_threads()``; 1: in the calling thread with
+            the caller's thread count). Only the synthesis: the entropy stage keeps the caller's
+            thread count, which decides the default model's table indexes.
         overrides: decode settings passed to every codec's ``decode`` (e.g. ``steps``); with
             overrides the default model's streams are decoded one by one by ``decode``.
 
@@ -301,13 +333,19 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
     _check_common(batch_size, workers, on_error)
     if forward_batch is not None and (not isinstance(forward_batch, int) or forward_batch < 1):
         raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
+    if synthesis_threads is None:
+        synthesis_threads = torch.get_num_threads()
+    if not isinstance(synthesis_threads, int) or synthesis_threads < 1:
+        raise ValueError(f"synthesis_threads must be a positive int or None, got {synthesis_threads!r}")
     dev = torch.device(device) if device is not None else None
     models = _Models(model, dev)
-    return _decode_iter(streams, models, batch_size, workers, progress, on_error, forward_batch, overrides)
+    return _decode_iter(streams, models, batch_size, workers, progress, on_error, forward_batch, overrides,
+                        synthesis_threads)
 
 
 def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int, workers: int, progress: bool,
-                 on_error: str, forward_batch: int | None, overrides: dict[str, Any]) -> Iterator[DecodeResult]:
+                 on_error: str, forward_batch: int | None, overrides: dict[str, Any],
+                 synthesis_threads: int = 1) -> Iterator[DecodeResult]:
     total = len(streams) if hasattr(streams, "__len__") else None  # type: ignore[arg-type]
     bar = _progress_bar(total, "decode", progress)
     source = enumerate(streams)
@@ -335,7 +373,7 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
                 p = pending.popleft()
                 chunk.append(p.result() if isinstance(p, Future) else p)
             feed(len(chunk))  # keep the threads busy while this chunk is synthesised
-            for res in _finish(chunk, forward_batch, overrides):
+            for res in _finish(chunk, forward_batch, overrides, synthesis_threads):
                 if bar is not None:
                     bar.update(1)
                 if res.error is not None and on_error == "raise":

@@ -36,7 +36,7 @@ import pickle
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class ModelRef:
     vae: str | None = None
     allow_pickle: bool = False
     random_init_seed: int | None = None
-    extra: tuple = field(default=())
 
     def load(self, device: Any = "cpu", dtype: Any = None) -> Any:
         """Build the codec this reference names on ``device`` (a fresh load: no cache)."""
@@ -260,7 +259,7 @@ def rebuild(ref: ModelRef, fingerprint: bytes, device: Any = "cpu", dtype: Any =
 
 
 def _describe(ref: ModelRef) -> str:
-    parts = [f"{k}={v!r}" for k, v in ref.__dict__.items() if v not in (None, False, ())]
+    parts = [f"{k}={v!r}" for k, v in ref.__dict__.items() if v not in (None, False)]
     return ", ".join(parts)
 
 

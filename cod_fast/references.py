@@ -73,6 +73,9 @@ def load_model(config: Any = None, checkpoint: Any = None, device: Any = "cpu", 
     return codec
 
 
+load_model.__doc__ = f"{load_model.__doc__}\n\n{_load.__doc__ or ''}"  # help() shows loading's arguments
+
+
 def save_reference(codec: Any, path: str | os.PathLike, *, vae: Any = None) -> ModelRef:
     """Write ``codec``'s weights to ``path`` (``.safetensors``), check that loading that file gives
     the codec's fingerprint, and record it as the codec's reference. Returns the reference.

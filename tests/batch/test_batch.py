@@ -51,10 +51,11 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
         assert torch.equal(out[i], y_sym.to(torch.float32) + means)
 
 
-@pytest.mark.parametrize("forward_batch", [None, 3])
-def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_batch) -> None:
+@pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, None), (3, 1), (1, 2)])
+def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_batch, synthesis_threads) -> None:
     single = [default_codec.decode(d) for d in default_streams]
-    got = list(decode_many(default_streams, batch_size=4, forward_batch=forward_batch))
+    got = list(decode_many(default_streams, batch_size=4, forward_batch=forward_batch,
+                           synthesis_threads=synthesis_threads))
     assert [r.index for r in got] == list(range(len(default_streams)))
     for r, ref in zip(got, single):
         assert r.ok and r.image.dtype == torch.uint8 and r.image.shape == ref.shape
