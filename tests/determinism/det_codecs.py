@@ -158,7 +158,7 @@ def vq_margins(codec: Any, img: torch.Tensor) -> torch.Tensor:
     from cod_fast.image_io import pad_to_multiple, uint8_to_unit
 
     emb = codec.net.y_embedder
-    x = pad_to_multiple(uint8_to_unit(img), codec.stride).unsqueeze(0) if img.dtype == torch.uint8 else img
+    x = pad_to_multiple(uint8_to_unit(img), codec.stride) if img.dtype == torch.uint8 else img
     with torch.inference_mode():
         z = emb.encoder(x.to(codec.dtype))
         zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double()
