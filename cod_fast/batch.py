@@ -324,7 +324,7 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
         synthesis_threads: CPU synthesis forwards run side by side in this many threads of one
             torch thread each (None: ``torch.get_num_threads()``; 1: in the calling thread with
             the caller's thread count). Only the synthesis: the entropy stage keeps the caller's
-            thread count, which decides the default model's table indexes.
+            thread count (release-1 default-model streams need their encoder's count).
         overrides: decode settings passed to every codec's ``decode`` (e.g. ``steps``); with
             overrides the default model's streams are decoded one by one by ``decode``.
 
@@ -461,9 +461,9 @@ class StreamDataset(torch.utils.data.Dataset):
     ``model``: a codec (it pickles by reference, so DataLoader workers started with "spawn" rebuild
     it once each), a preset name or path, or None (each stream's model by fingerprint, e.g. the
     bundled default model). ``threads``: torch threads in the decoding process (default: this
-    process's count when the dataset is made; DataLoader workers otherwise run at 1, and the default
-    model's entropy parameters must be computed at the encoder's thread count, see
-    ``EntropyParameterMismatchError``). Decoding errors are raised with the file name.
+    process's count when the dataset is made; DataLoader workers otherwise run at 1: any count reads
+    current streams, while release-1 default-model streams decode only at their encoder's count,
+    see ``EntropyParameterMismatchError``). Decoding errors are raised with the file name.
     """
 
     def __init__(self, files: str | os.PathLike | Iterable[str | os.PathLike], model: Any = None, *,
