@@ -13,9 +13,11 @@ class EntropyParameterMismatchError(BitstreamError):
     """The decoder computed different entropy parameters (table indexes) than the encoder did.
 
     Raised before any y symbol is parsed when a stream carries the encoder's checksum of its
-    parameters and the decoder's differ: the float hyper-synthesis of that model gave other
-    bits on this machine (another CPU, library or thread count). Decoding on would only
-    produce garbage.
+    parameters and the decoder's differ. The message names the model release and what differs:
+    release 1 of the default model computes them with a float32 hyper synthesis, whose rounding
+    depends on the torch thread count, the CPU's kernels and the BLAS; release 2 with integers
+    only, so there the stream was altered or written by another implementation of the spec.
+    Decoding on would only produce garbage.
     """
 
 

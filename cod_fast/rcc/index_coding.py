@@ -12,7 +12,8 @@ from one end to the other): about 0.03 bit per chunk for s near 1, against 14-16
 Determinism: the bucket masses are computed in Python floats with a fixed sequence of correctly
 rounded operations (+, -, *, /, frexp/ldexp, which are exact) -- our own log and exp, not libm's --
 then turned into integer counts; ``CdfTables.from_counts`` quantizes those with integers only. So
-encoder and decoder build the same tables on every platform.
+encoder and decoder build the same tables on every machine with IEEE-754 binary64 arithmetic
+(Python floats), whatever its thread count, CPU kernels or BLAS.
 
 Byte format: ``u32 LE n`` | ``n`` bytes: rANS stream of the buckets (cod_fast.entropy format) |
 the raw bits of every index in chunk order, MSB first, zero-padded to a byte.
