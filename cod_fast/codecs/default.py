@@ -263,15 +263,14 @@ class DefaultCodec(PortableCodec):
             with self._lock:
                 x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
                                             threads=self.threads, index_crc=crc, integer=self.integer,
-                                            backend=self.entropy_backend)
+                                            backend=self.entropy_backend, as_uint8=True)
         except EntropyParameterMismatchError as exc:
             raise self._mismatch(exc) from None
         except BitstreamError:
             raise
         except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
-        img = (x_hat[0].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return img.to("cpu").contiguous()
+        return x_hat  # uint8 [3, H, W] on the CPU (banded synthesis on a CPU float32 model)
 
 
 _cache: dict[tuple[str, int], DefaultCodec] = {}
