@@ -350,7 +350,7 @@ def entropy_parameters(
 
 #: Positions of the y grid per band of the banded head (``entropy_parameters``): bounds its int64
 #: temporaries (2M = 1536 channels x 8 bytes each) to a few tens of MB.
-HEAD_BAND_POSITIONS = 2048
+HEAD_BAND_POSITIONS = 512
 
 
 def _head_codes(params: DefaultIntegerParams, a: torch.Tensor, g: torch.Tensor,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from cod_fast.models.cod_lite.pixel_cnn import modulate
 
 #: Target size in bytes of the largest per-band temporary (tests set it small to force many bands).
-BAND_BYTES = 24 << 20
+BAND_BYTES = 8 << 20
 
 Rows = Callable[[int, int], torch.Tensor]
 
@@ -122,8 +122,7 @@ def synthesis_uint8(g_s: torch.nn.Module, y: torch.Tensor, q: torch.Tensor,
     """uint8 (3, H, W) pixels of ``g_s(y, q).clamp(0, 1)`` (module docstring), bitwise equal to
     ``(g_s(y, q).clamp_(0, 1)[0] * 255).round_().clamp_(0, 255).to(torch.uint8)`` cropped."""
     _, _, hy, wy = y.shape
-    d0, d1, d2, d3 = (g_s.proj_in.out_channels, g_s.up1.proj.out_channels // 4,
-                      g_s.up2.proj.out_channels // 4, g_s.up3.proj.out_channels // 4)
+    d1, d2, d3 = (g_s.up1.proj.out_channels // 4, g_s.up2.proj.out_channels // 4, g_s.up3.proj.out_channels // 4)
     h0 = g_s.stage0(g_s.proj_in(y), q)  # 1/16: small
     h1 = stage(g_s.stage1, _upsampled(g_s.up1, h0), (d1, 2 * hy, 2 * wy), q)
     del h0
@@ -167,10 +166,10 @@ def analysis(g_a: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         t = F.gelu(F.conv2d(xs, stem.weight, stem.bias, stride=2, padding=(0, 2)))
         t = F.pad(t, (0, 0, s0 - (2 * o0 - 1), 2 * o1 - s1))
         h1[:, :, o0:o1] = F.conv2d(t, down1.weight, down1.bias, stride=2, padding=(0, 1))
-    h = stage(g_a.stage1, lambda a, b: h1[:, :, a:b], (c1, h1h, h1w), q0)
+    h = stage(g_a.stage1, lambda a, b, t=h1: t[:, :, a:b], (c1, h1h, h1w), q0)
     del h1
     h = g_a.down2(h.contiguous())
-    h = stage(g_a.stage2, lambda a, b: h[:, :, a:b], tuple(h.shape[1:]), q0)
+    h = stage(g_a.stage2, lambda a, b, t=h: t[:, :, a:b], tuple(h.shape[1:]), q0)
     y = g_a.down3(h.contiguous())
     del h
     if g_a.base is not None:

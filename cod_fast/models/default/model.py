@@ -50,7 +50,7 @@ STRIDE = 64
 
 #: Positions of y per row band in the banded quantization / RDOQ / dequantization (bounds their
 #: float64 temporaries: M = 768 channels x 8 bytes x this many positions each).
-SYMBOL_BAND_POSITIONS = 4096
+SYMBOL_BAND_POSITIONS = 1024
 
 #: Largest z grid ``decompress`` accepts (2^16 positions, e.g. a 16384 x 16384 image), so a
 #: corrupt shape cannot ask for a giant allocation.
