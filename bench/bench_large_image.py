@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quality", type=float, default=3.0)
     ap.add_argument("--workdir", default="/tmp/bench_large")
+    ap.add_argument("--peer", default=None,
+                    help="also run a peer source tree (e.g. /work/main, the previous code) in the same run, first")
     ap.add_argument("--compare", default=None, help="stream to compare the new stream's bytes with")
     ap.add_argument("--compare-pixels", default=None, help="torch.save'd uint8 pixels to compare the decode with")
     args = ap.parse_args()
@@ -61,15 +63,22 @@ def main() -> None:
     if not png.exists():
         Image.open(args.kodak).convert("RGB").resize((w, h), Image.BICUBIC).save(png)
     stream, pixels = work / "large.codf", work / "large_dec.pt"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     print(f"image {png} ({w}x{h}, {w * h / 1e6:.1f} MP), threads {args.threads}, load {os.getloadavg()[0]:.1f}")
-    for phase, target in (("encode", png), ("decode", pixels)):
-        r = subprocess.run([sys.executable, "-c", _PHASE, phase, str(target), str(stream), str(args.threads),
-                            str(args.quality)], capture_output=True, text=True, env=env, check=False)
-        if r.returncode:
-            sys.exit(f"{phase} failed:\n{r.stderr[-3000:]}")
-        row = json.loads(r.stdout.strip().splitlines()[-1])
-        print(json.dumps(row), f"(load after: {os.getloadavg()[0]:.1f})")
+    trees = [("this tree", Path(__file__).resolve().parents[1], stream, pixels)]
+    if args.peer:
+        trees.insert(0, ("peer " + args.peer, Path(args.peer), work / "peer.codf", work / "peer_dec.pt"))
+    for name, tree, st, px in trees:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        for phase, target in (("encode", png), ("decode", px)):
+            r = subprocess.run([sys.executable, "-c", _PHASE, phase, str(target), str(st), str(args.threads),
+                                str(args.quality)], capture_output=True, text=True, env=env, check=False)
+            if r.returncode:
+                sys.exit(f"{name} {phase} failed:\n{r.stderr[-3000:]}")
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            print(name, json.dumps(row), f"(load after: {os.getloadavg()[0]:.1f})")
+    if args.peer:
+        args.compare = args.compare or str(work / "peer.codf")
+        args.compare_pixels = args.compare_pixels or str(work / "peer_dec.pt")
     if args.compare:
         print("stream bytes equal to", args.compare, ":", stream.read_bytes() == Path(args.compare).read_bytes())
     if args.compare_pixels:
