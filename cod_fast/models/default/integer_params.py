@@ -324,10 +324,38 @@ def entropy_parameters(
     g = gain_codes(params, quality).view(1, -1, 1, 1)
     a = z_sym.cpu().to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
     n_layers = len(params.layers)
+    head = params.layers[-1]
+    banded = head.weight.shape[-1] == 1 and params.shuffle[-1] == 1 and head.up == 1
     for i, (layer, r) in enumerate(zip(params.layers, params.shuffle)):
+        if banded and i + 1 == n_layers:
+            break
         a = depth_to_space(backend_conv(a, layer, backend), r).to(torch.int64)
         if i + 1 < n_layers:
             a = params.act_luts[i].to(torch.int64)[a + ACT_MAX]
+    if not banded:
+        return _head_codes(params, a, g, backend)
+    # The head is a 1x1 layer: everything from here on is per position, so it runs on row bands
+    # of the y grid (exact integers; bounds the int64 temporaries, 2M channels wide).
+    n, _, h, w = a.shape
+    m = params.n_channels
+    idx = torch.empty((n, m, h, w), dtype=torch.int32)
+    means = torch.empty((n, m, h, w), dtype=torch.int32)
+    rows = max(1, HEAD_BAND_POSITIONS // max(1, n * w))
+    for r0 in range(0, h, rows):
+        r1 = min(r0 + rows, h)
+        raw = backend_conv(a[:, :, r0:r1].contiguous(), head, backend).to(torch.int64)
+        idx[:, :, r0:r1], means[:, :, r0:r1] = _head_codes(params, raw, g, backend)
+    return idx, means
+
+
+#: Positions of the y grid per band of the banded head (``entropy_parameters``): bounds its int64
+#: temporaries (2M = 1536 channels x 8 bytes each) to a few tens of MB.
+HEAD_BAND_POSITIONS = 512
+
+
+def _head_codes(params: DefaultIntegerParams, a: torch.Tensor, g: torch.Tensor,
+                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indexes, means) int32 of the head's int64 output ``a`` [N, 2M, h, w] (per position)."""
     m = params.n_channels
     raw_s, raw_m = a[:, :m], a[:, m:]
     sp = params.softplus_lut.to(torch.int64)[raw_s + ACT_MAX]

@@ -41,11 +41,16 @@ from cod_fast.entropy import CdfTables, GaussianConditionalTables
 from cod_fast.errors import EntropyParameterMismatchError
 from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
+from . import lowmem
 from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
 from .integer_params import dequantize_y, entropy_parameters, quantize_y
 
 #: Total downsampling of the model (analysis 16 x hyper-analysis 4): images are padded to it.
 STRIDE = 64
+
+#: Positions of y per row band in the banded quantization / RDOQ / dequantization (bounds their
+#: float64 temporaries: M = 768 channels x 8 bytes x this many positions each).
+SYMBOL_BAND_POSITIONS = 1024
 
 #: Largest z grid ``decompress`` accepts (2^16 positions, e.g. a 16384 x 16384 image), so a
 #: corrupt shape cannot ask for a giant allocation.
@@ -507,6 +512,11 @@ class DefaultCodecModel(nn.Module):
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
         xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
+        if lowmem.usable(self.g_a, xp) and integer is not None:
+            # Bounded memory (``lowmem``): bitwise the same y, z and symbols as below.
+            y_unit = lowmem.analysis(self.g_a, xp)
+            del xp
+            return self._compress_banded(y_unit, q, (h, w), threads, rdoq, integer, backend)
         y, z, _ = self._analyse(self.g_a(xp), q)
         z_sym = torch.round(z).to("cpu", torch.float32)
         y_cpu = y.to("cpu", torch.float32)
@@ -533,6 +543,57 @@ class DefaultCodecModel(nn.Module):
             "strings": [bytes(y_bytes), bytes(z_bytes)],
             "shape": z_shape,
             "image_size": (h, w),
+            "quality": float(q[0]),
+            "index_crc": index_crc,
+        }
+
+    def _compress_banded(
+        self, y_unit: torch.Tensor, q: torch.Tensor, image_size: tuple[int, int], threads: int | None,
+        rdoq: bool, integer: Any, backend: str,
+    ) -> dict[str, Any]:
+        """``compress`` from the gain-free analysis output y_unit (1, M, h, w) CPU float32, release 2,
+        with every per-coefficient step (quantization, RDOQ, their float64 temporaries) on row
+        bands of y: the same operations per element as ``compress``'s whole-tensor path, so the
+        same symbols and stream bytes in a fraction of the memory."""
+        gain = self._gain(self.log_gain, q)
+        if self.cfg.unit_hyper:
+            z = self.h_a(y_unit)
+            y = y_unit.mul_(gain)  # y_unit * gain, in place (y_unit is not needed any more)
+        else:
+            y = y_unit.mul_(gain)
+            z = self.h_a(y)
+        del y_unit
+        z_sym = torch.round(z).to("cpu", torch.float32)
+        z_shape = (int(z.shape[2]), int(z.shape[3]))
+        y_tables, z_tables = self._rans_tables(integer)
+        p = integer.params
+        idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
+        y_sym = torch.empty(y.shape, dtype=torch.int32)
+        if rdoq:
+            scale_table = self._y_tables().scale_table
+            inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+            lam = self.rd_lambda(float(q[0]))
+        rows = max(1, SYMBOL_BAND_POSITIONS // int(y.shape[3]))
+        for r0 in range(0, int(y.shape[2]), rows):
+            band = (slice(None), slice(None), slice(r0, r0 + rows))
+            yb, mb = y[band], m_q[band]
+            if not rdoq:
+                y_sym[band] = quantize_y(yb, mb, p.mean_frac_bits)
+                continue
+            if not bool(torch.isfinite(yb).all()):  # quantize_y's check, which the RDOQ path skips
+                raise ValueError("y must be finite")
+            means = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
+            table_scales = scale_table[idx4[band].long()]
+            y_sym[band] = rdo_symbols(yb, means, table_scales, inv_gain, lam)
+        del m_q, y
+        y_idx = idx4.reshape(-1)
+        y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
+        index_crc = index_checksum(y_idx)
+        z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
+        return {
+            "strings": [bytes(y_bytes), bytes(z_bytes)],
+            "shape": z_shape,
+            "image_size": image_size,
             "quality": float(q[0]),
             "index_crc": index_crc,
         }
@@ -576,7 +637,13 @@ class DefaultCodecModel(nn.Module):
         else:  # release 2: fixed point
             p = integer.params
             idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32).reshape(1, c, zh, zw), float(q[0]), backend)
-            means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
+            # dequantize_y(0, m_q) on row bands (its float64 temporaries are 4x y's size)
+            means = torch.empty(m_q.shape, dtype=torch.float32)
+            rows = max(1, SYMBOL_BAND_POSITIONS // int(m_q.shape[3]))
+            for r0 in range(0, int(m_q.shape[2]), rows):
+                mb = m_q[:, :, r0: r0 + rows]
+                means[:, :, r0: r0 + rows] = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
+            del m_q
             y_idx = idx4.reshape(-1)
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
             how = ("they come from a float32 hyper synthesis (release 1) whose rounding depends on the torch thread "
@@ -604,9 +671,13 @@ class DefaultCodecModel(nn.Module):
         index_crc: int | None = None,
         integer: Any = None,
         backend: str = "reference",
+        as_uint8: bool = False,
     ) -> torch.Tensor:
         """Inverse of ``compress``: returns x_hat (1, 3, H, W) float32 in [0, 1] on the model's
         device, cropped to ``image_size`` when given (else the padded size 64 * z_shape).
+        ``as_uint8``: return instead the pixels ``round(255 * x_hat[0])`` as uint8 (3, H, W) on the
+        CPU; on a CPU float32 model computed on row bands (``lowmem``: bounded memory, the same
+        bits).
 
         ``index_crc``: the encoder's ``index_checksum`` of the y table indexes (``compress``
         returns it); when given, the decoder's indexes must match it before y is parsed, else
@@ -628,11 +699,20 @@ class DefaultCodecModel(nn.Module):
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
         y_sym, _, means = self._decode_symbols(strings, (zh, zw), q, threads, index_crc, integer, backend)
+        inv_gain = self._gain(self.log_inv_gain, q)
+        if as_uint8 and lowmem.usable(self.g_s, means) and dev.type == "cpu":
+            # y_sym + means, then * inv_gain, in place: the same float32 operations per element
+            y_hat = means.add_(y_sym.to(torch.float32)).mul_(inv_gain)
+            del y_sym, means
+            return lowmem.synthesis_uint8(self.g_s, y_hat, q, None if image_size is None else
+                                          (int(image_size[0]), int(image_size[1])))
         y_hat = y_sym.to(torch.float32) + means
         dtype = next(self.g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
-        x_hat = self.g_s((y_hat.to(dev) * self._gain(self.log_inv_gain, q)).to(dtype), q).clamp_(0.0, 1.0)
+        x_hat = self.g_s((y_hat.to(dev) * inv_gain).to(dtype), q).clamp_(0.0, 1.0)
         if image_size is not None:
             x_hat = x_hat[:, :, : int(image_size[0]), : int(image_size[1])]
+        if as_uint8:
+            return (x_hat[0].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8).to("cpu").contiguous()
         return x_hat
 
 
