@@ -20,6 +20,7 @@ from pathlib import Path
 
 _PHASE = r"""
 import json, resource, sys, time
+import cod_fast
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from cod_fast.codecs.default import load_default_codec
@@ -37,7 +38,7 @@ else:
     extra = {"shape": list(out.shape)}
 dt = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"phase": phase, "seconds": round(dt, 2), "peak_rss_mb": round(peak / 2**20),
+print(json.dumps({"phase": phase, "cod_fast": cod_fast.__file__, "seconds": round(dt, 2), "peak_rss_mb": round(peak / 2**20),
                   "rss_before_mb": round(base / 2**20), **extra}))
 """
 
@@ -71,7 +72,8 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         for phase, target in (("encode", png), ("decode", px)):
             r = subprocess.run([sys.executable, "-c", _PHASE, phase, str(target), str(st), str(args.threads),
-                                str(args.quality)], capture_output=True, text=True, env=env, check=False)
+                                str(args.quality)], capture_output=True, text=True, env=env, check=False,
+                               cwd=str(tree))  # `python -c` puts the cwd first on sys.path
             if r.returncode:
                 sys.exit(f"{name} {phase} failed:\n{r.stderr[-3000:]}")
             row = json.loads(r.stdout.strip().splitlines()[-1])

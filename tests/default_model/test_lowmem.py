@@ -130,3 +130,15 @@ def test_fallback_for_non_float32_model(codec) -> None:
     assert not lowmem.usable(codec.net.g_s, torch.zeros(1, 3, 4, 4, dtype=torch.float64))
     assert not lowmem.usable(codec.net.g_s, torch.zeros(2, 3, 4, 4))
     assert lowmem.usable(codec.net.g_s, torch.zeros(1, 3, 4, 4))
+
+
+def test_banded_decode_bitwise_with_default_min_band(codec, monkeypatch) -> None:
+    """Small BAND_BYTES but the default MIN_BAND_PIXELS: several bands per stage (6 at half
+    resolution here), pixels bitwise those of the whole-image synthesis."""
+    data = codec.encode(_image(256, 384, seed=6), quality=3.0)
+    with monkeypatch.context() as m:
+        _whole(m)
+        whole_px = codec.decode(data)
+    monkeypatch.setattr(lowmem, "BAND_BYTES", 1)
+    assert len(lowmem.bands(128, lowmem.band_rows(128, 1, width=192))) > 4
+    assert torch.equal(codec.decode(data), whole_px)

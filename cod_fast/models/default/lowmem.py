@@ -11,7 +11,10 @@ band from the stage below instead of stored.
 **Bit-exactness.** Every output element is computed by the same torch operations on the same
 operands as in the whole-image forward, so the results are bitwise identical (checked by
 ``tests/default_model/test_lowmem.py`` with small forced bands): torch's CPU convolutions give
-the same value for a pixel whatever the band around it (tested for every layer used here), and
+the same value for a pixel whatever the band around it for the band sizes used here (bands hold
+at least ``MIN_BAND_PIXELS``; tested per layer, and on a 6.3 MP image against the whole-image
+code: same stream bytes, same pixels; ``up1``/``up2`` run whole because ``up2``'s projection did
+round differently on ~1000-pixel bands), and
 the one global operation, each DiCoBlock's channel attention (a mean over the whole image), is
 taken with the block's own ``ca`` module over the whole pre-attention tensor, which is the one
 activation per block kept whole. Hence encoder streams and decoder pixels are unchanged.
@@ -124,10 +127,16 @@ def synthesis_uint8(g_s: torch.nn.Module, y: torch.Tensor, q: torch.Tensor,
     _, _, hy, wy = y.shape
     d1, d2, d3 = (g_s.up1.proj.out_channels // 4, g_s.up2.proj.out_channels // 4, g_s.up3.proj.out_channels // 4)
     h0 = g_s.stage0(g_s.proj_in(y), q)  # 1/16: small
-    h1 = stage(g_s.stage1, _upsampled(g_s.up1, h0), (d1, 2 * hy, 2 * wy), q)
+    # up1 and up2 run whole, as in forward (their outputs are at most a quarter of the largest
+    # tensor): oneDNN rounded up2's 1x1 projection over bands of ~1000 pixels otherwise than over
+    # the whole image, moving a few pixels by one level. up3 (half resolution) stays banded.
+    u = g_s.up1(h0)
     del h0
-    h2 = stage(g_s.stage2, _upsampled(g_s.up2, h1), (d2, 4 * hy, 4 * wy), q)
+    h1 = stage(g_s.stage1, lambda a, b, t=u: t[:, :, a:b], (d1, 2 * hy, 2 * wy), q)
+    u = g_s.up2(h1.contiguous())  # forward's layout: the block output is contiguous there
     del h1
+    h2 = stage(g_s.stage2, lambda a, b, t=u: t[:, :, a:b], (d2, 4 * hy, 4 * wy), q)
+    del u
     h3 = stage(g_s.stage3, _upsampled(g_s.up3, h2), (d3, 8 * hy, 8 * wy), q)
     del h2
     H, W = 16 * hy, 16 * wy
