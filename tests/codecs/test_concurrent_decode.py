@@ -8,18 +8,14 @@ sizes, interleaved, on one object, and every result must equal the sequential de
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL  # noqa: E402
 
 import cod_fast
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,14 +1,8 @@
 """Fixtures of the DiffC tests: one tiny pixel CoD codec and one encoded stream per session."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import diffc_models  # noqa: E402
+import tiny_models
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,7 +18,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def cod_pixel():
-    return diffc_models.pixel_codec()
+    return tiny_models.pixel_codec()
 
 
 @pytest.fixture(scope="session")
@@ -37,4 +31,4 @@ def diffc_pixel(cod_pixel):
 @pytest.fixture(scope="session")
 def encoded(diffc_pixel):
     """(bytes, trace, encoder reconstruction) of the 32x32 test image, 4 encoded steps, seed 7."""
-    return diffc_pixel.encode_trace(diffc_models.make_image(), steps=4, seed=7)
+    return diffc_pixel.encode_trace(tiny_models.make_image(), steps=4, seed=7)

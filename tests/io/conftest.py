@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, load_seeded
+from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, load_seeded
 
 
 @pytest.fixture(scope="session")
