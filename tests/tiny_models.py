@@ -11,7 +11,8 @@ are not shipped in the wheel and stay outside the package's layering rules.
 Every number here is part of committed golden data (the streams and reference pixels in
 ``tests/golden``, the official-module outputs in ``tests/models/data``): the configurations, the
 seeds, the distributions and the order in which the weights are drawn. Change nothing without
-regenerating the goldens (``tests/test_golden_reproduce.py`` checks the cheap ones byte for byte).
+regenerating the goldens (``tests/io/test_golden_reproduce.py`` checks the cheap ones byte for
+byte).
 
 Weight generators, by the golden data that pins them:
 

@@ -2,7 +2,7 @@
 
 Each codec holds a lock around the parts of a decode that touch per-call state of its network
 (the default model's lazily built tables, the CoD networks' per-call attributes, DiffC's
-unconditional-map cache: ``tests/io/test_diffc_threads.py``). Here 4 threads decode streams of two
+unconditional-map cache: ``tests/codecs/test_diffc_threads.py``). Here 4 threads decode streams of two
 sizes, interleaved, on one object, and every result must equal the sequential decode bit for bit.
 """
 from __future__ import annotations

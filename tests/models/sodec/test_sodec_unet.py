@@ -18,7 +18,7 @@ from tiny_models import sodec_state_dict
 from cod_fast.errors import ModelMismatchError
 from cod_fast.models.sodec import SD21_BASE_UNET, TINY_UNET, UNet2DConditionModel, UNetConfig, load_unet
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "sodec_golden.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "data" / "sodec_golden.json").read_text())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py

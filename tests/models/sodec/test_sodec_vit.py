@@ -21,7 +21,7 @@ from cod_fast.models.sodec import (
     ViTConfig,
 )
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "sodec_golden.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "data" / "sodec_golden.json").read_text())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
