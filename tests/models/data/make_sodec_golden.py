@@ -3,7 +3,7 @@
 Needs diffusers 0.31.0 and timm OUTSIDE the project environment, e.g.
     .venv/bin/pip install --target /tmp/diffusers_pkg_sodec diffusers==0.31.0 timm==1.0.31 \
         "huggingface_hub<0.27" importlib_metadata regex --no-deps
-    PYTHONPATH=/tmp/diffusers_pkg_sodec .venv/bin/python tests/models/data/make_sodec_golden.py
+    PYTHONPATH=/tmp/diffusers_pkg_sodec .venv/bin/python tests/models/data/make_sodec_golden.py [--out FILE]
 Weights are filled by ``tests/tiny_models.py``'s ``sodec_state_dict`` (the tests' own function), so the tests can
 rebuild them without diffusers/timm and compare outputs.
 """
@@ -96,7 +96,8 @@ def main() -> None:
         "vit_b16_param_count": sum(p.numel() for p in vit_b16.parameters()),
         "vit_b16_shape_sha256": shape_digest({k: list(v.shape) for k, v in vit_b16.state_dict().items()}),
     }
-    out = Path(__file__).with_name("sodec_golden.json")
+    # --out FILE: write elsewhere (to compare byte for byte with the committed file)
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path(__file__).with_name("sodec_golden.json")
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {out}: {data['sd21_base_param_count']} parameters in SD 2.1-base")
 
