@@ -1,5 +1,6 @@
 """Suite-wide safety net: a test (or code it calls, e.g. the training CLI) that changes torch's
-thread count must not change the numerics of the tests that run after it."""
+thread count must not change the numerics of the tests that run after it. Also the tiny seeded CoD
+codecs (``tests/tiny_models.py``) shared by the API, CLI and loading tests, built once per session."""
 import pytest
 import torch
 
@@ -22,3 +23,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def pixel_codec(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny pixel CoD (``TINY_PIXEL``, seed 1) loaded from an official-style checkpoint file."""
+    from tiny_models import TINY_PIXEL, load_seeded
+
+    return load_seeded(TINY_PIXEL, 1, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def one_step_codec(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny one-step CoD (``TINY_ONE_STEP``, seed 2) loaded from an official-style checkpoint file."""
+    from tiny_models import TINY_ONE_STEP, load_seeded
+
+    return load_seeded(TINY_ONE_STEP, 2, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def lite_codec(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny CoD-Lite (``TINY_LITE``, seed 3) loaded from an official-style checkpoint file."""
+    from tiny_models import TINY_LITE, load_seeded
+
+    return load_seeded(TINY_LITE, 3, tmp_path_factory)

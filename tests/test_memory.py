@@ -27,8 +27,8 @@ from cod_fast.bitstream import (
 from cod_fast.errors import AllocationError, CodFastError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "io"))
-from io_models import TINY_ONE_STEP, TINY_PIXEL, official_checkpoint  # noqa: E402 -- after sys.path
+sys.path.insert(0, str(ROOT / "tests"))
+from tiny_models import TINY_ONE_STEP, TINY_PIXEL, official_checkpoint  # noqa: E402 -- after sys.path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -104,7 +104,7 @@ which = sys.argv[2]
 if which == "default":
     codec = load_model()
 else:
-    from io_models import TINY_ONE_STEP, official_checkpoint
+    from tiny_models import TINY_ONE_STEP, official_checkpoint
     codec = load_model(copy.deepcopy(TINY_ONE_STEP), official_checkpoint(TINY_ONE_STEP, 2))
 img = lambda h, w: torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 codec.decode(codec.encode(img(64, 64)))
@@ -122,7 +122,7 @@ print(json.dumps(rows))
 @pytest.mark.parametrize("which", ["default", "one_step"])
 def test_estimates_within_factor_two_of_measured_peaks(which) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", _MEASURE, str(ROOT / "tests" / "io"), which], check=False,
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(ROOT / "tests"), which], check=False,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(r.stdout.strip().splitlines()[-1])

@@ -9,7 +9,7 @@ and tiny DiffC at 128x128 -- this
 2. decodes every one of those streams at every thread count and checks that a stream gives the
    same integers wherever it is decoded ("dec"), with each entropy / rcc backend built here
    ("backends": reference, cpp; the Triton kernels are checked in Triton's CPU interpreter by
-   tests/determinism and tests/default_model, too slow for these sizes);
+   tests/determinism and tests/models/default, too slow for these sizes);
 3. decodes them in ``DataLoader(num_workers=2)`` workers (one torch thread each): same integers
    ("workers");
 4. for the CoD codecs, records the VQ tokens whose index changed between thread counts

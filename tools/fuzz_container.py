@@ -96,8 +96,8 @@ def _codec_targets() -> list[tuple[str, object, bytes, object]]:
     from cod_fast.codecs.diffc import DiffCCodec
     from cod_fast.loading import load_model
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "io"))
-    from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
 
     def img(h: int, w: int) -> torch.Tensor:
         return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h * w))

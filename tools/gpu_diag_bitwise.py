@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "models"))
-from cod_golden_utils import TINY_LATENT, TINY_PIXEL, build_seeded  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from tiny_models import LATENT_NET_ARGS as TINY_LATENT  # noqa: E402
+from tiny_models import PIXEL_NET_ARGS as TINY_PIXEL  # noqa: E402
+from tiny_models import build_seeded  # noqa: E402
 
 from cod_fast.diffusion import create_sampler  # noqa: E402
 from cod_fast.diffusion.sampling import CapturableSampling  # noqa: E402

@@ -1,9 +1,10 @@
 """Regenerate the golden streams in tests/golden/ (a format change: bump the container version).
 
-Usage: .venv/bin/python tools/make_golden.py [--check] [--only NAME ...]
+Usage: .venv/bin/python tools/make_golden.py [--check] [--only NAME ...] [--out DIR]
 
-For each golden case: a tiny model with seeded weights (``golden_weights``), a synthetic image
-(``golden_image``), the container bytes written to ``tests/golden/<name>.codf``, the decoded
+For each golden case: a tiny model with seeded weights (``golden_weights``:
+``tests/tiny_models.py``'s ``seeded_state_dict``), a synthetic image (``golden_image``: its
+``make_image``), the container bytes written to ``tests/golden/<name>.codf``, the decoded
 pixels written to ``tests/golden/<name>.png`` (the reference pixels) and, in
 ``tests/golden/golden.json``, the SHA-256 of the stream bytes, of the entropy-decoded integers
 (``decoded_integers``) and of the reference pixels (uint8 [3, H, W], C-contiguous).
@@ -32,16 +33,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 
-_PIXNERDIT = dict(in_channels=3, patch_size=16, num_groups=2, hidden_size=64, hidden_size_x=8,
-                  num_blocks=2, num_cond_blocks=1, nerf_mlpratio=1, ds=32, codebook_bits=4, up2x=True)
+# The tiny configs, seeded weights and golden image are the tests' own (tests/tiny_models.py).
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+from tiny_models import TINY_ONE_STEP, TINY_PIXEL  # noqa: E402 -- after sys.path
+from tiny_models import make_image as golden_image  # noqa: E402
+from tiny_models import seeded_state_dict as golden_weights  # noqa: E402
 
 # name -> (config, weight seed, image size (H, W), encode parameters)
 CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = {
-    "cod_pixel_tiny": ({"class_path": "cod.models.pixel_dit.PixNerDiT", "init_args": _PIXNERDIT},
-                       11, (40, 52), {"steps": 2, "cfg": 3.0, "seed": 1, "sampler": "adam2"}),
-    "cod_one_step_tiny": ({"class_path": "downstream.finetuned_one_step_cod.OneStepCoD",
-                           "init_args": {**_PIXNERDIT, "noise_level": 0.0}},
-                          12, (33, 70), {}),
+    "cod_pixel_tiny": (TINY_PIXEL, 11, (40, 52), {"steps": 2, "cfg": 3.0, "seed": 1, "sampler": "adam2"}),
+    "cod_one_step_tiny": (TINY_ONE_STEP, 12, (33, 70), {}),
     # SODEC: the named models with fixed seeded weights (cod_fast.codecs.sodec.NAMED_MODELS); the
     # weight seed is the named model's own.
     "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
@@ -56,36 +58,6 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     "default_model": ({"model": "default", "release": 1}, 0, (72, 100), {"quality": 2.0}),
     "default_model_r2": ({"model": "default", "release": 2}, 0, (72, 100), {"quality": 2.0}),
 }
-
-
-def golden_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    """Seeded weights for ``config``, drawn in sorted key order from one CPU generator:
-    codebook N(0, 1), norm weights 1 + N(0, 0.05), everything else N(0, 0.05)."""
-    from cod_fast.loading import build_net, parse_config
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net, _ = build_net(parse_config(copy.deepcopy(config)))
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in sorted(net.state_dict().items()):
-        r = torch.randn(t.shape, generator=g, dtype=torch.float32)
-        if "embedding" in name:
-            out[name] = r
-        elif "norm" in name and name.endswith("weight"):
-            out[name] = 1 + 0.05 * r
-        else:
-            out[name] = 0.05 * r
-    return out
-
-
-def golden_image(height: int, width: int) -> torch.Tensor:
-    """A deterministic uint8 [3, H, W] image: gradients plus a checkerboard."""
-    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    r = xx * 255 // max(width - 1, 1)
-    g = yy * 255 // max(height - 1, 1)
-    b = ((xx // 4 + yy // 4) % 2) * 200 + 20
-    return torch.stack([r, g, b]).to(torch.uint8)
 
 
 def golden_codec(name: str) -> Any:
@@ -164,11 +136,11 @@ def reference_pixels(name: str) -> torch.Tensor:
         return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
-def write_reference_pixels(name: str, pixels: torch.Tensor) -> None:
-    """Write uint8 [3, H, W] ``pixels`` losslessly to ``tests/golden/<name>.png``."""
+def write_reference_pixels(name: str, pixels: torch.Tensor, out: Path = GOLDEN) -> None:
+    """Write uint8 [3, H, W] ``pixels`` losslessly to ``<out>/<name>.png`` (``tests/golden``)."""
     from PIL import Image
 
-    Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(GOLDEN / f"{name}.png")
+    Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(out / f"{name}.png")
 
 
 def generate(name: str) -> tuple[bytes, torch.Tensor, dict[str, Any]]:
@@ -189,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the committed files")
     ap.add_argument("--only", action="append", choices=sorted(CASES),
                     help="(re)generate or check only this case (repeatable); the others' records are kept")
+    ap.add_argument("--out", type=Path, default=GOLDEN,
+                    help="folder to write to (default tests/golden; another one proves the committed "
+                    "files are reproduced: compare them byte for byte)")
     args = ap.parse_args(argv)
     from cod_fast.bitstream import FORMAT_VERSION
 
@@ -200,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or CASES:
         stream, pixels, rec = generate(name)
         records["cases"][name] = rec
-        path = GOLDEN / f"{name}.codf"
         if args.check:
+            path = GOLDEN / f"{name}.codf"
             pinned = None if old is None else old["cases"].get(name)
             exact = ("fingerprint", "height", "width", "params", "stream_sha256", "integers_sha256")
             same = path.exists() and path.read_bytes() == stream and pinned is not None \
@@ -211,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {'ok' if same else 'DIFFERS'} {stats}")
             ok &= same
         else:
+            path = args.out / f"{name}.codf"
             path.write_bytes(stream)
-            write_reference_pixels(name, pixels)
+            write_reference_pixels(name, pixels, args.out)
             print(f"{name}: wrote {path} ({len(stream)} bytes) and its reference pixels")
     if not args.check:
-        (GOLDEN / "golden.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        (args.out / "golden.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
     return 0 if ok else 1
 
 

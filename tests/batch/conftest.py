@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-_TESTS = Path(__file__).resolve().parents[1]
-for sub in ("io", "diffc", "batch"):
-    if str(_TESTS / sub) not in sys.path:
-        sys.path.insert(0, str(_TESTS / sub))
-
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint  # noqa: E402 -- after sys.path
+from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="package")

@@ -58,7 +58,7 @@ def test_settings_travel_and_copy_stays_shallow(one_step_codec) -> None:
 
 
 def test_in_memory_weights_need_a_saved_reference(tmp_path) -> None:
-    from io_models import TINY_ONE_STEP, official_checkpoint
+    from tiny_models import TINY_ONE_STEP, official_checkpoint
 
     from cod_fast.loading import load_model
 
@@ -76,7 +76,7 @@ def test_in_memory_weights_need_a_saved_reference(tmp_path) -> None:
 
 
 def test_changed_checkpoint_is_refused(tmp_path) -> None:
-    from io_models import TINY_ONE_STEP, official_checkpoint
+    from tiny_models import TINY_ONE_STEP, official_checkpoint
 
     path = tmp_path / "m.pt"
     torch.save(official_checkpoint(TINY_ONE_STEP, 4), path)
@@ -118,9 +118,9 @@ def test_spawn_pool_decodes_identically(one_step_codec, sodec_codec) -> None:
 
 
 def test_latent_cod_travels_with_its_vae_folder(tmp_path) -> None:
-    import diffc_models
+    import tiny_models
 
-    codec = diffc_models.latent_codec(tmp_path)  # weights from a dict: saved once as a reference
+    codec = tiny_models.latent_codec(tmp_path)  # weights from a dict: saved once as a reference
     with pytest.raises(ValueError, match="vae="):
         save_reference(codec, tmp_path / "latent.safetensors")
     save_reference(codec, tmp_path / "latent.safetensors", vae=tmp_path / "vae")

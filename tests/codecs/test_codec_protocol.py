@@ -4,18 +4,14 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_PIXEL  # noqa: E402
 
 from cod_fast.bitstream import CodecId, SectionType, read_container
 from cod_fast.codecs import CODECS, Codec, codec_for, describe_stream
 from cod_fast.codecs.diffc import DiffCCodec
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from io_models import TINY_PIXEL  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,24 +2,20 @@
 
 Each codec holds a lock around the parts of a decode that touch per-call state of its network
 (the default model's lazily built tables, the CoD networks' per-call attributes, DiffC's
-unconditional-map cache: ``tests/io/test_diffc_threads.py``). Here 4 threads decode streams of two
+unconditional-map cache: ``tests/codecs/test_diffc_threads.py``). Here 4 threads decode streams of two
 sizes, interleaved, on one object, and every result must equal the sequential decode bit for bit.
 """
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL  # noqa: E402
 
 import cod_fast
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

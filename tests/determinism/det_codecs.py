@@ -23,12 +23,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 _TESTS = Path(__file__).resolve().parents[1]
-for sub in ("io", "diffc"):
-    if str(_TESTS / sub) not in sys.path:
-        sys.path.insert(0, str(_TESTS / sub))
+if str(_TESTS) not in sys.path:  # fresh subprocesses import this file by path
+    sys.path.insert(0, str(_TESTS))
 
-import diffc_models  # noqa: E402
-import io_models  # noqa: E402
+import tiny_models  # noqa: E402
 
 #: Thread counts of the matrix: 1, 2 and this machine's core count (deduplicated, in order).
 THREADS: tuple[int, ...] = tuple(dict.fromkeys((1, 2, os.cpu_count() or 1)))
@@ -61,7 +59,7 @@ def image(height: int, width: int, seed: int) -> torch.Tensor:
 def _cod(config: dict[str, Any], seed: int):
     from cod_fast.loading import load_model
 
-    sd = io_models.seeded_state_dict(config, seed)
+    sd = tiny_models.seeded_state_dict(config, seed)
     return load_model(copy.deepcopy(config), {"ema_denoiser." + k: v for k, v in sd.items()})
 
 
@@ -72,15 +70,15 @@ def build(name: str) -> Any:
     if name.startswith("sodec"):
         return load_model(name)
     if name == "cod-pixel":
-        return _cod(io_models.TINY_PIXEL, 1)
+        return _cod(tiny_models.TINY_PIXEL, 1)
     if name == "cod-one-step":
-        return _cod(io_models.TINY_ONE_STEP, 2)
+        return _cod(tiny_models.TINY_ONE_STEP, 2)
     if name == "cod-lite":
-        return _cod(io_models.TINY_LITE, 3)
+        return _cod(tiny_models.TINY_LITE, 3)
     if name.startswith("diffc"):
         from cod_fast.codecs.diffc import DiffCCodec
 
-        return DiffCCodec(diffc_models.pixel_codec(), backend="cpp" if _has_cpp() else "reference")
+        return DiffCCodec(tiny_models.pixel_codec(), backend="cpp" if _has_cpp() else "reference")
     raise ValueError(f"unknown codec {name!r}")
 
 

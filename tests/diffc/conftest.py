@@ -1,14 +1,9 @@
-"""Fixtures of the DiffC tests: one tiny pixel CoD codec and one encoded stream per session."""
+"""Fixtures of the DiffC tests (``cod_fast/diffc`` and the DiffC golden stream; the codec's own
+tests are in tests/codecs): one torch thread and the tiny pixel CoD codec."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import diffc_models  # noqa: E402
+import tiny_models
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,17 +19,5 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def cod_pixel():
-    return diffc_models.pixel_codec()
-
-
-@pytest.fixture(scope="session")
-def diffc_pixel(cod_pixel):
-    from cod_fast.codecs.diffc import DiffCCodec
-
-    return DiffCCodec(cod_pixel, backend="cpp")
-
-
-@pytest.fixture(scope="session")
-def encoded(diffc_pixel):
-    """(bytes, trace, encoder reconstruction) of the 32x32 test image, 4 encoded steps, seed 7."""
-    return diffc_pixel.encode_trace(diffc_models.make_image(), steps=4, seed=7)
+    """The tiny pixel CoD codec of the DiffC golden stream (seed 11)."""
+    return tiny_models.pixel_codec()

@@ -1,4 +1,4 @@
-"""(Re)generate the DiffC golden stream: ``.venv/bin/python tests/diffc/make_diffc_golden.py [--check]``.
+"""(Re)generate the DiffC golden stream: ``.venv/bin/python tests/diffc/make_diffc_golden.py [--check] [--out DIR]``.
 
 Writes ``tests/golden/diffc_pixel_tiny.codf`` (tiny seeded pixel CoD, 32x40 image padded to 32x64,
 3 encoded steps, seed 5, rcc C++ backend), its reference pixels ``tests/golden/diffc_pixel_tiny.png``
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from diffc_models import GOLDEN_DIR, make_image, pixel_codec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
+from tiny_models import GOLDEN_DIR, make_image, pixel_codec
 
 STREAM = GOLDEN_DIR / "diffc_pixel_tiny.codf"
 PNG = GOLDEN_DIR / "diffc_pixel_tiny.png"
@@ -62,6 +62,8 @@ def build() -> tuple[bytes, torch.Tensor, dict]:
 
 
 def main() -> int:
+    """``--check``: compare with the committed files; ``--out DIR``: write there instead of
+    tests/golden (to compare byte for byte with the committed files)."""
     data, pixels, meta = build()
     tool = golden_tool()
     if "--check" in sys.argv:
@@ -72,10 +74,11 @@ def main() -> int:
         ok = ok and tool.pixels_within_tolerance(pixels, ref)
         print("golden DiffC stream:", "matches" if ok else "DIFFERS", tool.pixel_stats(pixels, ref))
         return 0 if ok else 1
-    STREAM.write_bytes(data)
-    tool.write_reference_pixels("diffc_pixel_tiny", pixels)
-    META.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {STREAM} ({len(data)} bytes), {PNG} and {META}")
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else GOLDEN_DIR
+    (out / STREAM.name).write_bytes(data)
+    tool.write_reference_pixels("diffc_pixel_tiny", pixels, out)
+    (out / META.name).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out / STREAM.name} ({len(data)} bytes), {out / PNG.name} and {out / META.name}")
     return 0
 
 

@@ -8,8 +8,8 @@ import hashlib
 import json
 
 import torch
-from diffc_models import GOLDEN_DIR, make_image
 from make_diffc_golden import decoded_integers, golden_tool
+from tiny_models import GOLDEN_DIR, make_image
 
 from cod_fast.codecs.diffc import DiffCCodec
 

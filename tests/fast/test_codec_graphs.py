@@ -2,15 +2,11 @@
 under ``host_sync_guard`` (no host sync, no host-to-device copy inside the captured body): same
 pixels as the eager path, one capture per padded size, noise drawn outside the graph."""
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from fast_helpers import FakeCapture  # noqa: E402
-from io_models import TINY_LITE, TINY_ONE_STEP, official_checkpoint  # noqa: E402
+from tiny_models import TINY_LITE, TINY_ONE_STEP, official_checkpoint  # noqa: E402
 
 from cod_fast.loading import load_model  # noqa: E402
 

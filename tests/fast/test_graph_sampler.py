@@ -9,18 +9,17 @@ float32 PixNerDiT loop differed from eager in the last bits although the operati
 (tools/gpu_diag_bitwise.py probes why), so the float loops are compared within float32 rounding
 (``assert_same_loop``); decoded uint8 pixels are still compared exactly."""
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from cod_golden_utils import TINY_LATENT, TINY_PIXEL, build_seeded  # noqa: E402
 from fast_helpers import FakeCapture  # noqa: E402
-from io_models import TINY_PIXEL as IO_TINY_PIXEL  # noqa: E402
-from io_models import official_checkpoint  # noqa: E402
+from tiny_models import LATENT_NET_ARGS as TINY_LATENT  # noqa: E402
+from tiny_models import PIXEL_NET_ARGS as TINY_PIXEL  # noqa: E402
+from tiny_models import TINY_PIXEL as IO_TINY_PIXEL  # noqa: E402
+from tiny_models import (
+    build_seeded,  # noqa: E402
+    official_checkpoint,  # noqa: E402
+)
 
 from cod_fast.diffusion import create_sampler  # noqa: E402
 from cod_fast.diffusion.sampling import CapturableSampling, SamplingGraphs  # noqa: E402

@@ -1,24 +1,8 @@
-"""Fixtures of the I/O tests: tiny seeded codecs (built once per session) and a test image."""
+"""Fixtures of the I/O tests: a test image (the tiny seeded codecs are in tests/conftest.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, load_seeded
-
-
-@pytest.fixture(scope="session")
-def pixel_codec(tmp_path_factory: pytest.TempPathFactory):
-    return load_seeded(TINY_PIXEL, 1, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def one_step_codec(tmp_path_factory: pytest.TempPathFactory):
-    return load_seeded(TINY_ONE_STEP, 2, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def lite_codec(tmp_path_factory: pytest.TempPathFactory):
-    return load_seeded(TINY_LITE, 3, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -172,8 +172,8 @@ TINY_VAE = dict(block_out_channels=[32, 32, 32, 32], layers_per_block=1, latent_
 def test_latent_cod_with_vae(tmp_path, small_image) -> None:
     import json
 
-    from io_models import official_checkpoint
     from safetensors.torch import save_file
+    from tiny_models import official_checkpoint
 
     from cod_fast.models.vae import AutoencoderKL
 

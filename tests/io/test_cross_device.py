@@ -7,14 +7,10 @@ with the decode of the same stream on the CPU within a stated tolerance: PSNR >=
 two uint8 images (cuDNN runs fp32 convolutions in TF32 by default, as users run it).
 Skipped without a GPU."""
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diffc"))
-from io_models import TINY_LITE, TINY_PIXEL, official_checkpoint  # noqa: E402
+from tiny_models import TINY_LITE, TINY_PIXEL, official_checkpoint  # noqa: E402
 
 import cod_fast  # noqa: E402
 from cod_fast.loading import load_model  # noqa: E402
@@ -63,13 +59,13 @@ def test_cod_streams_cross_devices(config: dict) -> None:
 
 
 def test_diffc_streams_cross_devices() -> None:
-    import diffc_models
+    import tiny_models
 
     from cod_fast.codecs.diffc import DiffCCodec
 
-    ckpt = {"ema_denoiser." + k: v for k, v in diffc_models.seeded_weights(diffc_models.TINY_PIXEL, 11).items()}
-    cpu = DiffCCodec(load_model(copy.deepcopy(diffc_models.TINY_PIXEL), ckpt))
-    gpu = DiffCCodec(load_model(copy.deepcopy(diffc_models.TINY_PIXEL), ckpt, device="cuda"))
+    ckpt = {"ema_denoiser." + k: v for k, v in tiny_models.seeded_state_dict(tiny_models.TINY_PIXEL, 11).items()}
+    cpu = DiffCCodec(load_model(copy.deepcopy(tiny_models.TINY_PIXEL), ckpt))
+    gpu = DiffCCodec(load_model(copy.deepcopy(tiny_models.TINY_PIXEL), ckpt, device="cuda"))
     _check_both_ways(cpu, gpu, encode_kw={"steps": 6})
 
 

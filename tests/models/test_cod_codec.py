@@ -5,15 +5,12 @@ import json
 
 import pytest
 import torch
-from cod_golden_utils import (
+from cod_golden_utils import DATA_DIR, assert_close_fp32, key_shapes, load_golden
+from tiny_models import (
     CODEC_VARIANTS,
-    DATA_DIR,
-    assert_close_fp32,
     build_seeded,
-    key_shapes,
-    load_golden,
+    fan_in_state_dict,
     seeded_images,
-    seeded_state_dict,
 )
 
 from cod_fast.errors import BitstreamError
@@ -145,7 +142,7 @@ def _decoder_only_codec(args: dict, seed: int) -> Codec:
         codec = Codec(**args)
     codec = codec.to_empty(device="cpu")
     for part in (codec.decoder, codec.bottleneck):
-        part.load_state_dict(seeded_state_dict(part.state_dict(), seed))
+        part.load_state_dict(fan_in_state_dict(part.state_dict(), seed))
     with torch.no_grad():
         for p in codec.encoder.parameters():
             p.zero_()

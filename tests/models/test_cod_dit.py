@@ -5,15 +5,12 @@ import json
 
 import pytest
 import torch
-from cod_golden_utils import (
-    DATA_DIR,
-    TINY_LATENT,
-    TINY_ONE_STEP,
-    TINY_PIXEL,
-    assert_close_fp32,
+from cod_golden_utils import DATA_DIR, assert_close_fp32, key_shapes, load_golden
+from tiny_models import (
+    LATENT_NET_ARGS,
+    ONE_STEP_NET_ARGS,
+    PIXEL_NET_ARGS,
     build_seeded,
-    key_shapes,
-    load_golden,
     seeded_images,
     seeded_inputs,
 )
@@ -36,7 +33,7 @@ COUNTS = json.loads((DATA_DIR / "cod_param_counts.json").read_text())
 
 
 @pytest.mark.parametrize(
-    "cls, args", [(PixNerDiT, TINY_PIXEL), (DDT, TINY_LATENT), (OneStepCoD, TINY_ONE_STEP)],
+    "cls, args", [(PixNerDiT, PIXEL_NET_ARGS), (DDT, LATENT_NET_ARGS), (OneStepCoD, ONE_STEP_NET_ARGS)],
     ids=["PixNerDiT", "DDT", "OneStepCoD"],
 )
 def test_state_dict_keys_match_official(cls: type, args: dict) -> None:
@@ -59,17 +56,17 @@ def test_headline_parameter_count() -> None:
 
 @pytest.fixture(scope="module")
 def pixel() -> PixNerDiT:
-    return build_seeded(PixNerDiT, TINY_PIXEL, seed=3)
+    return build_seeded(PixNerDiT, PIXEL_NET_ARGS, seed=3)
 
 
 @pytest.fixture(scope="module")
 def latent() -> DDT:
-    return build_seeded(DDT, TINY_LATENT, seed=4)
+    return build_seeded(DDT, LATENT_NET_ARGS, seed=4)
 
 
 @pytest.fixture(scope="module")
 def one_step() -> OneStepCoD:
-    return build_seeded(OneStepCoD, TINY_ONE_STEP, seed=5)
+    return build_seeded(OneStepCoD, ONE_STEP_NET_ARGS, seed=5)
 
 
 @pytest.fixture
@@ -186,12 +183,12 @@ def test_one_step_matches_official_golden(one_step: OneStepCoD) -> None:
         try:
             rec = model.inference(torch.zeros(1, 3, 32, 32), cond=model.decompress(bitstream, 32, 32, "cpu"))
         finally:
-            model.noise_level = TINY_ONE_STEP["noise_level"]
+            model.noise_level = ONE_STEP_NET_ARGS["noise_level"]
         assert_close_fp32(rec, gold["inference_noise0"])
 
 
 def test_one_step_cache_keeps_keys_and_values() -> None:
-    model = build_seeded(OneStepCoD, TINY_ONE_STEP, seed=5)  # eval(): t=0 cache built
+    model = build_seeded(OneStepCoD, ONE_STEP_NET_ARGS, seed=5)  # eval(): t=0 cache built
     assert list(model.state_dict()) == list(KEYS["OneStepCoD"])
     assert all(b.cached_modulation is not None for b in model.blocks[: model.num_cond_blocks])
     inp = seeded_inputs(20, noise=(2, 3, 32, 32), cond=(2, 64, 2, 2))
@@ -205,7 +202,7 @@ def test_one_step_cache_keeps_keys_and_values() -> None:
         assert_close_fp32(cached, uncached)  # batch-1 vs batch-2 modulation: rounding only
         model.eval()
         # new weights: the cache is rebuilt from them
-        fresh = build_seeded(OneStepCoD, TINY_ONE_STEP, seed=6)
+        fresh = build_seeded(OneStepCoD, ONE_STEP_NET_ARGS, seed=6)
         model.load_state_dict(fresh.state_dict())
         assert_close_fp32(model(noise, t0, None, cond)[0], fresh(noise, t0, None, cond)[0])
         assert not torch.allclose(model(noise, t0, None, cond)[0], cached)
@@ -234,7 +231,7 @@ def test_forward_rejects_bad_shapes(pixel: PixNerDiT) -> None:
         with pytest.raises(ValueError):
             model(torch.zeros(1, 3, 32, 32), torch.zeros(1), None, None)
     with pytest.raises(ValueError):
-        OneStepCoD(pred="eps", **TINY_PIXEL)
+        OneStepCoD(pred="eps", **PIXEL_NET_ARGS)
 
 
 def test_bf16_autocast_forward_runs_close_to_fp32(latent: DDT) -> None:
@@ -276,7 +273,7 @@ def test_presets_and_class_paths() -> None:
 def test_seeded_weights_load_strict_both_ways(pixel: PixNerDiT) -> None:
     a = pixel
     with torch.device("meta"):
-        b = PixNerDiT(**TINY_PIXEL)
+        b = PixNerDiT(**PIXEL_NET_ARGS)
     b.load_state_dict(a.state_dict(), strict=True, assign=True)
     assert all(torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items())
     assert b.state_dict().keys() == a.state_dict().keys()

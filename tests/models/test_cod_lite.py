@@ -2,7 +2,7 @@
 
 tests/models/data/cod_lite_official_keys.json and cod_lite_official_golden.pt were written by a
 script run outside the repo that imported the official modules, loaded the seeded weights of
-``seeded_shapes.seeded_state_dict`` into them and recorded key lists, parameter counts and outputs.
+``tiny_models.shape_state_dict`` into them and recorded key lists, parameter counts and outputs.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from seeded_shapes import seeded_state_dict
+from tiny_models import shape_state_dict
 
 import cod_fast.models.cod_lite as cl
 from cod_fast.models.cod_lite.inference import condition_from_indices
@@ -32,7 +32,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> None:
 
 @functools.cache
 def _weights(name: str, seed: int) -> dict[str, torch.Tensor]:
-    return seeded_state_dict({k: s for k, s in TINY[name]["keys"]}, seed)
+    return shape_state_dict({k: s for k, s in TINY[name]["keys"]}, seed)
 
 
 def _tiny_model(name: str, seed: int, private: bool = False) -> cl.FinetunedOneStepCoD:
@@ -101,7 +101,7 @@ def test_outputs_match_official(name: str) -> None:
 def test_window_attention_matches_official() -> None:
     gold = GOLDEN["window_attn"]
     block = cl.WindowAttnBlock(64, patch_size=gold["patch_size"])
-    block.load_state_dict(seeded_state_dict({k: list(v.shape) for k, v in block.state_dict().items()}, gold["seed"]))
+    block.load_state_dict(shape_state_dict({k: list(v.shape) for k, v in block.state_dict().items()}, gold["seed"]))
     block.eval()
     g = torch.Generator().manual_seed(gold["seed"])
     x_windowed = torch.randn((2, 64, 6, 9), generator=g)  # 6x9 > 4x4 windows: replicate padding

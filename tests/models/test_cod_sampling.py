@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-from cod_golden_utils import (
-    TINY_ONE_STEP,
-    TINY_PIXEL,
-    assert_close_fp32,
+from cod_golden_utils import assert_close_fp32, load_golden
+from tiny_models import (
+    ONE_STEP_NET_ARGS,
+    PIXEL_NET_ARGS,
     build_seeded,
-    load_golden,
     seeded_images,
 )
 
@@ -108,7 +107,7 @@ def test_sampler_rejects_bad_arguments() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_pixel() -> PixNerDiT:
-    return build_seeded(PixNerDiT, TINY_PIXEL, seed=3)
+    return build_seeded(PixNerDiT, PIXEL_NET_ARGS, seed=3)
 
 
 @pytest.mark.parametrize("name, steps, cfg", [("adam2", 25, 3.0), ("euler", 10, 3.0), ("adam2", 3, 1.25)])
@@ -174,7 +173,7 @@ def test_unconditional_image() -> None:
 
 def test_one_step_decode_matches_official_golden() -> None:
     gold = load_golden("OneStepCoD")
-    model = build_seeded(OneStepCoD, dict(TINY_ONE_STEP, noise_level=0.0), seed=5)
+    model = build_seeded(OneStepCoD, dict(ONE_STEP_NET_ARGS, noise_level=0.0), seed=5)
     with torch.no_grad():
         cond = model.decompress(bytes(gold["bitstream"].tolist()), 32, 32, "cpu")
         out = one_step_decode(model, cond, seed=123)

@@ -1,7 +1,7 @@
 """SD-VAE mirror vs. data produced by diffusers' ``AutoencoderKL`` (0.42.1, run outside the repo).
 
 vae_diffusers_keys.json holds diffusers' key/shape list of the SD VAE config and of a tiny config;
-vae_diffusers_golden.pt diffusers' outputs for the tiny config with ``seeded_shapes.seeded_state_dict`` weights.
+vae_diffusers_golden.pt diffusers' outputs for the tiny config with ``tiny_models.shape_state_dict`` weights.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from seeded_shapes import seeded_state_dict
+from tiny_models import shape_state_dict
 
 from cod_fast.errors import ModelMismatchError
 from cod_fast.models.vae import AutoencoderKL, latent_decode, latent_encode, load_diffusers_vae
@@ -39,7 +39,7 @@ def _write_folder(folder: Path, state: dict[str, torch.Tensor], fmt: str = "safe
 
 
 def _tiny_state() -> dict[str, torch.Tensor]:
-    return seeded_state_dict({k: s for k, s in KEYS["tiny_keys"]}, GOLDEN["seed"])
+    return shape_state_dict({k: s for k, s in KEYS["tiny_keys"]}, GOLDEN["seed"])
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor]:

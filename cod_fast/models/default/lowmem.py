@@ -10,7 +10,7 @@ band from the stage below instead of stored.
 
 **Bit-exactness.** Every output element is computed by the same torch operations on the same
 operands as in the whole-image forward, so the results are bitwise identical (checked by
-``tests/default_model/test_lowmem.py`` with small forced bands): torch's CPU convolutions give
+``tests/models/default/test_lowmem.py`` with small forced bands): torch's CPU convolutions give
 the same value for a pixel whatever the band around it for the band sizes used here (bands hold
 at least ``MIN_BAND_PIXELS``; tested per layer, and on a 6.3 MP image against the whole-image
 code: same stream bytes, same pixels; ``up1``/``up2`` run whole because ``up2``'s projection did

@@ -3,19 +3,23 @@
 Needs diffusers 0.31.0 and timm OUTSIDE the project environment, e.g.
     .venv/bin/pip install --target /tmp/diffusers_pkg_sodec diffusers==0.31.0 timm==1.0.31 \
         "huggingface_hub<0.27" importlib_metadata regex --no-deps
-    PYTHONPATH=/tmp/diffusers_pkg_sodec .venv/bin/python tests/models/data/make_sodec_golden.py
-Weights are filled by ``seeded_state_dict`` (same function as in the tests), so the tests can
+    PYTHONPATH=/tmp/diffusers_pkg_sodec .venv/bin/python tests/models/data/make_sodec_golden.py [--out FILE]
+Weights are filled by ``tests/tiny_models.py``'s ``sodec_state_dict`` (the tests' own function), so the tests can
 rebuild them without diffusers/timm and compare outputs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
 from timm.models.vision_transformer import VisionTransformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: tiny_models
+from tiny_models import sodec_state_dict  # noqa: E402
 
 TINY = {
     "sample_size": 16,
@@ -41,17 +45,6 @@ CASES = [  # (name, latent h, w, timestep, context length)
 ]
 
 
-def seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """N(0, 0.3^2) tensors drawn in sorted key order from one CPU generator.
-
-    std 0.3 rather than a realistic init: small weights make the output insensitive to details
-    such as the GELU variant (0.1 would hide tanh-vs-erf GELU below fp32 noise; 0.3 shows it 75x
-    above).
-    """
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shapes[k], generator=g) * 0.3 for k in sorted(shapes)}
-
-
 def shape_digest(shapes: dict[str, list[int]]) -> str:
     """sha256 of the sorted 'key:d0xd1x...' lines."""
     text = "\n".join(f"{k}:{'x'.join(map(str, shapes[k]))}" for k in sorted(shapes))
@@ -61,7 +54,7 @@ def shape_digest(shapes: dict[str, list[int]]) -> str:
 def main() -> None:
     tiny = UNet2DConditionModel(**TINY).eval()
     shapes = {k: list(v.shape) for k, v in tiny.state_dict().items()}
-    tiny.load_state_dict(seeded_state_dict(shapes, seed=0), strict=True)
+    tiny.load_state_dict(sodec_state_dict(shapes, seed=0), strict=True)
     cases = []
     for i, (name, h, w, t, length) in enumerate(CASES):
         g = torch.Generator().manual_seed(100 + i)
@@ -73,7 +66,7 @@ def main() -> None:
                       "input_seed": 100 + i, "output": [float(v) for v in y.flatten()]})
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=0).eval()
     vit_shapes = {k: list(v.shape) for k, v in vit.state_dict().items()}
-    vit.load_state_dict(seeded_state_dict(vit_shapes, seed=1), strict=True)
+    vit.load_state_dict(sodec_state_dict(vit_shapes, seed=1), strict=True)
     g = torch.Generator().manual_seed(200)
     image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1  # [-1, 1]; timm input = (image+1)/2 normalised by 0.5
     with torch.no_grad():
@@ -103,7 +96,8 @@ def main() -> None:
         "vit_b16_param_count": sum(p.numel() for p in vit_b16.parameters()),
         "vit_b16_shape_sha256": shape_digest({k: list(v.shape) for k, v in vit_b16.state_dict().items()}),
     }
-    out = Path(__file__).with_name("sodec_golden.json")
+    # --out FILE: write elsewhere (to compare byte for byte with the committed file)
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path(__file__).with_name("sodec_golden.json")
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {out}: {data['sd21_base_param_count']} parameters in SD 2.1-base")
 

@@ -13,20 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import sodec_state_dict
 
 from cod_fast.errors import ModelMismatchError
 from cod_fast.models.sodec import SD21_BASE_UNET, TINY_UNET, UNet2DConditionModel, UNetConfig, load_unet
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "sodec_golden.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "data" / "sodec_golden.json").read_text())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
-
-
-def seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """N(0, 0.3^2) tensors drawn in sorted key order from one CPU generator (as the generator script)."""
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shapes[k], generator=g) * 0.3 for k in sorted(shapes)}
 
 
 def shape_digest(shapes: dict[str, list[int]]) -> str:
@@ -37,7 +32,7 @@ def shape_digest(shapes: dict[str, list[int]]) -> str:
 @pytest.fixture(scope="module")
 def tiny() -> UNet2DConditionModel:
     model = UNet2DConditionModel(TINY_UNET).eval()
-    model.load_state_dict(seeded_state_dict(GOLDEN["tiny_shapes"], GOLDEN["weight_seed"]), strict=True)
+    model.load_state_dict(sodec_state_dict(GOLDEN["tiny_shapes"], GOLDEN["weight_seed"]), strict=True)
     return model
 
 

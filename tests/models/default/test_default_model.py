@@ -269,7 +269,7 @@ def test_fast_path_swaps_decoder_blocks_and_agrees() -> None:
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "cod_fast" / "weights" / "default.safetensors"
+WEIGHTS = Path(__file__).resolve().parents[3] / "cod_fast" / "weights" / "default.safetensors"
 
 
 def _test_image() -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""SODEC entropy-parameter tests: the Triton backend runs in the CPU interpreter without a GPU.
+"""SODEC fixed-point entropy-parameter tests (``cod_fast/int_params``): the Triton backend runs in the CPU interpreter without a GPU.
 
 TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it is set here, at conftest
 import, before any test imports ``cod_fast.kernels.int_entropy_params``.

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 import yaml
-from io_models import TINY_PIXEL
 from safetensors.torch import save_file
+from tiny_models import TINY_PIXEL
 
 import cod_fast.checkpoints as checkpoints
 import cod_fast.loading as loading

@@ -3,17 +3,13 @@ network (``pre_calculated_uncond``, one size at a time); 8 threads at alternatin
 get the map of their own size, and concurrent decodes must equal sequential ones."""
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diffc"))
-import diffc_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,7 +20,7 @@ SIZES = [(32, 32), (64, 32)]
 def diffc():
     from cod_fast.codecs.diffc import DiffCCodec
 
-    return DiffCCodec(diffc_models.pixel_codec(), backend="cpp")
+    return DiffCCodec(tiny_models.pixel_codec(), backend="cpp")
 
 
 def _widen_race(diffc, monkeypatch) -> None:

@@ -12,7 +12,7 @@ import torch
 from cod_fast.models.default import integer_params, lowmem
 from cod_fast.models.default import model as model_mod
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden" / "default_model_r2.codf"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import sodec_state_dict
 
 from cod_fast.models.sodec import (
     TINY_UNET,
@@ -20,15 +21,10 @@ from cod_fast.models.sodec import (
     ViTConfig,
 )
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "sodec_golden.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "data" / "sodec_golden.json").read_text())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: see tests/conftest.py
-
-
-def seeded_state_dict(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shapes[k], generator=g) * 0.3 for k in sorted(shapes)}
 
 
 def test_tiny_vit_matches_timm() -> None:
@@ -37,7 +33,7 @@ def test_tiny_vit_matches_timm() -> None:
                                   "num_heads": TINY_VIT.num_heads}
     vit = FidelityViT(TINY_VIT).eval()
     assert {k: list(v.shape) for k, v in vit.state_dict().items()} == GOLDEN["vit_tiny_shapes"]
-    vit.load_state_dict(seeded_state_dict(GOLDEN["vit_tiny_shapes"], GOLDEN["vit_weight_seed"]), strict=True)
+    vit.load_state_dict(sodec_state_dict(GOLDEN["vit_tiny_shapes"], GOLDEN["vit_weight_seed"]), strict=True)
     g = torch.Generator().manual_seed(GOLDEN["vit_input_seed"])
     image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
     with torch.inference_mode():

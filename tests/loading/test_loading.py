@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 import yaml
-from io_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint, seeded_state_dict
+from tiny_models import TINY_LITE, TINY_ONE_STEP, TINY_PIXEL, official_checkpoint, seeded_state_dict
 
 import cod_fast
 from cod_fast import ModelMismatchError

@@ -25,7 +25,7 @@ from cod_fast.models.default.integer_params import (
 )
 from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: A small unit_hyper model with the shipped architecture's hyper synthesis (768 latent channels,
 #: 1x1 output layer) but narrow hidden widths.
 SMALL = DefaultConfig(enc=(8, 8, 8), hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),

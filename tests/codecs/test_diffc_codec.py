@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from diffc_models import latent_codec, make_image
+from tiny_models import latent_codec, make_image
 
 from cod_fast.bitstream import HEADER_BYTES, SECTION_OVERHEAD, CodecId, SectionType, read_container
 from cod_fast.codecs.diffc import DiffCCodec, DiffCParams, bits_per_pixel, pack_step, unpack_steps
