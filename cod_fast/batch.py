@@ -37,8 +37,7 @@ import torch
 
 from . import portable, registry
 from .api import _diffc_view, resolve_model
-from .bitstream import MAX_CONTAINER_BYTES, SectionType, read_header
-from .codecs.default import DefaultCodec
+from .bitstream import MAX_CONTAINER_BYTES, CodecId, SectionType, read_header
 from .errors import BitstreamError, EntropyParameterMismatchError, ModelMismatchError
 from .image_io import to_uint8_chw
 from .references import load_model
@@ -172,11 +171,17 @@ def _prepare(index: int, stream: StreamLike, models: _Models) -> _Prepared:
     try:
         item.data, item.name = _read(stream)
         item.codec = models.codec_for(item.data)
-        if isinstance(item.codec, DefaultCodec):
+        if _is_default(item.codec):
             item.y_hat, item.quality, item.size = _default_entropy(item.codec, item.data)
     except Exception as exc:  # noqa: BLE001 -- reported per item
         item.error = exc
     return item
+
+
+def _is_default(codec: Any) -> bool:
+    """Whether ``codec`` is the default model's codec (by codec id: its streams take the split
+    entropy/synthesis pipeline below)."""
+    return getattr(codec, "codec_id", None) == CodecId.DEFAULT_HYPERPRIOR
 
 
 def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tuple[int, int]]:
@@ -250,7 +255,7 @@ def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[s
 
     groups: dict[tuple, list[_Prepared]] = {}
     for it in chunk:
-        if it.error is None and isinstance(it.codec, DefaultCodec) and not overrides:
+        if it.error is None and _is_default(it.codec) and not overrides:
             pad = tuple(-(-s // it.codec.stride) for s in it.size)
             groups.setdefault((id(it.codec), pad), []).append(it)
     jobs = []
@@ -269,7 +274,7 @@ def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[s
     for it in chunk:
         res = DecodeResult(index=it.index, name=it.name, error=it.error)
         if it.error is None:
-            if isinstance(it.codec, DefaultCodec) and not overrides:
+            if _is_default(it.codec) and not overrides:
                 res.image = it.image
             else:
                 try:

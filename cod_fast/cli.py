@@ -85,7 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--cfg", type=float, help="classifier-free guidance scale")
         sp.add_argument("--sampler", choices=["adam2", "euler"], help="sampler (multi-step models)")
         sp.add_argument("--seed", type=int, help="seed of the starting noise")
-        sp.add_argument("--entropy-backend", choices=["reference", "triton", "cpp"],
+        sp.add_argument("--entropy-backend", choices=["auto", "reference", "triton", "cpp"],
                         help="SODEC: backend of the integer entropy parameters (same bytes on every one)")
 
     c = sub.add_parser("compress", help="images (files or folders) -> .codf streams")

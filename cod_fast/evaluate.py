@@ -55,9 +55,7 @@ class Point:
 def rate_points(codec: Any, levels: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Encode keyword sets of the rate points: ``[{"quality": l}, ...]`` for the default model
     (``levels``, default all of its levels); ``[{}]`` for one-rate codecs (ValueError with levels)."""
-    from .codecs.default import DefaultCodec  # local: import time (the CLI imports this module for its parser)
-
-    if isinstance(codec, DefaultCodec):
+    if "quality" in getattr(codec, "encode_settings", ()):  # a variable-rate codec (the default model)
         lv = list(range(codec.levels)) if levels is None else [float(v) for v in levels]
         for v in lv:
             if not (math.isfinite(v) and 0 <= v <= codec.levels - 1):
@@ -227,7 +225,7 @@ def evaluate(inputs: Sequence[str | os.PathLike] | str | os.PathLike, model: Any
             "threads": used_threads, "torch": torch.__version__, "cod_fast": __version__,
             "wall_s": time.perf_counter() - t_start, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg())}
-    label = name or ("cod_fast-default" if type(codec).__name__ == "DefaultCodec" else f"cod_fast-{type(codec).__name__}")
+    label = name or ("cod_fast-default" if "quality" in getattr(codec, "encode_settings", ()) else f"cod_fast-{type(codec).__name__}")
     desc = (f"cod_fast {__version__} {type(codec).__name__} {codec.fingerprint.hex()}: bpp of the container file, "
             "PSNR/MS-SSIM on RGB 8-bit, wall times per image")
     return EvalResult(label, desc, [pp.get("quality") for pp in points_params], points, meta)

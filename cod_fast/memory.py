@@ -12,7 +12,7 @@ default under the same budget.
 
 The estimates are activation bytes (weights excluded: they are already allocated), per codec:
 
-* default model: ``40 MiB + 104 B`` per padded pixel to decode, ``32 MiB + 92 B`` to encode
+* default model: ``40 MiB + 104 B`` per padded pixel to decode, ``48 MiB + 92 B`` to encode
   (banded transforms, ``cod_fast.models.default.lowmem``; measured from 256x256 to 2048x3072);
 * CoD family (pixel PixNerDiT, one-step, CoD-Lite): the largest of (a) the unconditional map's
   condition-encoder pass (multi-step), ``6 * ch`` B/px plus its global attention

@@ -187,12 +187,12 @@ class SodecCodec(PortableCodec):
 
     # -- encode ----------------------------------------------------------------------------------
     @memory.allocation_guard
-    def encode(self, image: ImageLike, entropy_backend: str = "reference", *,
+    def encode(self, image: ImageLike, entropy_backend: str = "auto", *,
                max_memory: memory.MemoryLike = None) -> bytes:
         """Image (path, PIL, numpy HWC uint8, torch CHW uint8/float [0,1]) -> container bytes.
 
-        ``entropy_backend`` ("reference", "triton", "cpp") computes the integer entropy
-        parameters; every backend writes the same bytes.
+        ``entropy_backend`` ("auto": C++ when built, else the reference; "reference", "triton",
+        "cpp") computes the integer entropy parameters; every backend writes the same bytes.
         """
         backend = _check_backend(entropy_backend)
         img = to_uint8_chw(image)
@@ -254,7 +254,7 @@ class SodecCodec(PortableCodec):
         return c, [c.section(SectionType.HYPERPRIOR_Z), *y_strings], (zh, zw)
 
     @memory.allocation_guard
-    def decode_latents(self, data: bytes, entropy_backend: str = "reference",
+    def decode_latents(self, data: bytes, entropy_backend: str = "auto",
                        max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None
                        ) -> tuple[Container, torch.Tensor, torch.Tensor]:
         """(container, y_hat float32 [1, M, h, w], z symbols int32 [1, cz, h/4, w/4]) of a stream,
@@ -274,7 +274,7 @@ class SodecCodec(PortableCodec):
         return c, y_hat, z_sym
 
     @memory.allocation_guard
-    def decode(self, data: bytes, entropy_backend: str = "reference",
+    def decode(self, data: bytes, entropy_backend: str = "auto",
                max_pixels: int = DEFAULT_MAX_PIXELS, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped).
         ``max_memory``: see ``cod_fast.memory`` (checked before the entropy decoding)."""

@@ -2,7 +2,9 @@
 
 "reference": the torch int64 spec of :mod:`.reference`; "cpp": ``cod_fast._C.sodec``
 (csrc/sodec); "triton": ``cod_fast.kernels.int_entropy_params`` (needs Triton and a CUDA device,
-or TRITON_INTERPRET=1). All give the same integers (see ``docs/sodec_integer_params.md``).
+or TRITON_INTERPRET=1); "auto": "triton" for CUDA tensors when Triton imports, else "cpp" when
+the extension has it, else "reference" (the same rule as rcc's "auto"). All give the same
+integers (see ``docs/sodec_integer_params.md``), so "auto" changes speed, never a stream.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .reference import (
 
 __all__ = [
     "BACKENDS",
+    "resolve_backend",
     "backend_conv",
     "backend_scale_index",
     "context_parameters",
@@ -31,7 +34,36 @@ __all__ = [
 ]
 
 #: Backends of ``entropy_parameters``; each gives identical integers.
-BACKENDS = ("reference", "triton", "cpp")
+BACKENDS = ("auto", "reference", "triton", "cpp")
+
+_available: dict[str, bool] = {}
+
+
+def _can_run(name: str) -> bool:
+    """Whether the "cpp" (compiled SODEC component) or "triton" (Triton importable) backend runs."""
+    if name not in _available:
+        try:
+            if name == "cpp":
+                backends._sodec_ext()
+            else:
+                import triton  # noqa: F401  # local: optional dependency (Triton)
+            _available[name] = True
+        except ImportError:  # ExtensionUnavailableError is an ImportError
+            _available[name] = False
+    return _available[name]
+
+
+def resolve_backend(backend: str, data: torch.Tensor | None = None) -> str:
+    """The backend that runs for ``backend`` on ``data``: "auto" -> "triton" for CUDA data when
+    Triton imports, else "cpp" when ``cod_fast._C`` has the SODEC component, else "reference";
+    any other accepted name is returned unchanged. ValueError for an unknown name."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if data is not None and data.is_cuda and _can_run("triton"):
+        return "triton"
+    return "cpp" if _can_run("cpp") else "reference"
 
 
 def entropy_parameters(
@@ -41,8 +73,9 @@ def entropy_parameters(
 
     "reference": the torch int64 path of :mod:`.reference`; "cpp": ``cod_fast._C.sodec``
     (csrc/sodec); "triton": ``cod_fast.kernels.int_entropy_params`` (needs Triton and a CUDA
-    device, or TRITON_INTERPRET=1). All return the same integers.
+    device, or TRITON_INTERPRET=1); "auto": see ``resolve_backend``. All return the same integers.
     """
+    backend = resolve_backend(backend, z_hat)
     if backend == "reference":
         return entropy_parameters_reference(params, z_hat)
     if backend == "cpp":
@@ -55,6 +88,7 @@ def entropy_parameters(
 def backend_conv(a: torch.Tensor, layer: IntegerConv, backend: str) -> torch.Tensor:
     """One ``IntegerConv`` on ``backend``: int activations [N, CI, h, w] with |a| <= 32767 ->
     int32 CPU [N, CO, h*up, w*up]. Every backend gives the same integers."""
+    backend = resolve_backend(backend, a)
     if backend == "reference":
         return integer_conv_reference(a.cpu().to(torch.int64), layer).to(torch.int32)
     if backend == "cpp":
@@ -66,6 +100,7 @@ def backend_conv(a: torch.Tensor, layer: IntegerConv, backend: str) -> torch.Ten
 
 def backend_scale_index(s_q: torch.Tensor, thresholds: torch.Tensor, backend: str) -> torch.Tensor:
     """``#{k : s_q > T[k]}`` on ``backend``: int32 scale codes -> int32 CPU indexes."""
+    backend = resolve_backend(backend, s_q)
     if backend == "reference":
         return scale_index_reference(s_q.cpu(), thresholds)
     if backend == "cpp":
