@@ -1,30 +1,15 @@
-"""Fixtures of the codec tests (``cod_fast/codecs``): one torch thread, the Triton backend in the
-CPU interpreter without a GPU, and the tiny DiffC codec with one encoded stream per session.
-
-TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it is set here, at conftest
-import, before any test of this folder imports ``cod_fast.kernels.int_entropy_params`` (SODEC's
-"triton" backend).
-"""
+"""Fixtures of the codec tests (``cod_fast/codecs``): one torch thread and the tiny DiffC codec
+with one encoded stream per session (the Triton interpreter: tests/conftest.py)."""
 from __future__ import annotations
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import pytest  # noqa: E402
-import tiny_models  # noqa: E402
+import pytest
+import tiny_models
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """The tiny networks run fastest on one thread on the shared 2-core machines (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread_session):
+    """This folder's tiny networks run on one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

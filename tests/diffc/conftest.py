@@ -7,14 +7,9 @@ import tiny_models
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """The tiny networks run fastest on one thread on the shared 2-core machines (restored after)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread_session):
+    """This folder's tiny networks run on one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,5 @@
-"""SODEC model tests (``cod_fast/models/sodec``): the Triton backend runs in the CPU interpreter without a GPU.
-
-TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it is set here, at conftest
-import, before any test imports ``cod_fast.kernels.int_entropy_params``.
-"""
-
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-
-
-import pytest  # noqa: E402
+"""SODEC model tests (``cod_fast/models/sodec``): one torch thread per module (the Triton interpreter: tests/conftest.py)."""
+import pytest
 
 
 @pytest.fixture(autouse=True, scope="module")
