@@ -23,8 +23,8 @@ The estimates are activation bytes (weights excluded: they are already allocated
   ``4 * (60 + 4 * hx)`` for CoD-Lite's, plus the sampler state, and for latent models the SD-VAE
   decoder (``20 * ch0`` B/px); all times 1.15 (allocator and oneDNN workspaces). Encode: the
   condition encoder ``6 * ch + 32`` B/px, its attention and the VQ distances;
-* SODEC: ``56 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured 876-1206 B/px
-  with ``vae_ch0 = 16``), ``120`` B/px to encode;
+* SODEC: ``16 MiB + 24 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured
+  100-114 MB at 384x512 with ``vae_ch0 = 16``), ``2 MiB + 72`` B/px to encode;
 * DiffC: the multi-step CoD denoiser with guidance plus 300 bytes per state element to decode
   (rcc candidate samples, ``x0_hat``, posterior means; measured), 40 to encode.
 

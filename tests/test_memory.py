@@ -101,10 +101,14 @@ def peak(fn):
         stop.set(); t.join()
     return max(top[0], rss()) - base, out
 which = sys.argv[2]
+from tiny_models import TINY_ONE_STEP, TINY_PIXEL, official_checkpoint
 if which == "default":
     codec = load_model()
+elif which == "sodec":
+    codec = load_model("sodec-tiny")
+elif which == "multi_step":
+    codec = load_model(copy.deepcopy(TINY_PIXEL), official_checkpoint(TINY_PIXEL, 1))
 else:
-    from tiny_models import TINY_ONE_STEP, official_checkpoint
     codec = load_model(copy.deepcopy(TINY_ONE_STEP), official_checkpoint(TINY_ONE_STEP, 2))
 img = lambda h, w: torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 codec.decode(codec.encode(img(64, 64)))
@@ -119,7 +123,7 @@ print(json.dumps(rows))
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("which", ["default", "one_step"])
+@pytest.mark.parametrize("which", ["default", "one_step", "multi_step", "sodec"])
 def test_estimates_within_factor_two_of_measured_peaks(which) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", _MEASURE, str(ROOT / "tests"), which], check=False,

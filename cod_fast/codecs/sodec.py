@@ -168,13 +168,14 @@ class SodecCodec(PortableCodec):
         return bool(self.net.cfg.hyperprior.checkerboard)
 
     def memory_estimate(self, phase: str, height: int, width: int) -> int:
-        """Peak activation bytes (``cod_fast.memory``): 120 B per padded pixel to encode,
-        ``56 * vae_ch0`` to decode (the VAE decoder at full resolution; measured 876-1206 B/px with
-        ``vae_ch0 = 16``)."""
+        """Peak activation bytes (``cod_fast.memory``): 2 MiB + 72 B per padded pixel to encode,
+        16 MiB + ``24 * vae_ch0`` B/px to decode (the VAE decoder at full resolution). Measured
+        with sodec-tiny (``vae_ch0 = 16``) at 256x256 and 384x512, C++ and reference backends:
+        encode 4.3-5.9 and 10.5-13.4 MB, decode 49.8-52.7 and 100-114 MB."""
         p = memory.pad(height, self.stride) * memory.pad(width, self.stride)
         if phase == "encode":
-            return memory.FIXED_BYTES + p * 120
-        return memory.FIXED_BYTES + p * 56 * int(self.net.cfg.vae.block_out_channels[0])
+            return (2 << 20) + p * 72
+        return memory.FIXED_BYTES + p * 24 * int(self.net.cfg.vae.block_out_channels[0])
 
     def portable_reference(self) -> ModelRef | None:
         """A named model pickles by name (``cod_fast.portable``); other SODEC codecs need the
