@@ -536,16 +536,7 @@ class DefaultCodecModel(nn.Module):
             table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
             inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
             y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
-        y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
-        index_crc = index_checksum(y_idx)
-        z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        return {
-            "strings": [bytes(y_bytes), bytes(z_bytes)],
-            "shape": z_shape,
-            "image_size": (h, w),
-            "quality": float(q[0]),
-            "index_crc": index_crc,
-        }
+        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, (h, w), float(q[0]), threads)
 
     def _compress_banded(
         self, y_unit: torch.Tensor, q: torch.Tensor, image_size: tuple[int, int], threads: int | None,
@@ -587,16 +578,17 @@ class DefaultCodecModel(nn.Module):
             y_sym[band] = rdo_symbols(yb, means, table_scales, inv_gain, lam)
         del m_q, y
         y_idx = idx4.reshape(-1)
+        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, float(q[0]), threads)
+
+    def _pack(self, y_tables: Any, z_tables: Any, y_sym: torch.Tensor, y_idx: torch.Tensor, z_sym: torch.Tensor,
+              z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
+              threads: int | None) -> dict[str, Any]:
+        """The rANS streams of y (with its table indexes' CRC) and z, and the fields ``compress``
+        returns; shared by the whole-tensor and banded paths."""
         y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
-        index_crc = index_checksum(y_idx)
         z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        return {
-            "strings": [bytes(y_bytes), bytes(z_bytes)],
-            "shape": z_shape,
-            "image_size": image_size,
-            "quality": float(q[0]),
-            "index_crc": index_crc,
-        }
+        return {"strings": [bytes(y_bytes), bytes(z_bytes)], "shape": z_shape, "image_size": image_size,
+                "quality": quality, "index_crc": index_checksum(y_idx)}
 
     @torch.no_grad()
     def decode_symbols(
