@@ -6,6 +6,7 @@ this module by its plain name (``import bench_common``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -89,3 +90,11 @@ def report(title: str, times: Mapping[str, list[float]], outs: Mapping[str, torc
             if extra is not None:
                 line += "  " + extra(outs[name], outs["reference"])
         print(line)
+
+
+def gaussian_case(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rANS benchmarks' data: (symbols int32 [n], scales float32 [n]), N(0, sigma) rounded with
+    sigma log-uniform in [0.11, 256] (CompressAI's scale range), from a seeded torch generator."""
+    gen = torch.Generator().manual_seed(seed)
+    scales = torch.exp(torch.empty(n).uniform_(math.log(0.11), math.log(256.0), generator=gen))
+    return torch.round(torch.randn(n, generator=gen) * scales).to(torch.int32), scales

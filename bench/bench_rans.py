@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from bench_common import gaussian_case
 
 from cod_fast.entropy import GaussianConditionalTables
 
@@ -50,9 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     n = args.n
-    gen = torch.Generator().manual_seed(args.seed)
-    scales = torch.exp(torch.empty(n).uniform_(np.log(0.11), np.log(256.0), generator=gen))
-    symbols = torch.round(torch.randn(n, generator=gen) * scales).to(torch.int32)
+    symbols, scales = gaussian_case(n, args.seed)
     tables = GaussianConditionalTables()
     indexes = tables.build_indexes(scales)
     # name, enc s, dec s, bits/sym, enc CPU s, dec CPU s (None for multi-threaded coders)

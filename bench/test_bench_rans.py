@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from bench_common import gaussian_case
 
 from cod_fast.entropy import GaussianConditionalTables
 
@@ -21,9 +22,7 @@ N = 1 << 18
 
 @pytest.fixture(scope="module")
 def case():
-    gen = torch.Generator().manual_seed(0)
-    scales = torch.exp(torch.empty(N).uniform_(np.log(0.11), np.log(256.0), generator=gen))
-    symbols = torch.round(torch.randn(N, generator=gen) * scales).to(torch.int32)
+    symbols, scales = gaussian_case(N, 0)
     tables = GaussianConditionalTables()
     indexes = tables.build_indexes(scales)
     lists = (
