@@ -293,6 +293,15 @@ def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
 
+def _deliver(res: Any, bar: Any, on_error: str) -> Any:
+    """One finished item: counted on the progress bar, raised with ``on_error="raise"``, else returned."""
+    if bar is not None:
+        bar.update(1)
+    if res.error is not None and on_error == "raise":
+        raise res.error
+    return res
+
+
 def _check_common(batch_size: int, workers: int, on_error: str) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -379,17 +388,10 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
                 chunk.append(p.result() if isinstance(p, Future) else p)
             feed(len(chunk))  # keep the threads busy while this chunk is synthesised
             for res in _finish(chunk, forward_batch, overrides, synthesis_threads):
-                if bar is not None:
-                    bar.update(1)
-                if res.error is not None and on_error == "raise":
-                    raise res.error
-                yield res
+                yield _deliver(res, bar, on_error)
     finally:
         if pool is not None:
-            for p in pending:
-                if isinstance(p, Future):
-                    p.cancel()
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
 
@@ -447,11 +449,7 @@ def _encode_iter(images: Iterable[Any], codec: Any, workers: int, progress: bool
                     res.data = codec.encode(img, **params)
                 except Exception as exc:  # noqa: BLE001 -- reported per item
                     res.error = exc
-            if bar is not None:
-                bar.update(1)
-            if res.error is not None and on_error == "raise":
-                raise res.error
-            yield res
+            yield _deliver(res, bar, on_error)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
