@@ -37,8 +37,8 @@ import torch
 
 from . import portable, registry
 from .api import _diffc_view, resolve_model
-from .bitstream import MAX_CONTAINER_BYTES, CodecId, SectionType, read_header
-from .errors import BitstreamError, EntropyParameterMismatchError, ModelMismatchError
+from .bitstream import MAX_CONTAINER_BYTES, CodecId, read_header
+from .errors import BitstreamError, ModelMismatchError
 from .image_io import to_uint8_chw
 from .references import load_model
 
@@ -165,14 +165,14 @@ def _cpu_synthesis(net: torch.nn.Module) -> torch.nn.Module:
     return g
 
 
-def _prepare(index: int, stream: StreamLike, models: _Models) -> _Prepared:
-
+def _prepare(index: int, stream: StreamLike, models: _Models, split: bool = True) -> _Prepared:
+    """Read, find the codec and (``split``: the default model's streams) entropy-decode one stream."""
     item = _Prepared(index=index, name=str(stream) if isinstance(stream, (str, os.PathLike)) else None)
     try:
         item.data, item.name = _read(stream)
         item.codec = models.codec_for(item.data)
-        if _is_default(item.codec):
-            item.y_hat, item.quality, item.size = _default_entropy(item.codec, item.data)
+        if split and _is_default(item.codec):
+            item.y_hat, item.quality, item.size = item.codec.decode_latents(item.data)
     except Exception as exc:  # noqa: BLE001 -- reported per item
         item.error = exc
     return item
@@ -182,27 +182,6 @@ def _is_default(codec: Any) -> bool:
     """Whether ``codec`` is the default model's codec (by codec id: its streams take the split
     entropy/synthesis pipeline below)."""
     return getattr(codec, "codec_id", None) == CodecId.DEFAULT_HYPERPRIOR
-
-
-def _default_entropy(codec: Any, data: bytes) -> tuple[torch.Tensor, float, tuple[int, int]]:
-    """Parse + entropy-decode a default-model stream as ``DefaultCodec.decode`` does: (y_hat
-    float32 (1, M, h, w) CPU, quality, (H, W))."""
-
-    c, q, z_shape, crc = codec.parse(data)
-    strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
-    net = codec.net
-    try:
-        qt = net._check_levels(q, 1, torch.device("cpu"))
-        with torch.inference_mode():
-            y_sym, _, means = net._decode_symbols(strings, z_shape, qt, codec.threads, crc,
-                                                  integer=codec.integer, backend=codec.entropy_backend)
-    except EntropyParameterMismatchError as exc:
-        raise codec._mismatch(exc) from None
-    except BitstreamError:
-        raise
-    except (ValueError, RuntimeError, IndexError) as exc:
-        raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
-    return y_sym.to(torch.float32) + means, float(q), (c.height, c.width)
 
 
 def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -> None:
@@ -377,7 +356,8 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
                 i, s = next(source)
             except StopIteration:
                 return
-            pending.append(pool.submit(_prepare, i, s, models) if pool else _prepare(i, s, models))
+            pending.append(pool.submit(_prepare, i, s, models, not overrides) if pool
+                           else _prepare(i, s, models, not overrides))
 
     try:
         feed((workers + 1) * batch_size if pool else batch_size)

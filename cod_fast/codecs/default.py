@@ -247,12 +247,30 @@ class DefaultCodec(PortableCodec):
         """Container bytes -> the entropy-decoded integers ``(y symbols int32 (1, M, h, w),
         z symbols int32 (1, Nz, h/4, w/4))`` on the CPU, without the synthesis. Same errors as
         ``decode``."""
+        y_sym, z_sym, _, _, _ = self._entropy_decode(data)
+        return y_sym, z_sym
+
+    @memory.allocation_guard
+    def decode_latents(self, data: bytes, *, max_memory: memory.MemoryLike = None
+                       ) -> tuple[torch.Tensor, float, tuple[int, int]]:
+        """Container bytes -> ``(y_hat float32 (1, M, h, w) CPU, quality, (H, W))``: everything of
+        ``decode`` before the synthesis (``cod_fast.decode_many`` batches the synthesis). Same
+        errors and memory budget as ``decode``."""
+        c = read_container(data)
+        memory.check(self, "decode", c.height, c.width, max_memory)
+        y_sym, _, means, q, size = self._entropy_decode(data)
+        return y_sym.to(torch.float32) + means, q, size
+
+    def _entropy_decode(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, tuple[int, int]]:
+        """(y symbols, z symbols, y means, quality, (H, W)) with this codec's error mapping."""
         c, q, z_shape, crc = self.parse(data)
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
         try:
             with self._lock:
-                return self.net.decode_symbols(strings, z_shape, quality=q, threads=self.threads, index_crc=crc,
-                                               integer=self.integer, backend=self.entropy_backend)
+                qt = self.net._check_levels(q, 1, torch.device("cpu"))
+                with torch.inference_mode():
+                    y_sym, z_sym, means = self.net._decode_symbols(strings, z_shape, qt, self.threads, crc,
+                                                                   integer=self.integer, backend=self.entropy_backend)
         except EntropyParameterMismatchError as exc:
             raise self._mismatch(exc) from None
         except BitstreamError:
@@ -261,6 +279,7 @@ class DefaultCodec(PortableCodec):
             if memory.is_allocation_failure(exc):  # not the stream's fault: AllocationError
                 raise
             raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
+        return y_sym, z_sym, means, float(q), (c.height, c.width)
 
     def _mismatch(self, exc: Exception) -> EntropyParameterMismatchError:
         """The CHECK failure, reworded for this codec's release (never blames a platform)."""

@@ -11,7 +11,6 @@ from batch_helpers import make_image
 from cod_fast.batch import (
     DecodeResult,
     StreamDataset,
-    _default_entropy,
     decode_many,
     encode_many,
 )
@@ -37,7 +36,7 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
     def run() -> None:
         torch.set_num_threads(n)  # as decode_many's worker threads do
         for i, data in enumerate(default_streams):
-            out[i] = _default_entropy(default_codec, data)[0]
+            out[i] = default_codec.decode_latents(data)[0]
 
     t = threading.Thread(target=run)
     t.start()
@@ -49,6 +48,15 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
                                               integer=default_codec.integer, backend=default_codec.entropy_backend)
         assert torch.equal(y_sym, default_codec.decode_symbols(data)[0])
         assert torch.equal(out[i], y_sym.to(torch.float32) + means)
+
+
+def test_decode_many_keeps_the_memory_budget(default_codec, default_streams) -> None:
+    from cod_fast.bitstream import LimitExceededError
+
+    got = list(decode_many(default_streams[:2], default_codec, max_memory=1))
+    assert [type(r.error) for r in got] == [LimitExceededError, LimitExceededError]
+    with pytest.raises(LimitExceededError):
+        default_codec.decode_latents(default_streams[0], max_memory=1)
 
 
 @pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, None), (3, 1), (1, 2)])
