@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 import sys
 import threading
 import weakref
@@ -96,17 +97,13 @@ def _read(stream: StreamLike) -> tuple[bytes, str | None]:
 
 
 def _on_device(codec: Any, device: torch.device | None) -> Any:
-    """``codec`` on ``device`` (rebuilt there from its reference when it lives elsewhere)."""
+    """``codec`` on ``device``: itself when it lives there, else rebuilt there from its reference
+    with its settings (the pickling path, ``cod_fast.portable``; NotPortableError for weights that
+    exist only in memory)."""
     if device is None or torch.device(codec.device) == device:
         return codec
-
-    inner = codec.base if type(codec).__name__ == "DiffCCodec" else codec
-    ref = portable.reference_of(inner)
-    if ref is None:
-        raise portable.NotPortableError(
-            f"the codec lives on {codec.device} and holds weights only in memory: cannot load it on {device}; "
-            "pass a codec already on that device")
-    return portable.rebuild(ref, inner.fingerprint, device, getattr(inner, "dtype", None))
+    with portable.receive_on(device):
+        return pickle.loads(pickle.dumps(codec))
 
 
 class _Models:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .swap import FastModule
+from .swap import FastModule, reference_class
 
 #: A timer takes a no-argument callable and returns its typical run time in milliseconds.
 Timer = Callable[[Callable[[], Any]], float]
@@ -126,21 +126,16 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def reference_class(cls: type) -> type:
-    """The reference block class behind a fast (or routed) class: its first non-FastModule base."""
-    return next(c for c in cls.__mro__[1:] if not issubclass(c, FastModule))
-
-
 class RoutedModule(FastModule):
     """Mixin put in front of a fast class by :func:`routed_class`: dispatches each call to the fast
     or the reference forward by the module's routing table (see the module docstring)."""
 
     _fast_routes: RoutingTable
     _fast_cls: type
+    _ref_forward: Callable[..., Any]  # the reference class's forward, resolved once per class
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        fast_forward = self._fast_cls.forward
-        ref_forward = reference_class(self._fast_cls).forward
+        fast_forward, ref_forward = self._fast_cls.forward, self._ref_forward
         params = tuple((tuple(p.shape), p.dtype) for p in self.parameters(recurse=False))
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
         autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
@@ -153,9 +148,7 @@ class RoutedModule(FastModule):
             route = self._fast_routes.decide(
                 key, str(shapes[0]), device,
                 lambda: fast_forward(self, *args, **kwargs), lambda: ref_forward(self, *args, **kwargs))
-        keys = self.__dict__.setdefault("_fast_route_keys", [])
-        if key not in keys:
-            keys.append(key)
+        self.__dict__.setdefault("_fast_route_keys", {}).setdefault(key, None)  # insertion-ordered set
         return (fast_forward if route.choice == "fast" else ref_forward)(self, *args, **kwargs)
 
     def fast_routes(self) -> list[Route]:
@@ -170,7 +163,8 @@ def routed_class(fast_cls: type) -> type:
     """``fast_cls`` with :class:`RoutedModule` in front (one class per fast class, cached)."""
     if fast_cls not in _ROUTED:
         _ROUTED[fast_cls] = type(f"Routed{fast_cls.__name__}", (RoutedModule, fast_cls),
-                                 {"_fast_cls": fast_cls, "__module__": __name__})
+                                 {"_fast_cls": fast_cls, "_ref_forward": staticmethod(reference_class(fast_cls).forward),
+                                  "__module__": __name__})
     return _ROUTED[fast_cls]
 
 

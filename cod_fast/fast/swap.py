@@ -78,12 +78,17 @@ def swap_modules(model: nn.Module, table: SwapTable, accept: Callable[[nn.Module
     return count
 
 
+def reference_class(cls: type) -> type:
+    """The reference block class behind a fast (or routed) class: its first non-FastModule base."""
+    return next(c for c in cls.__mro__[1:] if not issubclass(c, FastModule))
+
+
 def replaced(model: nn.Module) -> list[Replacement]:
     """Every swapped module of ``model`` (depth-first order), with its backend and reason."""
     out = []
     for path, module in model.named_modules():
         if isinstance(module, FastModule):
-            ref = next(c for c in type(module).__mro__[1:] if not issubclass(c, FastModule))
+            ref = reference_class(type(module))
             fast = getattr(type(module), "_fast_cls", type(module))  # a routed module's fast class
             routes = tuple(str(r) for r in module.fast_routes()) if hasattr(module, "fast_routes") else ()
             out.append(Replacement(path, ref.__name__, fast.__name__, module.fast_backend, module.fast_reason,
