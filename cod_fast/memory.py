@@ -80,6 +80,7 @@ def parse_bytes(value: float | str) -> int:
     return int(n)
 
 
+@functools.cache  # the machine's RAM does not change: read /proc/meminfo once
 def physical_ram() -> int:
     """Physical RAM of the machine in bytes (``/proc/meminfo`` MemTotal, else ``os.sysconf``)."""
     try:

@@ -48,7 +48,7 @@ def codec_for(codec: Any, codec_id: int) -> Any:
     """The codec that decodes a stream of ``codec_id``, given the codec of its model (found by the
     stream's fingerprint, or passed as ``model=``): ``codec`` itself, or a view over it (``VIEWS``).
     A codec of another kind is returned as it is: its own ``parse`` names the mismatch."""
-    view = VIEWS.get(codec_id) if codec_id in CodecId._value2member_map_ else None
+    view = VIEWS.get(codec_id)  # IntEnum keys: a plain int finds them, an unknown id gives None
     if view is not None and not isinstance(codec, view):
         return view(codec)
     return codec
@@ -56,7 +56,7 @@ def codec_for(codec: Any, codec_id: int) -> Any:
 
 def describe_stream(c: Container) -> dict[str, Any]:
     """The codec-specific fields of container ``c`` (``Codec.describe`` of its codec id's class)."""
-    cls = CODECS.get(c.codec_id) if c.codec_id in CodecId._value2member_map_ else None
+    cls = CODECS.get(c.codec_id)
     return cls.describe(c) if cls is not None else {}
 
 

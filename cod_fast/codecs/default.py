@@ -344,6 +344,8 @@ def load_default_codec(device: Union[str, torch.device] = "cpu", release: int = 
                                             integer=integer)
             # one lock for both: they share the model (and its lazily built release-1 tables)
             _cache[(key, 1)]._lock = _cache[(key, 2)]._lock
+            # the shipped weights' fingerprints, now known: portable_reference needs no second hash
+            _bundled.update({1: bytes(_cache[(key, 1)].fingerprint), 2: bytes(_cache[(key, 2)].fingerprint)})
         codecs = (_cache[(key, 1)], _cache[(key, 2)])
     for codec in codecs:
         registry.register(codec)
