@@ -54,21 +54,28 @@ def decode(data: bytes, model: ModelLike | None = None, **overrides: Any) -> tor
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    if model is None:
-        header = read_header(data)
-        codec = registry.find(header.fingerprint)
-        if codec is None:
-            raise ModelMismatchError(
-                "", header.fingerprint.hex(),
-                f"no loaded or named model has fingerprint {header.fingerprint.hex()}; load it "
-                "with cod_fast.load_model(...) or pass model=")
-    else:
-        codec = resolve_model(model)
-    codec = codecs.codec_for(codec, read_header(data).codec_id)  # e.g. a DiffC view of a CoD model
+    codec = codec_for_stream(data, None if model is None else resolve_model(model))
     return codec.decode(bytes(data), **overrides)
 
 
-def _diffc_view(codec: Any, data: bytes) -> Any:
-    """``codec`` itself, or a :class:`~cod_fast.codecs.diffc.DiffCCodec` over it for a DiffC stream
-    (kept for older callers: ``cod_fast.codecs.codec_for`` is the table that decides)."""
-    return codecs.codec_for(codec, read_header(data).codec_id)
+def codec_for_stream(data: bytes, codec: Any = None) -> Any:
+    """The codec that decodes container ``data``: ``codec`` (a codec of the stream's model) or,
+    when None, the loaded or named model with the stream's fingerprint (ModelMismatchError naming
+    it when none matches), seen through the stream's codec id (e.g. a DiffC view of a CoD model:
+    ``cod_fast.codecs.codec_for``). The header is read once."""
+    header = read_header(data)
+    return codecs.codec_for(find_model(header.fingerprint) if codec is None else codec, header.codec_id)
+
+
+def find_model(fingerprint: bytes) -> Any:
+    """The loaded or named model (its codec) with ``fingerprint``; ModelMismatchError naming the
+    fingerprint when none matches."""
+    codec = registry.find(fingerprint)
+    if codec is None:
+        raise ModelMismatchError(
+            "", bytes(fingerprint).hex(),
+            f"no loaded or named model has fingerprint {bytes(fingerprint).hex()}; load it "
+            "with cod_fast.load_model(...) or pass a model (model=, CLI --model)")
+    return codec
+
+

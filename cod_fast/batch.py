@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 
-from . import portable, registry
-from .api import _diffc_view, resolve_model
+from . import portable
+from .api import codec_for_stream, find_model, resolve_model
 from .bitstream import MAX_CONTAINER_BYTES, CodecId, read_header
-from .errors import BitstreamError, ModelMismatchError
+from .errors import BitstreamError
 from .image_io import to_uint8_chw
 from .references import load_model
 
@@ -117,21 +117,17 @@ class _Models:
         self._by_fp: dict[bytes, Any] = {}
 
     def codec_for(self, data: bytes) -> Any:
-
+        """The codec of ``data`` (``api.codec_for_stream``), each model moved to ``device`` once."""
         if self.fixed is not None:
-            return _diffc_view(self.fixed, data)
+            return codec_for_stream(data, self.fixed)
         fp = read_header(data).fingerprint
         with self._lock:
             codec = self._by_fp.get(fp)
         if codec is None:
-            codec = registry.find(fp)
-            if codec is None:
-                raise ModelMismatchError("", fp.hex(), f"no loaded or named model has fingerprint {fp.hex()}; "
-                                         "load it with cod_fast.load_model(...) or pass model=")
-            codec = _on_device(codec, self.device)
+            codec = _on_device(find_model(fp), self.device)
             with self._lock:
                 codec = self._by_fp.setdefault(fp, codec)
-        return _diffc_view(codec, data)
+        return codec_for_stream(data, codec)
 
 
 @dataclass

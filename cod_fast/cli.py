@@ -443,9 +443,7 @@ def _check_stream(f: Path, data: bytes, layout: str) -> bool:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
-    from . import api, registry  # local: import time
-    from .bitstream import read_header  # local: import time
-    from .errors import ModelMismatchError  # local: import time
+    from . import api  # local: import time
     from .image_io import encode_image  # local: import time
 
     mm = _max_memory(args)
@@ -459,14 +457,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     def work(src: Path, dst: Path) -> None:
         data = _read_stream(src)
         if _check_stream(src, data, layout):
-            codec = given
-            if codec is None:
-                fp = read_header(data).fingerprint
-                codec = registry.find(fp)
-                if codec is None:
-                    raise ModelMismatchError("", fp.hex(), f"no known model has fingerprint {fp.hex()}; "
-                                                           "pass --model (and --checkpoint)")
-            codec = api._diffc_view(codec, data)
+            codec = api.codec_for_stream(data, given)
             img = codec.decode(data, max_memory=mm, **_settings(args, codec, "decode"))
         else:
             if given is None:
