@@ -40,45 +40,58 @@ def _sodec_ext():
 _CPP_PREPARED: dict[int, tuple[Any, tuple, Any]] = {}
 
 
-def _cpp_prepared(native: Any, layer: IntegerConv) -> Any:
-    """``native.prepare_conv`` of ``layer``'s weights, cached while its weight tensor is unchanged
-    (same storage, same version counter)."""
-    w = layer.weight
+#: Prepared scale indexers (thresholds -> lookup table) per thresholds tensor, cached as above.
+_CPP_INDEXERS: dict[int, tuple[Any, tuple, Any]] = {}
+
+
+def _cached(cache: dict[int, tuple[Any, tuple, Any]], owner: Any, t: torch.Tensor, extra: Any, make: Any) -> Any:
+    """``make()`` cached per ``owner`` while tensor ``t`` is unchanged (same storage, same version
+    counter); inference tensors (no version counter) are not cached."""
     try:
-        key: tuple | None = (w.data_ptr(), w._version, tuple(w.shape), layer.up)
-    except RuntimeError:  # inference tensors have no version counter: do not cache
+        key: tuple | None = (t.data_ptr(), t._version, tuple(t.shape), extra)
+    except RuntimeError:
         key = None
-    hit = _CPP_PREPARED.get(id(layer))
-    if key is not None and hit is not None and hit[0]() is layer and hit[1] == key:
+    hit = cache.get(id(owner))
+    if key is not None and hit is not None and hit[0]() is owner and hit[1] == key:
         return hit[2]
-    prepared = native.prepare_conv(w.contiguous().numpy(), layer.up)
+    value = make()
     if key is not None:
-        if len(_CPP_PREPARED) >= 256:
-            _CPP_PREPARED.clear()
-        _CPP_PREPARED[id(layer)] = (weakref.ref(layer), key, prepared)
-    return prepared
+        if len(cache) >= 256:
+            cache.clear()
+        cache[id(owner)] = (weakref.ref(owner), key, value)
+    return value
 
 
-def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv) -> Any:
-    """One layer on ``cod_fast._C.sodec``: int32 numpy [N, CI, h, w] -> int32 numpy [N, CO, H, W]."""
+def _cpp_prepared(native: Any, layer: IntegerConv) -> Any:
+    """``native.prepare_conv`` of ``layer``'s weights, cached while its weight tensor is unchanged."""
+    return _cached(_CPP_PREPARED, layer, layer.weight, layer.up,
+                   lambda: native.prepare_conv(layer.weight.contiguous().numpy(), layer.up))
+
+
+def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv, **index: Any) -> Any:
+    """One layer on ``cod_fast._C.sodec``: int32 numpy [N, CI, h, w] -> int32 numpy [N, CO, H, W]
+    (``index=, index_channels=``: the scale index of the first channels fused into the store)."""
     return native.conv_requant_prepared(a, _cpp_prepared(native, layer), layer.bias.contiguous().numpy(),
                                         layer.mult.contiguous().numpy(), layer.shift.contiguous().numpy(),
-                                        layer.lo, layer.hi)
+                                        layer.lo, layer.hi, **index)
 
 
 def entropy_parameters_cpp(
     params: IntegerEntropyParams, z_hat: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spec on ``cod_fast._C.sodec`` (C++, int64, csrc/sodec): same outputs as the reference."""
+    """The spec on ``cod_fast._C.sodec`` (C++, int64, csrc/sodec): same outputs as the reference.
+
+    The last layer stores the table indexes of its first M channels directly (scale index fused).
+    """
     native = _sodec_ext()
     a = check_z(z_hat, params).cpu().to(torch.int32).contiguous().numpy()
-    for layer in params.layers:
+    for layer in params.layers[:-1]:
         a = _cpp_conv_numpy(native, a, layer)
-    out = torch.from_numpy(a)
     m = params.n_channels
-    indexes = torch.from_numpy(native.scale_index(out[:, :m].contiguous().numpy(),
-                                                  params.thresholds.contiguous().numpy()))
-    return indexes, out[:, m:].contiguous()
+    indexer = _cached(_CPP_INDEXERS, params, params.thresholds, None,
+                      lambda: native.prepare_scale_index(params.thresholds.contiguous().numpy()))
+    out = torch.from_numpy(_cpp_conv_numpy(native, a, params.layers[-1], index=indexer, index_channels=m))
+    return out[:, :m].contiguous(), out[:, m:].contiguous()
 
 
 def conv_cpp(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:
@@ -89,7 +102,7 @@ def conv_cpp(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:
 
 def scale_index_cpp(s_q: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """``#{k : s_q > T[k]}`` on ``cod_fast._C.sodec``: int32 scale codes -> int32 CPU indexes."""
-    native = require_cpu_ext().sodec
+    native = _sodec_ext()
     return torch.from_numpy(native.scale_index(s_q.cpu().to(torch.int32).contiguous().numpy(),
                                                thresholds.contiguous().numpy()))
 

@@ -116,7 +116,10 @@ std::shared_ptr<PreparedConv> prepare_conv_py(const I32& weight, int64_t up, int
 }
 
 I32 conv_requant_prepared_py(const I32& a, const PreparedConv& prep, const I64& bias, const I64& mult,
-                             const I64& shift, int64_t lo, int64_t hi, int threads, const std::string& impl) {
+                             const I64& shift, int64_t lo, int64_t hi, int threads, const std::string& impl,
+                             const ScaleIndexer* index, int64_t index_channels) {
+  require(index_channels >= 0 && index_channels <= prep.co, "index_channels must lie in [0, CO]");
+  require(index != nullptr || index_channels == 0, "index_channels needs an index (prepare_scale_index)");
   require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
   const Impl im = parse_impl(impl);
   require(impl_supported(im), "this CPU cannot run the '" + impl + "' kernel");
@@ -135,15 +138,25 @@ I32 conv_requant_prepared_py(const I32& a, const PreparedConv& prep, const I64& 
   {
     py::gil_scoped_release release;
     conv_requant_prepared(prep, a.data(), n, h, w, bias.data(), mult.data(), shift.data(), lo, hi, po,
-                          threads, im);
+                          threads, im, index, index_channels);
   }
   return out;
 }
 
-I32 scale_index_py(const I32& s, const I64& thresholds) {
+void check_thresholds(const I64& thresholds) {
   require(thresholds.ndim() == 1, "thresholds must be 1-D");
   const int64_t* t = thresholds.data();
   for (int64_t j = 1; j < thresholds.size(); ++j) require(t[j - 1] <= t[j], "thresholds must be non-decreasing");
+}
+
+std::shared_ptr<ScaleIndexer> prepare_scale_index_py(const I64& thresholds) {
+  check_thresholds(thresholds);
+  return prepare_scale_index(thresholds.data(), static_cast<size_t>(thresholds.size()));
+}
+
+I32 scale_index_py(const I32& s, const I64& thresholds) {
+  check_thresholds(thresholds);
+  const int64_t* t = thresholds.data();
   std::vector<py::ssize_t> shape(s.shape(), s.shape() + s.ndim());
   I32 out(shape);
   {
@@ -175,10 +188,16 @@ void init_sodec(py::module_& m) {
   m.def("prepare_conv", &prepare_conv_py, py::arg("weight"), py::arg("up"), py::arg("threads") = 0,
         "Prepare int32 weights [CO, CI, k, k] (values in [-127, 127]) and upsampling 1 or 2 once for "
         "repeated conv_requant_prepared calls.");
+  py::class_<ScaleIndexer, std::shared_ptr<ScaleIndexer>>(
+      m, "ScaleIndexer", "Thresholds prepared for the scale index fused into conv_requant_prepared (opaque).");
+  m.def("prepare_scale_index", &prepare_scale_index_py, py::arg("thresholds"),
+        "Prepare sorted int64 thresholds for conv_requant_prepared(..., index=, index_channels=).");
   m.def("conv_requant_prepared", &conv_requant_prepared_py, py::arg("a"), py::arg("prepared"),
         py::arg("bias"), py::arg("mult"), py::arg("shift"), py::arg("lo"), py::arg("hi"),
-        py::arg("threads") = 0, py::arg("impl") = "auto",
-        "conv_requant with prepared weights: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up], same integers.");
+        py::arg("threads") = 0, py::arg("impl") = "auto", py::arg("index") = nullptr,
+        py::arg("index_channels") = 0,
+        "conv_requant with prepared weights: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up], same integers. "
+        "With index (prepare_scale_index), channels < index_channels hold scale_index of the value.");
   m.def("scale_index", &scale_index_py, py::arg("s"), py::arg("thresholds"),
         "#{k : s > thresholds[k]} for int32 scale codes (any shape) -> int32.");
 }

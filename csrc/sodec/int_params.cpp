@@ -216,6 +216,22 @@ KernelChoice choose(Impl impl) {
   return {&kernel_portable<16>, 16};
 }
 
+// This thread's panel buffer, at least n int16 (contents unspecified). Grows only; kept for the
+// thread's life (the pool's threads live as long as the process).
+int16_t* scratch_panel(size_t n) {
+  thread_local std::vector<int16_t> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// This thread's accumulator buffer: n int64, zeroed.
+int64_t* scratch_acc(size_t n) {
+  thread_local std::vector<int64_t> buf;
+  if (buf.size() < n) buf.resize(n);
+  std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n), int64_t{0});
+  return buf.data();
+}
+
 // Zero-padded (by g.pad) low-resolution input of one image as int16 [ci][hp][wp].
 void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
   std::fill(xp, xp + g.ci * g.hp * g.wp, int16_t{0});
@@ -438,7 +454,9 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
 
 void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n, int64_t h, int64_t w,
                            const int64_t* bias, const int64_t* mult, const int64_t* shift,
-                           int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl) {
+                           int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl,
+                           const ScaleIndexer* index, int64_t index_channels) {
+  if (index == nullptr) index_channels = 0;
   const KernelChoice kc = choose(impl);
   const int nr = kc.nr;
   const int64_t ci = prep.ci, co = prep.co, k = prep.k, up = prep.up, co_pad = prep.co_pad;
@@ -476,19 +494,21 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
       const int64_t blk = task % blocks, unit = task / blocks;
       const Phase& ph = phases[static_cast<size_t>(unit % n_phases)];
       const int64_t p0 = (unit / n_phases) * nr;
-      std::unique_ptr<int16_t[]> panel(new int16_t[static_cast<size_t>(ph.kpairs * nr * 2)]);
-      pack_panel(xp.data(), g, ph, p0, nr, panel.get());
+      // Per-thread scratch, reused across tasks and calls: allocating (and page-faulting) a fresh
+      // panel and accumulator block per task cost more than a small layer's arithmetic.
+      int16_t* panel = scratch_panel(static_cast<size_t>(ph.kpairs * nr * 2));
+      pack_panel(xp.data(), g, ph, p0, nr, panel);
       const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
-      std::unique_ptr<int64_t[]> acc(new int64_t[static_cast<size_t>((g1 - g0) * kMR * nr)]());
+      int64_t* acc = scratch_acc(static_cast<size_t>((g1 - g0) * kMR * nr));
       // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays
       // in L1 while every channel group of the block passes over it.
       const int64_t slice = std::min(kSlicePairs, ph.chunk);
       for (int64_t s0 = 0; s0 < ph.kpairs; s0 += slice) {
         const int64_t len = std::min(slice, ph.kpairs - s0);
-        const int16_t* bslice = panel.get() + s0 * nr * 2;
+        const int16_t* bslice = panel + s0 * nr * 2;
         for (int64_t grp = g0; grp < g1; ++grp) {
           kc.fn(ph.wpair.data() + grp * kMR * ph.kpairs + s0, ph.kpairs, bslice, len,
-                acc.get() + (grp - g0) * kMR * nr);
+                acc + (grp - g0) * kMR * nr);
         }
       }
       const int64_t cnt = std::min<int64_t>(nr, hw - p0);
@@ -498,7 +518,7 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
         dst_off[j] = (up * Y + ph.dy) * g.W + up * X + ph.dx;
       }
       for (int64_t grp = g0; grp < g1; ++grp) {
-        const int64_t* acc64 = acc.get() + (grp - g0) * kMR * nr;
+        const int64_t* acc64 = acc + (grp - g0) * kMR * nr;
         for (int m = 0; m < kMR; ++m) {
           const int64_t o = grp * kMR + m;
           if (o >= co) break;
@@ -506,6 +526,13 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
           const int s = static_cast<int>(shift[o]);
           const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
           int32_t* dst = outb + o * HW;
+          if (o < index_channels) {
+            for (int64_t j = 0; j < cnt; ++j) {
+              const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
+              dst[dst_off[j]] = index->index(static_cast<int32_t>(std::clamp(q, lo, hi)));
+            }
+            continue;
+          }
           for (int64_t j = 0; j < cnt; ++j) {
             const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
             dst[dst_off[j]] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
@@ -551,42 +578,47 @@ void lookup_counts(const int32_t* s, size_t count, int32_t t_lo, int64_t range, 
 
 }  // namespace
 
-void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
-                 int32_t* out) {
-  // #{k : s > T[k]} for int32 s: thresholds below INT32_MIN always count, those >= INT32_MAX never;
-  // the rest compare exactly as int32.
-  int32_t always = 0;
-  std::vector<int32_t> mid;
-  mid.reserve(n_thresholds);
+std::shared_ptr<ScaleIndexer> prepare_scale_index(const int64_t* thresholds, size_t n_thresholds,
+                                                  bool with_lut) {
+  auto idx = std::make_shared<ScaleIndexer>();
+  idx->mid.reserve(n_thresholds);
   for (size_t k = 0; k < n_thresholds; ++k) {
     if (thresholds[k] < INT32_MIN) {
-      ++always;
+      ++idx->always;
     } else if (thresholds[k] < INT32_MAX) {
-      mid.push_back(static_cast<int32_t>(thresholds[k]));
+      idx->mid.push_back(static_cast<int32_t>(thresholds[k]));
     }
   }
-  if (!mid.empty() && count >= 4096 &&
-      static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
-    // Lookup table over (T_min, T_max]: lut[v - T_min - 1] = #{k : v > T[k]} (the thresholds are
-    // sorted, so one merge pass builds it); below T_min nothing counts, above T_max everything.
+  const std::vector<int32_t>& mid = idx->mid;
+  if (with_lut && !mid.empty() && static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
     // lut[i] = #{k : t_lo + i > T[k]} for i in [0, range + 1], range = t_hi - t_lo: i = 0 counts
-    // nothing (v <= t_lo), i = range + 1 everything (v > t_hi).
-    const int32_t t_lo = mid.front();
-    const int64_t range = static_cast<int64_t>(mid.back()) - t_lo;
-    std::vector<int32_t> lut(static_cast<size_t>(range + 2));
+    // nothing (v <= t_lo), i = range + 1 everything (v > t_hi). The thresholds are sorted, so one
+    // merge pass builds it.
+    idx->has_lut = true;
+    idx->t_lo = mid.front();
+    idx->range = static_cast<int64_t>(mid.back()) - idx->t_lo;
+    idx->lut.resize(static_cast<size_t>(idx->range + 2));
     size_t k = 0;
-    for (int64_t i = 0; i <= range + 1; ++i) {
-      while (k < mid.size() && mid[k] < t_lo + i) ++k;
-      lut[static_cast<size_t>(i)] = static_cast<int32_t>(k);
+    for (int64_t i = 0; i <= idx->range + 1; ++i) {
+      while (k < mid.size() && mid[k] < idx->t_lo + i) ++k;
+      idx->lut[static_cast<size_t>(i)] = static_cast<int32_t>(k);
     }
-    lookup_counts(s, count, t_lo, range, lut.data(), always, out);
+  }
+  return idx;
+}
+
+void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
+                 int32_t* out) {
+  const auto idx = prepare_scale_index(thresholds, n_thresholds, count >= 4096);
+  if (idx->has_lut) {
+    lookup_counts(s, count, idx->t_lo, idx->range, idx->lut.data(), idx->always, out);
     return;
   }
-  std::fill(out, out + count, always);
-  // Blocks of elements small enough for L1, every threshold over each block.
+  // Small inputs or wide thresholds: every threshold over blocks of elements small enough for L1.
+  std::fill(out, out + count, idx->always);
   constexpr size_t kBlock = 2048;
   for (size_t j0 = 0; j0 < count; j0 += kBlock) {
-    count_above(s + j0, std::min(kBlock, count - j0), mid.data(), mid.size(), out + j0);
+    count_above(s + j0, std::min(kBlock, count - j0), idx->mid.data(), idx->mid.size(), out + j0);
   }
 }
 

@@ -53,6 +53,35 @@ struct Phase {
   std::vector<int32_t> wpair;  // [co_pad][kpairs] int16 pairs
 };
 
+// The scale-index rule out = #{t : s > thresholds[t]} (thresholds sorted non-decreasing) prepared
+// once: thresholds below INT32_MIN always count, those >= INT32_MAX never; the rest compare as
+// int32, through a lookup table when they span at most 2^18 values.
+struct ScaleIndexer {
+  int32_t always = 0;          // thresholds below INT32_MIN
+  std::vector<int32_t> mid;    // the others below INT32_MAX, as int32, sorted
+  bool has_lut = false;        // lut[i] = #{t in mid : t_lo + i > t} for i in [0, range + 1]
+  int32_t t_lo = 0;
+  int64_t range = 0;
+  std::vector<int32_t> lut;
+  // #{t : s > thresholds[t]}.
+  int32_t index(int32_t s) const {
+    if (has_lut) {
+      int64_t i = static_cast<int64_t>(s) - t_lo;  // int64: no overflow
+      i = i < 0 ? 0 : i > range + 1 ? range + 1 : i;
+      return always + lut[static_cast<size_t>(i)];
+    }
+    size_t lo = 0, hi = mid.size();  // first t with mid[t] >= s
+    while (lo < hi) {
+      const size_t m = (lo + hi) / 2;
+      if (mid[m] < s) lo = m + 1; else hi = m;
+    }
+    return always + static_cast<int32_t>(lo);
+  }
+};
+// with_lut = false skips the table (building it costs more than indexing a few thousand values).
+std::shared_ptr<ScaleIndexer> prepare_scale_index(const int64_t* thresholds, size_t n_thresholds,
+                                                  bool with_lut = true);
+
 // A layer's weights prepared for conv_requant_prepared (the effective weights of every phase as
 // int16 pairs): computing them costs about as much as the layer on a small grid, so callers that
 // run the same layer repeatedly prepare it once.
@@ -66,7 +95,10 @@ std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, in
 void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n, int64_t h, int64_t w,
                            const int64_t* bias, const int64_t* mult, const int64_t* shift,
                            int64_t lo, int64_t hi, int32_t* out, int threads = 0,
-                           Impl impl = Impl::kAuto);
+                           Impl impl = Impl::kAuto, const ScaleIndexer* index = nullptr,
+                           int64_t index_channels = 0);
+// With `index`, output channels o < index_channels hold index->index(value) instead of the value
+// (the scale index fused into the store: one pass over the output instead of two).
 
 // out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,

@@ -17,6 +17,7 @@ from cod_fast.models.sodec.integer_params import (
     INT32_MIN,
     IntegerConv,
     integer_conv_reference,
+    scale_index_reference,
 )
 
 HAS_CPP = cpu_ext() is not None and hasattr(cpu_ext(), "sodec") and hasattr(cpu_ext().sodec, "impl_supported")
@@ -117,8 +118,6 @@ def test_bad_impl_and_threads_raise():
 
 
 def test_scale_index_matches_reference_at_int32_edges():
-    from cod_fast.models.sodec.integer_params import scale_index_reference
-
     t = torch.tensor([-(1 << 40), INT32_MIN - 1, INT32_MIN, -5, -5, 0, 7, INT32_MAX - 1, INT32_MAX,
                       INT32_MAX + 1, 1 << 40], dtype=torch.int64)
     s = torch.tensor([INT32_MIN, INT32_MIN + 1, -6, -5, -4, -1, 0, 1, 7, 8, INT32_MAX - 1, INT32_MAX],
@@ -164,10 +163,7 @@ def test_empty_inputs_give_empty_outputs(shape):
 def test_scale_index_lookup_table_path_on_the_default_thresholds():
     """>= 4096 codes and thresholds spanning < 2**18 values take the lookup-table path."""
     from cod_fast.entropy import default_scale_table
-    from cod_fast.models.sodec.integer_params import (
-        scale_index_reference,
-        thresholds_from_table,
-    )
+    from cod_fast.models.sodec.integer_params import thresholds_from_table
 
     t = thresholds_from_table(default_scale_table(), 8)
     near = torch.cat([t - 1, t, t + 1]).to(torch.int32)
@@ -181,3 +177,44 @@ def test_scale_index_lookup_table_path_on_the_default_thresholds():
     t2 = torch.cat([torch.tensor([INT32_MIN - 5]), t[:10], t[:10]]).sort().values
     got2 = torch.from_numpy(cpu_ext().sodec.scale_index(s.numpy(), t2.numpy()))
     assert torch.equal(got2, scale_index_reference(s, t2))
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["lookup-table", "binary-search"])
+@pytest.mark.parametrize("index_channels", [0, 3, 8])
+def test_scale_index_fused_into_the_store_matches_the_separate_pass(wide, index_channels):
+    """conv_requant_prepared(..., index=, index_channels=) == scale_index of the plain output's
+    first channels, the rest untouched; thresholds spanning more than the table takes (wide) use the
+    binary search, with INT32 edges and thresholds beyond int32 included."""
+    ext = cpu_ext().sodec
+    gen = torch.Generator().manual_seed(11)
+    layer = _random_layer(gen, 5, 8, 3, 2, lo=INT32_MIN, hi=INT32_MAX, shift=(20, 40), bias_bits=30)
+    a = torch.randint(-ACT_MAX, ACT_MAX + 1, (2, 5, 6, 7), generator=gen, dtype=torch.int32)
+    if wide:
+        t = torch.tensor([-(1 << 40), INT32_MIN, -5, 0, 0, 7, 1 << 20, INT32_MAX, 1 << 40], dtype=torch.int64)
+    else:
+        t = torch.sort(torch.randint(-(1 << 16), 1 << 16, (63,), generator=gen, dtype=torch.int64)).values
+    prep = ext.prepare_conv(layer.weight.numpy(), layer.up)
+    args = (a.numpy(), prep, layer.bias.numpy(), layer.mult.numpy(), layer.shift.numpy(), layer.lo, layer.hi)
+    for threads in (1, 2):
+        plain = torch.from_numpy(ext.conv_requant_prepared(*args, threads=threads))
+        fused = torch.from_numpy(ext.conv_requant_prepared(*args, threads=threads, index=ext.prepare_scale_index(t.numpy()),
+                                                           index_channels=index_channels))
+        want = plain.clone()
+        want[:, :index_channels] = scale_index_reference(plain[:, :index_channels].contiguous(), t)
+        assert torch.equal(fused, want)
+
+
+def test_fused_scale_index_arguments_are_checked():
+    ext = cpu_ext().sodec
+    gen = torch.Generator().manual_seed(12)
+    layer = _random_layer(gen, 2, 4, 1, 1)
+    prep = ext.prepare_conv(layer.weight.numpy(), layer.up)
+    a = torch.zeros(1, 2, 3, 3, dtype=torch.int32).numpy()
+    args = (a, prep, layer.bias.numpy(), layer.mult.numpy(), layer.shift.numpy(), layer.lo, layer.hi)
+    t = ext.prepare_scale_index(torch.tensor([0, 5], dtype=torch.int64).numpy())
+    with pytest.raises(ValueError, match="index_channels"):
+        ext.conv_requant_prepared(*args, index=t, index_channels=5)
+    with pytest.raises(ValueError, match="needs an index"):
+        ext.conv_requant_prepared(*args, index_channels=1)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ext.prepare_scale_index(torch.tensor([5, 0], dtype=torch.int64).numpy())
