@@ -487,17 +487,40 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
   blocks = (mr_groups + groups_per_block - 1) / groups_per_block;
 
   std::vector<int16_t> xp(static_cast<size_t>(ci * g.hp * g.wp));
+  // With channel blocks (a small layer: fewer than 4 units per thread), every unit's panel is
+  // packed once, up front, and read by all its blocks; units < 4 * threads bounds this buffer.
+  std::vector<int64_t> panel_at;
+  std::vector<int16_t> shared;
+  if (blocks > 1) {
+    panel_at.resize(static_cast<size_t>(units + 1), 0);
+    for (int64_t u = 0; u < units; ++u) {
+      panel_at[static_cast<size_t>(u + 1)] =
+          panel_at[static_cast<size_t>(u)] + phases[static_cast<size_t>(u % n_phases)].kpairs * nr * 2;
+    }
+    shared.resize(static_cast<size_t>(panel_at.back()));
+  }
   for (int64_t b = 0; b < n; ++b) {
     pad_input(a + b * ci * hw, g, xp.data());
     int32_t* outb = out + b * co * HW;
+    if (blocks > 1) {
+      parallel_for(units, threads, [&](int64_t unit) {
+        pack_panel(xp.data(), g, phases[static_cast<size_t>(unit % n_phases)], (unit / n_phases) * nr, nr,
+                   shared.data() + panel_at[static_cast<size_t>(unit)]);
+      });
+    }
     parallel_for(units * blocks, threads, [&](int64_t task) {
       const int64_t blk = task % blocks, unit = task / blocks;
       const Phase& ph = phases[static_cast<size_t>(unit % n_phases)];
       const int64_t p0 = (unit / n_phases) * nr;
       // Per-thread scratch, reused across tasks and calls: allocating (and page-faulting) a fresh
       // panel and accumulator block per task cost more than a small layer's arithmetic.
-      int16_t* panel = scratch_panel(static_cast<size_t>(ph.kpairs * nr * 2));
-      pack_panel(xp.data(), g, ph, p0, nr, panel);
+      int16_t* panel = nullptr;
+      if (blocks > 1) {
+        panel = shared.data() + panel_at[static_cast<size_t>(unit)];
+      } else {
+        panel = scratch_panel(static_cast<size_t>(ph.kpairs * nr * 2));
+        pack_panel(xp.data(), g, ph, p0, nr, panel);
+      }
       const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
       int64_t* acc = scratch_acc(static_cast<size_t>((g1 - g0) * kMR * nr));
       // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays

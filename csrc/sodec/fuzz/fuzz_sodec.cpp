@@ -58,6 +58,20 @@ void oracle(const std::vector<int32_t>& a, int64_t n, int64_t ci, int64_t h, int
         }
 }
 
+// Sorted random thresholds: int64 extremes, values next to the int32 edges, small values.
+std::vector<int64_t> thresholds(std::mt19937_64& rng) {
+  std::vector<int64_t> t(static_cast<size_t>(pick(rng, 0, 80)));
+  for (auto& v : t) {
+    switch (rng() % 4) {
+      case 0: v = pick(rng, -(int64_t{1} << 40), int64_t{1} << 40); break;
+      case 1: v = (rng() & 1) ? int64_t{INT32_MAX} + pick(rng, -1, 1) : int64_t{INT32_MIN} + pick(rng, -1, 1); break;
+      default: v = pick(rng, -100, 100);
+    }
+  }
+  std::sort(t.begin(), t.end());
+  return t;
+}
+
 bool run_conv(std::mt19937_64& rng) {
   const int64_t n = pick(rng, rng() % 16 == 0 ? 0 : 1, 2), ci = pick(rng, 1, rng() % 4 == 0 ? 80 : 12);
   const int64_t co = pick(rng, 1, 11), k = 2 * pick(rng, 0, 2) + 1, up = pick(rng, 1, 2);
@@ -95,20 +109,34 @@ bool run_conv(std::mt19937_64& rng) {
       return false;
     }
   }
+  // The scale index fused into the store (prepared thresholds; with and without lookup table).
+  const std::vector<int64_t> t = thresholds(rng);
+  const auto indexer = prepare_scale_index(t.data(), t.size(), (rng() & 1) != 0);
+  const int64_t index_channels = pick(rng, 0, co);
+  const auto prep = prepare_conv(wt.data(), co, ci, k, up, static_cast<int>(pick(rng, 1, 4)));
+  std::fill(got.begin(), got.end(), 0x5a5a5a5a);
+  conv_requant_prepared(*prep, a.data(), n, h, w, bias.data(), mult.data(), shift.data(), lo, hi, got.data(),
+                        static_cast<int>(pick(rng, 1, 4)), Impl::kAuto, indexer.get(), index_channels);
+  const int64_t plane = h * up * w * up;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t o = 0; o < index_channels; ++o)
+      for (int64_t j = 0; j < plane; ++j) {
+        int32_t& v = want[static_cast<size_t>((b * co + o) * plane + j)];
+        int32_t c = 0;
+        for (int64_t tq : t) c += v > tq;
+        v = c;
+      }
+  if (got != want) {
+    std::fprintf(stderr, "fused scale index mismatch: co %ld index_channels %ld\n", (long)co, (long)index_channels);
+    return false;
+  }
   return true;
 }
 
 bool run_scale_index(std::mt19937_64& rng) {
-  const size_t nt = static_cast<size_t>(pick(rng, 0, 80)), count = static_cast<size_t>(pick(rng, 0, 5000));
-  std::vector<int64_t> t(nt);
-  for (auto& v : t) {
-    switch (rng() % 4) {
-      case 0: v = pick(rng, -(int64_t{1} << 40), int64_t{1} << 40); break;
-      case 1: v = (rng() & 1) ? int64_t{INT32_MAX} + pick(rng, -1, 1) : int64_t{INT32_MIN} + pick(rng, -1, 1); break;
-      default: v = pick(rng, -100, 100);
-    }
-  }
-  std::sort(t.begin(), t.end());
+  const size_t count = static_cast<size_t>(pick(rng, 0, 5000));
+  const std::vector<int64_t> t = thresholds(rng);
+  const size_t nt = t.size();
   std::vector<int32_t> s(count), out(count);
   for (auto& v : s) v = static_cast<int32_t>((rng() & 1) ? pick(rng, -120, 120) : static_cast<int64_t>(static_cast<int32_t>(rng())));
   scale_index(s.data(), count, t.data(), nt, out.data());
