@@ -30,7 +30,7 @@ cmake --build "$BUILD" -j "$JOBS" --target rans_selftest rans_fuzz parallel_self
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 "$BUILD/csrc/rans/rans_selftest"
-"$BUILD/csrc/sodec/parallel_selftest"
+"$BUILD/csrc/common/parallel_selftest"
 RANS_SECONDS=$(( (SECONDS_FUZZ + 1) / 2 ))
 OTHER_SECONDS=$(( (SECONDS_FUZZ - RANS_SECONDS + 1) / 2 ))
 if [[ "${LIBFUZZER:-0}" == "1" ]]; then

@@ -185,6 +185,14 @@ class WorkerPool {
 };
 }  // namespace detail
 
+// Thread count of a call: `threads` when > 0, else one per CPU (at least 1). Callers reject
+// negative values before this (the bindings raise ValueError).
+inline int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
+
 template <class Job>
 void parallel_for(int64_t count, int threads, const Job& job) {
   if (count <= 0) return;

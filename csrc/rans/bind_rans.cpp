@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "common/parallel.hpp"
 #include "rans/rans_core.hpp"
 
 namespace py = pybind11;
@@ -59,11 +60,7 @@ std::pair<const uint8_t*, size_t> byte_view(const py::buffer& b, py::buffer_info
 
 int resolve_threads(int threads) {
   if (threads < 0) throw py::value_error("threads must be >= 0 (0 = one per CPU)");
-  if (threads == 0) {
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw == 0 ? 1 : static_cast<int>(hw);
-  }
-  return threads;
+  return cod_fast::resolve_threads(threads);
 }
 
 std::shared_ptr<Tables> make_tables(const py::buffer& cdfs, const py::buffer& lengths,

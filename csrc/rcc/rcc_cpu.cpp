@@ -18,20 +18,6 @@ namespace {
 // Candidates per encoder task; also the granularity of the arrival-time prefix offsets.
 constexpr uint32_t kTile = 256;
 
-int resolve_threads(int threads) {
-  if (threads > 0) return threads;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : (int)hc;
-}
-
-// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads (the caller's thread included);
-// thread-creation failures and exceptions from fn come back as C++ exceptions on the caller's
-// thread after every worker is joined (csrc/common/parallel.hpp).
-template <class Fn>
-void run_parallel(int64_t n_tasks, int threads, const Fn& fn) {
-  cod_fast::parallel_for(n_tasks, threads, fn);
-}
-
 uint32_t key_lo(uint64_t seed) { return (uint32_t)seed; }
 uint32_t key_hi(uint64_t seed) { return (uint32_t)(seed >> 32); }
 
@@ -139,7 +125,7 @@ ChunkLayout make_layout(int64_t dim, const int32_t* bits, const int64_t* dims, i
 void encode(const float* mu, const ChunkLayout& layout, uint64_t seed, uint32_t step, int threads,
             Impl impl, int64_t* indices_out, float* sample_out) {
   impl = resolve_impl(impl);
-  threads = resolve_threads(threads);
+  threads = cod_fast::resolve_threads(threads);
   const int64_t n_chunks = (int64_t)layout.dims.size();
   const std::vector<uint32_t> perm = permutation(seed, step, layout.dim);
 
@@ -163,7 +149,7 @@ void encode(const float* mu, const ChunkLayout& layout, uint64_t seed, uint32_t 
 
   // Phase 1: arrival-time prefix at the start of every tile (exact integers, see rcc_math.h).
   std::vector<uint64_t> arrival_start((size_t)n_tasks);
-  run_parallel(n_chunks, threads, [&](int64_t c) {
+  cod_fast::parallel_for(n_chunks, threads, [&](int64_t c) {
     const uint32_t k_count = 1u << layout.bits[c];
     uint64_t t = 1;
     for (uint32_t k = 0; k < k_count; ++k) {
@@ -174,7 +160,7 @@ void encode(const float* mu, const ChunkLayout& layout, uint64_t seed, uint32_t 
 
   // Phase 2: scores of every candidate, minimum packed key per task.
   std::vector<uint64_t> task_best((size_t)n_tasks);
-  run_parallel(n_tasks, threads, [&](int64_t task) {
+  cod_fast::parallel_for(n_tasks, threads, [&](int64_t task) {
     const int64_t c = std::upper_bound(toff.begin(), toff.end(), task) - toff.begin() - 1;
     const uint32_t k_count = 1u << layout.bits[c];
     const uint32_t k_begin = (uint32_t)(task - toff[c]) * kTile;
@@ -206,7 +192,7 @@ void encode(const float* mu, const ChunkLayout& layout, uint64_t seed, uint32_t 
 
 void decode(const int64_t* indices, const ChunkLayout& layout, uint64_t seed, uint32_t step,
             int threads, float* sample_out) {
-  threads = resolve_threads(threads);
+  threads = cod_fast::resolve_threads(threads);
   const int64_t n_chunks = (int64_t)layout.dims.size();
   for (int64_t c = 0; c < n_chunks; ++c) {
     if (indices[c] < 0 || indices[c] >= (int64_t(1) << layout.bits[c]))
@@ -215,7 +201,7 @@ void decode(const int64_t* indices, const ChunkLayout& layout, uint64_t seed, ui
                               std::to_string(layout.bits[c]) + ")");
   }
   const std::vector<uint32_t> perm = permutation(seed, step, layout.dim);
-  run_parallel(n_chunks, threads, [&](int64_t c) {
+  cod_fast::parallel_for(n_chunks, threads, [&](int64_t c) {
     const uint32_t* p = perm.data() + layout.offsets[c];
     regenerate(seed, step, (uint32_t)c, (uint32_t)indices[c], layout.dims[c],
                [&](int64_t j, float z) { sample_out[p[j]] = z; });

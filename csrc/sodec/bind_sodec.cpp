@@ -46,6 +46,35 @@ Impl parse_impl(const std::string& name) {
   throw py::value_error("impl must be 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
 }
 
+void check_requant(const I64& bias, const I64& mult, const I64& shift, int64_t co, int64_t lo, int64_t hi) {
+  require(bias.ndim() == 1 && mult.ndim() == 1 && shift.ndim() == 1 && bias.shape(0) == co &&
+              mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
+  require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
+  for (int64_t o = 0; o < co; ++o) {
+    require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
+    require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
+    require(shift.data()[o] >= 1 && shift.data()[o] <= MAX_SHIFT, "shift must lie in [1, 62]");
+  }
+}
+
+// Activations within the spec's |a| <= 32767 and weights within [-127, 127] (one pass each).
+void check_activations(const I32& a) {
+  if (a.size() == 0) return;
+  const auto r = min_max(a.data(), a.size());
+  require(r.first >= -ACT_MAX && r.second <= ACT_MAX, "|a| must be <= 32767");
+}
+
+void check_weights(const I32& weight) {
+  if (weight.size() == 0) return;
+  const auto r = min_max(weight.data(), weight.size());
+  require(r.first >= -127 && r.second <= 127, "weights must lie in [-127, 127]");
+}
+
+void check_plane(int64_t h, int64_t w, int64_t up) {
+  require(h <= (int64_t{1} << 28) && w <= (int64_t{1} << 28) && h * up * w * up <= (int64_t{1} << 28),
+          "output plane too large");
+}
+
 I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64& mult,
                     const I64& shift, int64_t up, int64_t lo, int64_t hi, int threads,
                     const std::string& impl) {
@@ -59,46 +88,19 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
   require(weight.shape(1) == ci, "weight input channels differ from a's channels");
   require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
   require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
-  require(bias.ndim() == 1 && mult.ndim() == 1 && shift.ndim() == 1 && bias.shape(0) == co &&
-              mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
   require(up == 1 || up == 2, "up must be 1 or 2");
-  require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
-  require(h <= (int64_t{1} << 28) && w <= (int64_t{1} << 28) && h * up * w * up <= (int64_t{1} << 28),
-          "output plane too large");
-  const int32_t* pa = a.data();
-  if (a.size() > 0) {
-    const auto r = min_max(pa, a.size());
-    require(r.first >= -ACT_MAX && r.second <= ACT_MAX, "|a| must be <= 32767");
-  }
-  const int32_t* pw = weight.data();
-  if (weight.size() > 0) {
-    const auto r = min_max(pw, weight.size());
-    require(r.first >= -127 && r.second <= 127, "weights must lie in [-127, 127]");
-  }
-  for (int64_t o = 0; o < co; ++o) {
-    require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
-    require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
-    require(shift.data()[o] >= 1 && shift.data()[o] <= MAX_SHIFT, "shift must lie in [1, 62]");
-  }
+  check_requant(bias, mult, shift, co, lo, hi);
+  check_plane(h, w, up);
+  check_activations(a);
+  check_weights(weight);
   I32 out({n, co, h * up, w * up});
   int32_t* po = out.mutable_data();
   {
     py::gil_scoped_release release;
-    conv_requant(pa, n, ci, h, w, pw, co, k, bias.data(), mult.data(), shift.data(), up, lo, hi, po,
-                 threads, im);
+    conv_requant(a.data(), n, ci, h, w, weight.data(), co, k, bias.data(), mult.data(), shift.data(), up, lo,
+                 hi, po, threads, im);
   }
   return out;
-}
-
-void check_requant(const I64& bias, const I64& mult, const I64& shift, int64_t co, int64_t lo, int64_t hi) {
-  require(bias.ndim() == 1 && mult.ndim() == 1 && shift.ndim() == 1 && bias.shape(0) == co &&
-              mult.shape(0) == co && shift.shape(0) == co, "bias, mult and shift must be [CO]");
-  require(INT32_MIN <= lo && lo <= hi && hi <= INT32_MAX, "clamp must be an int32 interval");
-  for (int64_t o = 0; o < co; ++o) {
-    require(bias.data()[o] >= -MAX_ABS_BIAS && bias.data()[o] <= MAX_ABS_BIAS, "|bias| must be <= 2^40");
-    require(mult.data()[o] >= 1 && mult.data()[o] < MAX_MULT, "mult must lie in [1, 2^15)");
-    require(shift.data()[o] >= 1 && shift.data()[o] <= MAX_SHIFT, "shift must lie in [1, 62]");
-  }
 }
 
 std::shared_ptr<PreparedConv> prepare_conv_py(const I32& weight, int64_t up, int threads) {
@@ -109,8 +111,7 @@ std::shared_ptr<PreparedConv> prepare_conv_py(const I32& weight, int64_t up, int
   require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
   require(co <= MAX_REDUCTION, "more than 2^20 output channels");
   require(up == 1 || up == 2, "up must be 1 or 2");
-  const auto r = min_max(weight.data(), weight.size());
-  require(r.first >= -127 && r.second <= 127, "weights must lie in [-127, 127]");
+  check_weights(weight);
   py::gil_scoped_release release;
   return prepare_conv(weight.data(), co, ci, k, up, threads);
 }
@@ -126,13 +127,9 @@ I32 conv_requant_prepared_py(const I32& a, const PreparedConv& prep, const I64& 
   require(a.ndim() == 4, "a must be [N, CI, h, w]");
   require(a.shape(1) == prep.ci, "a's channels differ from the prepared layer's input channels");
   const int64_t n = a.shape(0), h = a.shape(2), w = a.shape(3), up = prep.up;
-  require(h <= (int64_t{1} << 28) && w <= (int64_t{1} << 28) && h * up * w * up <= (int64_t{1} << 28),
-          "output plane too large");
+  check_plane(h, w, up);
   check_requant(bias, mult, shift, prep.co, lo, hi);
-  if (a.size() > 0) {
-    const auto r = min_max(a.data(), a.size());
-    require(r.first >= -ACT_MAX && r.second <= ACT_MAX, "|a| must be <= 32767");
-  }
+  check_activations(a);
   I32 out({n, prep.co, h * up, w * up});
   int32_t* po = out.mutable_data();
   {

@@ -42,6 +42,9 @@ namespace {
 constexpr int64_t kChunkPairs = 256;  // see the overflow bound above
 constexpr int kMR = 4;                // output channels per microkernel call
 constexpr int kMaxNR = 64;            // positions per panel (AVX-512: 4 vectors of 16)
+// Positions per panel of each kernel; stack arrays in pack_panel and the store hold kMaxNR.
+constexpr int kNrAvx512 = 64, kNrAvx2 = 24, kNrPortable = 16;
+static_assert(kNrAvx512 <= kMaxNR && kNrAvx2 <= kMaxNR && kNrPortable <= kMaxNR, "panel wider than kMaxNR");
 // Pairs per K slice (<= kChunkPairs): 128 x 64 positions x 4 bytes = 32 KiB of panel in L1.
 constexpr int64_t kSlicePairs = 128;
 static_assert(kSlicePairs <= kChunkPairs, "a slice is summed in one int32 chunk");
@@ -78,7 +81,7 @@ void kernel_portable(const int32_t* wpair, int64_t wstride, const int16_t* bpane
 __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t wstride,
                                                  const int16_t* bpanel, int64_t kpairs,
                                                  int64_t* acc64) {
-  constexpr int NR = 24;
+  constexpr int NR = kNrAvx2;
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00;
   __m256i c10 = c00, c11 = c00, c12 = c00;
   __m256i c20 = c00, c21 = c00, c22 = c00;
@@ -126,7 +129,7 @@ __attribute__((target("avx2"))) void kernel_avx2(const int32_t* wpair, int64_t w
 // the true sums fit int32, see the bound above).
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void kernel_avx512(
     const int32_t* wpair, int64_t wstride, const int16_t* bpanel, int64_t kpairs, int64_t* acc64) {
-  constexpr int NR = 64;
+  constexpr int NR = kNrAvx512;
   // 16 named accumulators (an array of them made GCC copy registers around every step).
   __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
   __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
@@ -204,16 +207,16 @@ KernelChoice choose(Impl impl) {
 #ifdef COD_FAST_X86
   if (impl == Impl::kAvx512) {
     if (!cpu_has_avx512()) throw std::invalid_argument("this CPU lacks AVX-512 VNNI");
-    return {&kernel_avx512, 64};
+    return {&kernel_avx512, kNrAvx512};
   }
   if (impl == Impl::kAvx2) {
     if (!cpu_has_avx2()) throw std::invalid_argument("this CPU lacks AVX2");
-    return {&kernel_avx2, 24};
+    return {&kernel_avx2, kNrAvx2};
   }
 #else
   if (impl != Impl::kPortable) throw std::invalid_argument("SIMD kernels need an x86-64 CPU");
 #endif
-  return {&kernel_portable<16>, 16};
+  return {&kernel_portable<kNrPortable>, kNrPortable};
 }
 
 // This thread's panel buffer, at least n int16 (contents unspecified). Grows only; kept for the
@@ -391,13 +394,6 @@ bool impl_supported(Impl impl) {
   return false;
 }
 
-namespace {
-int resolve_threads(int threads) {
-  if (threads > 0) return threads;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
-}
-}  // namespace
 
 std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, int64_t ci, int64_t k,
                                            int64_t up, int threads) {

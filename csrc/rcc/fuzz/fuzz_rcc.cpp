@@ -13,16 +13,13 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/fuzz_util.hpp"
+
 #include "rcc/rcc_cpu.h"
 
 namespace {
 
-// Uniform in [lo, hi] (lo when hi < lo); hi - lo + 1 computed in uint64 (no signed overflow).
-int64_t pick(std::mt19937_64& rng, int64_t lo, int64_t hi) {
-  if (hi <= lo) return lo;
-  const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) + 1;
-  return static_cast<int64_t>(static_cast<uint64_t>(lo) + (span == 0 ? rng() : rng() % span));
-}
+using cod_fast::fuzz::pick;
 
 bool run_one(std::mt19937_64& rng) {
   using namespace rcc::cpu;
@@ -87,14 +84,8 @@ bool run_one(std::mt19937_64& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const double seconds = argc > 1 ? std::atof(argv[1]) : 10.0;
-  std::mt19937_64 rng(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  long runs = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    if (!run_one(rng)) return 1;
-    ++runs;
-  }
+  const long runs = cod_fast::fuzz::run_for(argc, argv, [](std::mt19937_64& rng) { return run_one(rng); });
+  if (runs < 0) return 1;
   std::printf("rcc_fuzz: %ld hostile-argument calls ran clean\n", runs);
   return 0;
 }
