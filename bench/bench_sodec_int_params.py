@@ -6,8 +6,8 @@ Full config (``FULL_SODEC``: n 192, m 320, cz 192), random seeded weights, one 5
 
 * ``reference``  ``entropy_parameters(params, z, "reference")`` (torch int64, the spec)
 * ``cpp``        the same on ``backend="cpp"`` (``cod_fast._C.sodec``; kernel chosen at run time)
-* ``cpp[impl]``  the three layers through ``conv_requant(..., impl=...)`` for every kernel this CPU
-                 runs (portable, avx2, avx512), plus the scale index
+* ``cpp[impl]``  the same with the GEMM kernel forced, for every kernel this CPU runs (portable,
+                 avx2, avx512)
 * ``g_a``        the float analysis transform on the image, and the whole hyperprior
                  ``compress(backend="cpp")`` (g_a, h_a, the integer parameters, rANS), for the
                  issue's "encode at most 1.5x g_a" ratio.
@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common
 
 from cod_fast._ext import require_cpu_ext
+from cod_fast.int_params.backends import entropy_parameters_cpp
 from cod_fast.models.sodec.hyperprior import SodecHyperprior
-from cod_fast.models.sodec.integer_params import check_z, entropy_parameters
+from cod_fast.models.sodec.integer_params import entropy_parameters
 from cod_fast.models.sodec.model import FULL_SODEC
 
 
@@ -42,7 +43,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512, help="image side (multiple of 64)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="C++ threads (0: one per CPU)")
     ap.add_argument("--skip-reference", action="store_true", help="time the C++ kernels only")
     ap.add_argument("--pause", type=float, default=0.3,
                     help="seconds of sleep before each timed run, so that the previous run's spinning "
@@ -56,28 +56,15 @@ def main() -> None:
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         z = torch.round(model.h_a(model.g_a(x))).to(torch.int32)
-    sodec = require_cpu_ext().sodec
-
-    # Weights prepared once, as the "cpp" backend does (cached per layer).
-    prepared = [sodec.prepare_conv(layer.weight.numpy(), layer.up) for layer in params.layers]
-
     def cpp_impl(impl: str) -> Callable[[], object]:
-        def run() -> object:
-            a = check_z(z, params).to(torch.int32).numpy()
-            for layer, prep in zip(params.layers, prepared):
-                a = sodec.conv_requant_prepared(a, prep, layer.bias.numpy(), layer.mult.numpy(),
-                                                layer.shift.numpy(), layer.lo, layer.hi, args.threads, impl)
-            m = params.n_channels
-            idx = sodec.scale_index(a[:, :m].copy(), params.thresholds.numpy())
-            return torch.from_numpy(idx), torch.from_numpy(a[:, m:].copy())
-        return run
+        return lambda: entropy_parameters_cpp(params, z, impl=impl)
 
     runs: dict[str, Callable[[], object]] = {}
     if not args.skip_reference:
         runs["reference"] = lambda: entropy_parameters(params, z, "reference")
     runs["cpp"] = lambda: entropy_parameters(params, z, "cpp")
     for impl in ("portable", "avx2", "avx512"):
-        if sodec.impl_supported(impl):
+        if require_cpu_ext().sodec.impl_supported(impl):
             runs[f"cpp[{impl}]"] = cpp_impl(impl)
 
     def g_a() -> object:
@@ -113,7 +100,7 @@ def main() -> None:
 
     print(f"SODEC integer entropy parameters, FULL_SODEC, {args.size}x{args.size} (z {tuple(z.shape)}), "
           f"median of {args.repeats} alternated rounds; {bench_common.machine_line()}; "
-          f"load averages {bench_common.load_averages()}; C++ threads {args.threads or 'one per CPU'}")
+          f"load averages {bench_common.load_averages()}; C++ threads: one per CPU")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ref = med.get("reference")
     cmed = {name: statistics.median(ts) for name, ts in cpu.items()}

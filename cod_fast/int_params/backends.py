@@ -68,29 +68,32 @@ def _cpp_prepared(native: Any, layer: IntegerConv) -> Any:
                    lambda: native.prepare_conv(layer.weight.contiguous().numpy(), layer.up))
 
 
-def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv, **index: Any) -> Any:
+def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv, **options: Any) -> Any:
     """One layer on ``cod_fast._C.sodec``: int32 numpy [N, CI, h, w] -> int32 numpy [N, CO, H, W]
-    (``index=, index_channels=``: the scale index of the first channels fused into the store)."""
+    (options: ``impl=``, and ``index=, index_channels=`` to fuse the scale index of the first
+    channels into the store)."""
     return native.conv_requant_prepared(a, _cpp_prepared(native, layer), layer.bias.contiguous().numpy(),
                                         layer.mult.contiguous().numpy(), layer.shift.contiguous().numpy(),
-                                        layer.lo, layer.hi, **index)
+                                        layer.lo, layer.hi, **options)
 
 
 def entropy_parameters_cpp(
-    params: IntegerEntropyParams, z_hat: torch.Tensor
+    params: IntegerEntropyParams, z_hat: torch.Tensor, *, impl: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The spec on ``cod_fast._C.sodec`` (C++, int64, csrc/sodec): same outputs as the reference.
 
     The last layer stores the table indexes of its first M channels directly (scale index fused).
+    impl: the GEMM kernel ("auto", "portable", "avx2", "avx512"; all give the same integers).
     """
     native = _sodec_ext()
     a = check_z(z_hat, params).cpu().to(torch.int32).contiguous().numpy()
     for layer in params.layers[:-1]:
-        a = _cpp_conv_numpy(native, a, layer)
+        a = _cpp_conv_numpy(native, a, layer, impl=impl)
     m = params.n_channels
     indexer = _cached(_CPP_INDEXERS, params, params.thresholds, None,
                       lambda: native.prepare_scale_index(params.thresholds.contiguous().numpy()))
-    out = torch.from_numpy(_cpp_conv_numpy(native, a, params.layers[-1], index=indexer, index_channels=m))
+    out = torch.from_numpy(_cpp_conv_numpy(native, a, params.layers[-1], impl=impl, index=indexer,
+                                           index_channels=m))
     return out[:, :m].contiguous(), out[:, m:].contiguous()
 
 
