@@ -24,11 +24,13 @@ from torch.overrides import TorchFunctionMode
 from .errors import ModelFileError, ModelMismatchError
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "MAX_METADATA_BYTES",
     "MAX_NET_ELEMENTS",
     "METADATA_KEY",
     "PathLike",
     "check_build_size",
+    "check_config_file_size",
     "load_weights_strict",
     "parse_dtype",
     "read_checkpoint",
@@ -146,6 +148,18 @@ def load_weights_strict(net: torch.nn.Module, weights: Mapping[str, torch.Tensor
                          f"{tuple(weights[k].shape)} vs model {tuple(own[k].shape)})")
         raise ModelMismatchError("", "", "checkpoint does not fit the config: " + "; ".join(parts))
     net.load_state_dict(dict(weights), strict=True)
+
+
+#: Largest config file (YAML or JSON) read; real ones are about 2 KiB.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_config_file_size(path: PathLike, source: str) -> None:
+    """``ModelFileError`` naming ``source`` when the file at ``path`` exceeds ``MAX_CONFIG_BYTES``
+    (checked before it is read)."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{source} holds {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
 
 
 #: Most elements (parameters + buffers) a network built from a config may hold: 4e9, 16 GB in

@@ -44,9 +44,11 @@ import yaml
 from . import codecs
 from .bitstream import canonical_json, compute_fingerprint
 from .checkpoints import (  # noqa: F401  (re-exported: the names lived here before)
+    MAX_CONFIG_BYTES,
     METADATA_KEY,
     PathLike,
     check_build_size,
+    check_config_file_size,
     load_weights_strict,
     parse_dtype,
     read_checkpoint,
@@ -70,8 +72,6 @@ KNOWN_PREFIXES = ("ema_denoiser.", "net.")
 # class_path of the official one-step CoD (its YAML gives only model.init_args).
 ONE_STEP_COD_CLASS_PATH = "downstream.finetuned_one_step_cod.OneStepCoD"
 
-#: Largest config file read (official YAMLs are about 2 KiB).
-MAX_CONFIG_BYTES = 1 << 20
 #: YAML aliases (``*name``) a config may use; official configs use none. Each alias can repeat a
 #: whole sub-tree, so a few nested ones describe billions of nodes.
 MAX_YAML_ALIASES = 32
@@ -99,9 +99,7 @@ def load_yaml(path: PathLike) -> Any:
     aliases and ``MAX_CONFIG_NODES`` nodes once aliases are expanded. ``ModelFileError`` naming
     the file otherwise (or when it is not valid YAML)."""
     p = Path(path)
-    size = p.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ModelFileError(f"config {p} holds {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+    check_config_file_size(p, f"config {p}")
     try:
         loader = _BoundedYamlLoader(p.read_text(encoding="utf-8"))
         try:

@@ -56,7 +56,14 @@ from ..bitstream import (
     read_container,
     write_container,
 )
-from ..checkpoints import METADATA_KEY, check_build_size, load_weights_strict, parse_dtype, read_checkpoint
+from ..checkpoints import (
+    METADATA_KEY,
+    check_build_size,
+    check_config_file_size,
+    load_weights_strict,
+    parse_dtype,
+    read_checkpoint,
+)
 from ..errors import BitstreamError, ModelFileError
 from ..image_io import ImageLike, pad_to_multiple, padded_size, to_uint8_chw, uint8_to_unit, unit_to_uint8
 from ..int_params.api import BACKENDS
@@ -367,10 +374,6 @@ def is_sodec_checkpoint(checkpoint: Any) -> bool:
     return isinstance(data, dict) and data.get("model") == MODEL_TAG
 
 
-#: Largest SODEC config file read (a real one is about 2 KiB).
-MAX_CONFIG_BYTES = 1 << 20
-
-
 def _parse_config(config: Any, source: str = "SODEC config") -> SodecConfig:
     """A ``SodecConfig`` from a config, dict or JSON path; errors (``ModelFileError``) name
     ``source`` (or the file). The network it describes is sized on the meta device first and
@@ -379,9 +382,7 @@ def _parse_config(config: Any, source: str = "SODEC config") -> SodecConfig:
         return config
     if isinstance(config, (str, os.PathLike)):
         source = f"config {config}"
-        size = Path(config).stat().st_size if Path(config).is_file() else 0
-        if size > MAX_CONFIG_BYTES:
-            raise ModelFileError(f"{source} holds {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+        check_config_file_size(config, source)
     elif not isinstance(config, Mapping):
         raise TypeError(f"SODEC config must be a SodecConfig, dict or JSON path, got {type(config).__name__}")
     try:
