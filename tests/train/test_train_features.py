@@ -2,6 +2,7 @@
 second data tier's licences, clean stop on SIGTERM (tiny model, a few steps each)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -162,3 +163,28 @@ def test_cuda_bf16_training_steps(tmp_path: Path) -> None:
     trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "g"), "--steps", "2", "--device", "cuda", "--bf16"])
     ck = torch.load(tmp_path / "g" / "last.pt", weights_only=True)
     assert ck["step"] == 2 and all(v.device.type == "cpu" and torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_kodak_spot_check_runs_on_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cod_fast.entropy")
+    from cod_fast.train.check import load_checkpoint_model, main, webp_psnr_at
+
+    _fake_data(tmp_path)
+    trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "a"), "--steps", "1"])
+    rng = np.random.default_rng(1)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (12, 10, 3)), 8, 0), 8, 1).astype(np.uint8)  # 96 x 80
+    Image.fromarray(img).save(tmp_path / "im.png")
+    main(["--ckpt", str(tmp_path / "a" / "last.pt"), "--images", str(tmp_path / "im.png"), "--levels", "0,1"])
+    out = capsys.readouterr().out
+    assert "im.png level 1:" in out and "mean over images:" in out
+    model = load_checkpoint_model(str(tmp_path / "a" / "last.pt"))
+    assert not model.training and all(torch.equal(p, p.half().float()) for p in model.state_dict().values())
+    # WebP at a size between its smallest and largest files is interpolated; outside: None.
+    assert webp_psnr_at(img, 1) is None
+    sizes = []
+    for q in (0, 100):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="WEBP", quality=q, method=6)
+        sizes.append(len(buf.getvalue()))
+    p = webp_psnr_at(img, sum(sizes) // 2)
+    assert p is not None and 10 < p < 60
