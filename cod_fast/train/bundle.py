@@ -1,13 +1,16 @@
 """Pack a training data folder into one file for a machine that gets only the repository.
 
-``python -m cod_fast.train.bundle --data DIR --out FILE.npz [--max-mb 60] [--crop 256] [--seed 0]``
+``python -m cod_fast.train.bundle --data DIR --out FILE.npz [--max-mb 60] [--crop 256] [--seed 0]
+[--format webp|png]``
 
 Reads the crop bank of DIR (``python -m cod_fast.train.data``: crops.npy, val.png,
 manifest.json), shuffles the crops (seeded), optionally cuts each to a ``--crop``-pixel window
 (seeded position), and stores as many as fit in ``--max-mb`` megabytes (10^6 bytes), each as a
-lossless PNG, in an uncompressed ``.npz``:
+lossless image file (WebP lossless, method 4: about 26 % smaller than PNG on this data, so a
+third more crops fit; or PNG), in an uncompressed ``.npz``:
 
-- ``png``: uint8 (total bytes,), the PNG files one after another;
+- ``png``: uint8 (total bytes,), the image files one after another (the name is historical:
+  WebP or PNG, whatever Pillow recognises);
 - ``offsets``: int64 (N + 1,), crop i is ``png[offsets[i]:offsets[i + 1]]``;
 - ``val``: uint8, the held-out image as PNG (empty when DIR has none);
 - ``meta``: uint8, UTF-8 JSON: format version, crop size, seed, the source crop indexes, the
@@ -24,7 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 FORMAT = "cod_fast.train.bundle/1"
 
@@ -35,7 +38,15 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_bundle(data: Path, out: Path, max_mb: float = 60.0, crop: int | None = None, seed: int = 0) -> dict:
+def _webp(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="WEBP", lossless=True, quality=100, method=4)
+    return buf.getvalue()
+
+
+def write_bundle(
+    data: Path, out: Path, max_mb: float = 60.0, crop: int | None = None, seed: int = 0, fmt: str = "webp"
+) -> dict:
     """Write the bundle (see the module docstring); returns its metadata (with ``crops``, the
     number stored, and ``bytes``, the file size)."""
     bank = np.load(data / "crops.npy", mmap_mode="r")
@@ -47,6 +58,11 @@ def write_bundle(data: Path, out: Path, max_mb: float = 60.0, crop: int | None =
         raise ValueError(f"--crop must be a positive multiple of 64 and at most the bank's {size}")
     if max_mb <= 0:
         raise ValueError("--max-mb must be positive")
+    if fmt not in ("webp", "png"):
+        raise ValueError(f"--format must be webp or png, not {fmt!r}")
+    if fmt == "webp" and not features.check("webp"):
+        raise RuntimeError("this Pillow has no WebP support: use --format png")
+    encode = _webp if fmt == "webp" else _png
     val_path = data / "val.png"
     val = _png(np.asarray(Image.open(val_path).convert("RGB"))) if val_path.exists() else b""
     manifest_path = data / "manifest.json"
@@ -60,7 +76,7 @@ def write_bundle(data: Path, out: Path, max_mb: float = 60.0, crop: int | None =
     total = 0
     for i in order:
         top, left = (int(v) for v in corners[i])
-        b = _png(np.ascontiguousarray(bank[i, top : top + crop, left : left + crop]))
+        b = encode(np.ascontiguousarray(bank[i, top : top + crop, left : left + crop]))
         if total + len(b) + 8 * (len(blobs) + 2) > budget:
             break
         blobs.append(b)
@@ -72,6 +88,7 @@ def write_bundle(data: Path, out: Path, max_mb: float = 60.0, crop: int | None =
         "format": FORMAT,
         "crop": crop,
         "seed": seed,
+        "image_format": fmt,
         "crops": len(blobs),
         "source_crops": int(bank.shape[0]),
         "source_indexes": used,
@@ -131,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-mb", type=float, default=60.0, help="size limit in MB (10^6 bytes)")
     ap.add_argument("--crop", type=int, default=None, help="window side per stored crop (default: the bank's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format", choices=("webp", "png"), default="webp", help="lossless format of each crop")
     args = ap.parse_args(argv)
-    meta = write_bundle(args.data, args.out, args.max_mb, args.crop, args.seed)
+    meta = write_bundle(args.data, args.out, args.max_mb, args.crop, args.seed, args.format)
     print(f"wrote {args.out}: {meta['crops']} of {meta['source_crops']} crops of {meta['crop']} px, {meta['bytes'] / 1e6:.2f} MB")
 
 

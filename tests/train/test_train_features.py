@@ -126,6 +126,8 @@ def test_bundle_round_trip_size_limit_and_training(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a bundle")
     with pytest.raises(ValueError, match="not a cod_fast training bundle"):
         read_bundle(tmp_path / "bad.npz")
+    png = write_bundle(tmp_path / "data", tmp_path / "p.npz", max_mb=10, crop=64, seed=3, fmt="png")
+    assert png["image_format"] == "png" and np.array_equal(read_bundle(tmp_path / "p.npz")[0], crops)
     with pytest.raises(ValueError, match="multiple of 64"):
         write_bundle(tmp_path / "data", tmp_path / "x.npz", crop=100)
 
