@@ -29,6 +29,13 @@ initialisation); calibration is skipped and the optimizers start fresh.
 any device; the fixed block transforms, the last layers of h_a and h_s and the z density stay
 float32, so y, the means, the scales and the likelihoods keep float32 precision).
 
+``--ema D`` keeps an exponential moving average of the weights (decay min(D, (1 + n) / (10 + n))
+after n updates, updated after every optimizer step, float32, in last.pt so that ``--resume``
+stays exact): the held-out image is then also evaluated with it ("eval-ema" lines) and
+``--snapshot-every`` writes OUT/ema_<step>.pt beside model_<step>.pt (the same format: export,
+--init-from and ``python -m cod_fast.train.check`` read either). A mid-schedule checkpoint's
+averaged weights are usually the better release candidate.
+
 SIGTERM/SIGINT end the run cleanly after the current step, with a checkpoint; SIGSTOP/SIGCONT
 (pausing the process) need nothing. ``--pid-file`` records the process id.
 
@@ -80,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     ap.add_argument("--pid-file", type=Path, default=None, help="write the process id here")
+    ap.add_argument("--ema", type=float, default=0.0, help="decay of a moving average of the weights (0: none)")
     ap.add_argument(
         "--snapshot-every", type=int, default=0,
         help="also keep the weights alone as OUT/model_<step>.pt every this many steps (0: never)",
@@ -111,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--steps and --batch must be positive")
     if args.snapshot_every < 0:
         ap.error("--snapshot-every must be >= 0")
+    if not (0.0 <= args.ema < 1.0):
+        ap.error("--ema must be in [0, 1)")
     return args
 
 
@@ -278,28 +288,60 @@ def save_checkpoint(
     opt_entropy: torch.optim.Optimizer,
     step: int,
     args: argparse.Namespace,
+    ema: "WeightAverage | None" = None,
 ) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "optimizer_entropy": opt_entropy.state_dict(),
-            "step": step,
-            "config": model.cfg.to_dict(),
-            "args": {k: str(v) for k, v in vars(args).items()},
-        },
-        tmp,
-    )
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "optimizer_entropy": opt_entropy.state_dict(),
+        "step": step,
+        "config": model.cfg.to_dict(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    if ema is not None:
+        state["ema"] = ema.state_cpu()
+        state["ema_updates"] = ema.updates
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def save_snapshot(path: Path, model: DefaultCodecModel, step: int) -> None:
-    """The weights alone ({"model", "config", "step"}: what export and --init-from read)."""
+def save_snapshot(path: Path, weights: dict[str, torch.Tensor], cfg: DefaultConfig, step: int) -> None:
+    """Weights alone ({"model", "config", "step"}: what export and --init-from read)."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "config": model.cfg.to_dict(), "step": step}, tmp)
+    torch.save({"model": {k: v.detach().cpu() for k, v in weights.items()}, "config": cfg.to_dict(), "step": step}, tmp)
     os.replace(tmp, path)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's state (float entries averaged, others copied)."""
+
+    def __init__(self, model: DefaultCodecModel, decay: float, state: dict[str, torch.Tensor] | None = None,
+                 updates: int = 0) -> None:
+        self.decay = decay
+        self.updates = updates
+        own = model.state_dict()
+        src = own if state is None else state
+        self.avg = {k: src[k].detach().to(device=v.device, dtype=v.dtype).clone() for k, v in own.items()}
+        self._float = [(self.avg[k], v) for k, v in own.items() if v.is_floating_point()]
+        self._other = [(self.avg[k], v) for k, v in own.items() if not v.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_([a for a, _ in self._float], [v for _, v in self._float], 1.0 - d)
+        for a, v in self._other:
+            a.copy_(v)
+
+    def state_cpu(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.avg.items()}
+
+    def model(self, cfg: DefaultConfig, device: torch.device) -> DefaultCodecModel:
+        """A fresh model holding the average (for evaluation)."""
+        m = DefaultCodecModel(cfg).to(device)
+        m.load_state_dict(self.avg)
+        return m
 
 
 class _StopFlag:
@@ -375,6 +417,13 @@ def main(argv: list[str] | None = None) -> None:
     entropy_args = argparse.Namespace(**{**vars(args), "batch": args.entropy_batch, "crop": args.entropy_crop})
     if val is not None:
         val = val.to(device)
+    ema = None
+    if args.ema > 0:
+        if ckpt is not None and "ema" in ckpt:
+            ema = WeightAverage(model, args.ema, ckpt["ema"], int(ckpt.get("ema_updates", 0)))
+        else:  # a fresh run, or a run resumed without an average so far: start from the weights
+            ema = WeightAverage(model, args.ema)
+            init_note += f" ema starts at step {step}"
 
     log = open(args.out / "train.log", "a", buffering=1)
     log.write(
@@ -410,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
             r["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            if ema is not None:
+                ema.update()
             step += 1
             acc["loss"] += float(r["loss"].detach())
             acc["bpp"] += float(r["bpp"].mean())
@@ -426,13 +477,18 @@ def main(argv: list[str] | None = None) -> None:
             if val is not None and (step % args.eval_every == 0 or step == end):
                 evals = evaluate(model, val)
                 log.write(f"eval {step} " + " ".join(f"q{lv}: {b:.4f}bpp {p:.2f}dB" for lv, b, p in evals) + "\n")
+                if ema is not None:
+                    evals = evaluate(ema.model(cfg, device), val)
+                    log.write(f"eval-ema {step} " + " ".join(f"q{lv}: {b:.4f}bpp {p:.2f}dB" for lv, b, p in evals) + "\n")
             if args.snapshot_every and step % args.snapshot_every == 0:
-                save_snapshot(args.out / f"model_{step}.pt", model, step)
+                save_snapshot(args.out / f"model_{step}.pt", model.state_dict(), cfg, step)
+                if ema is not None:
+                    save_snapshot(args.out / f"ema_{step}.pt", ema.avg, cfg, step)
             if time.monotonic() - last_ckpt > args.ckpt_every or last:
-                save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args)
+                save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args, ema)
                 last_ckpt = time.monotonic()
     if not ckpt_path.exists():  # e.g. --stop-after 0: keep the calibrated starting point
-        save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args)
+        save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args, ema)
     log.write(f"# {'stopped by signal at' if stop.set else 'done'} step {step}\n")
     log.close()
 

@@ -190,3 +190,21 @@ def test_kodak_spot_check_runs_on_a_checkpoint(tmp_path: Path, capsys: pytest.Ca
         sizes.append(len(buf.getvalue()))
     p = webp_psnr_at(img, sum(sizes) // 2)
     assert p is not None and 10 < p < 60
+
+
+def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> None:
+    _fake_data(tmp_path, val=True)
+    common = _common(tmp_path) + ["--ema", "0.9", "--snapshot-every", "2", "--eval-every", "2"]
+    trainer.main(common + ["--out", str(tmp_path / "a"), "--steps", "3"])
+    trainer.main(common + ["--out", str(tmp_path / "b"), "--steps", "3", "--stop-after", "1"])
+    trainer.main(common + ["--out", str(tmp_path / "b"), "--steps", "3", "--resume"])
+    ca = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    cb = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert ca["ema_updates"] == cb["ema_updates"] == 3
+    assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
+    # Decay min(0.9, (1 + n) / (10 + n)): 0.1, 0.18, 0.25 -- the average trails the weights.
+    k = "g_s.proj_out.weight"
+    assert not torch.equal(ca["ema"][k], ca["model"][k])
+    snap = torch.load(tmp_path / "a" / "ema_2.pt", weights_only=True)
+    assert snap["step"] == 2 and set(snap["model"]) == set(ca["model"]) and (tmp_path / "a" / "model_2.pt").exists()
+    assert "eval-ema 2 q0:" in (tmp_path / "a" / "train.log").read_text()
