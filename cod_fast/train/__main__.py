@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--init-from", type=str, default=None,
         help="start a fresh run from weights: 'default' (the shipped model), an exported weights folder "
-        "(default.safetensors + default.json) or a training checkpoint (.pt); ignored by --resume",
+        "(default.safetensors + default.json) or a training checkpoint (.pt; FILE@ema: its moving average); "
+        "ignored by --resume",
     )
     ap.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
@@ -139,11 +140,14 @@ def make_config(args: argparse.Namespace, base: dict[str, Any] | None = None) ->
 
 def init_source(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config dict, float32 state dict) of ``--init-from``: 'default', a weights folder or a
-    training checkpoint file."""
+    training checkpoint file; ``FILE@ema`` takes the checkpoint's moving average (``--ema``)."""
     from cod_fast.models.default import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE  # local: import time
 
+    average = source.endswith("@ema")
+    if average:
+        source = source[: -len("@ema")]
     path = WEIGHTS_DIR if source == "default" else Path(source)
-    if path.is_dir():
+    if path.is_dir() and not average:
         from safetensors.torch import load_file  # local: import time
 
         meta = json.loads((path / CONFIG_FILE).read_text())
@@ -153,7 +157,9 @@ def init_source(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
             raise ValueError(f"--init-from {path}: not a training checkpoint (needs 'model' and 'config')")
-        return ckpt["config"], {k: v.to(torch.float32) for k, v in ckpt["model"].items()}
+        if average and "ema" not in ckpt:
+            raise ValueError(f"--init-from {path}@ema: the checkpoint holds no moving average (--ema)")
+        return ckpt["config"], {k: v.to(torch.float32) for k, v in ckpt["ema" if average else "model"].items()}
     raise FileNotFoundError(f"--init-from {source}: no such weights folder or checkpoint")
 
 

@@ -4,7 +4,8 @@
 [--images kodim01.png ...] [--data DIR] [--levels 0,2,4] [--no-rdoq] [--no-half]``
 
 For each checkpoint (``default``: the shipped weights; a weights folder; a training checkpoint
-``last.pt`` or a ``model_<step>.pt`` snapshot) the model is built as ``--init-from`` reads it,
+``last.pt`` (``last.pt@ema``: its moving average) or a ``model_<step>.pt``/``ema_<step>.pt``
+snapshot) the model is built as ``--init-from`` reads it,
 its weights rounded to float16 as ``python -m cod_fast.train.export`` ships them (``--no-half``
 keeps float32), and every image is coded at each level with ``compress`` (RDOQ on, as the
 codec's default; release 1's float32 entropy parameters, since a checkpoint has no fixed-point

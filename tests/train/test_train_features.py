@@ -208,3 +208,7 @@ def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> No
     snap = torch.load(tmp_path / "a" / "ema_2.pt", weights_only=True)
     assert snap["step"] == 2 and set(snap["model"]) == set(ca["model"]) and (tmp_path / "a" / "model_2.pt").exists()
     assert "eval-ema 2 q0:" in (tmp_path / "a" / "train.log").read_text()
+    _, avg = trainer.init_source(str(tmp_path / "a" / "last.pt") + "@ema")
+    assert all(torch.equal(avg[k], ca["ema"][k]) for k in avg)
+    with pytest.raises(ValueError, match="no moving average"):
+        trainer.init_source(str(tmp_path / "a" / "model_2.pt") + "@ema")
