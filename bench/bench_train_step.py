@@ -6,7 +6,9 @@ Builds the model from the shipped weights (as ``python -m cod_fast.train --init-
 then times whole training steps (batch sampling, forward, loss, backward, clipping, Adam) of the
 trainer's own functions, alternating float32 and bf16 steps so both see the same machine load;
 each mode has its own model and optimizer. Prints the median and min step time per mode and the
-loss of the first step of each (the same batch), which shows what bf16 changes in the loss.
+loss of the first step of each (the same batch and weights), and the cosine similarity and
+relative norm of the two gradients of that step: how faithfully a bf16 step follows the float32
+one.
 Without ``--data``, random smooth windows stand in for the crop bank.
 """
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> None:
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         runs[mode] = (model, opt, [], [])
 
+    grads: dict[str, torch.Tensor] = {}
+
     def step(mode: str, i: int) -> None:
         model, opt, times, losses = runs[mode]
         if device.type == "cuda":
@@ -64,6 +68,8 @@ def main() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
             r = trainer.rd_loss(model, x, q)
         r["loss"].backward()
+        if i == 0:
+            grads[mode] = torch.cat([p.grad.flatten().double() for p in model.parameters() if p.grad is not None])
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
         opt.step()
         loss = float(r["loss"].detach())
@@ -81,6 +87,10 @@ def main() -> None:
         print(f"{mode}: median {statistics.median(t) * 1e3:.0f} ms/step, min {min(t) * 1e3:.0f} ms, first loss {losses[0]:.5f}")
     f, b = (statistics.median(runs[m][2][1:]) for m in ("fp32", "bf16"))
     print(f"bf16 speed-up (median): {f / b:.2f}x")
+    g32, g16 = grads["fp32"], grads["bf16"]
+    cos = float(torch.dot(g32, g16) / (g32.norm() * g16.norm()))
+    print(f"first-step gradients, bf16 vs fp32: cosine {cos:.5f}, norm ratio {float(g16.norm() / g32.norm()):.4f}, "
+          f"relative difference {float((g16 - g32).norm() / g32.norm()):.4f}")
 
 
 if __name__ == "__main__":
