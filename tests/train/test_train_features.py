@@ -212,3 +212,20 @@ def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> No
     assert all(torch.equal(avg[k], ca["ema"][k]) for k in avg)
     with pytest.raises(ValueError, match="no moving average"):
         trainer.init_source(str(tmp_path / "a" / "model_2.pt") + "@ema")
+
+
+def test_list_photos_reads_licences_and_sizes(tmp_path: Path) -> None:
+    from cod_fast.train.data import PHOTO_MIN_SIDE, list_photos
+
+    root = tmp_path / "raw" / "pkg"
+    (root / "usr/share/doc/pkg").mkdir(parents=True)
+    (root / "usr/share/doc/pkg/copyright").write_text(
+        "Copyright: someone\n\nLicense:\n    under the terms of the GNU General Public License as published by the Free\n"
+        "    Software Foundation; either version 2 of the License, or (at your option) any later version.\n")
+    (root / "img").mkdir()
+    Image.new("RGB", (PHOTO_MIN_SIDE + 10, PHOTO_MIN_SIDE)).save(root / "img" / "big.jpg")
+    Image.new("RGB", (PHOTO_MIN_SIDE - 1, 900)).save(root / "img" / "small.jpg")
+    found = list_photos(tmp_path, {"pkg": "1.0"}, {"pkg": ("img/*.jpg",)})
+    assert [(s.path.name, s.licence, s.version) for s in found] == [("big.jpg", "GPL-2+", "1.0")]
+    with pytest.raises(RuntimeError, match="no file matches"):
+        list_photos(tmp_path, {"pkg": "1.0"}, {"pkg": ("img/*.png",)})
