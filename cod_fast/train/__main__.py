@@ -85,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default.safetensors + default.json) or a training checkpoint (.pt; FILE@ema: its moving average); "
         "ignored by --resume",
     )
+    ap.add_argument(
+        "--init-skip-mismatch", action="store_true",
+        help="with --init-from: entries of another shape or unknown to the model are skipped (not an error)",
+    )
     ap.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     ap.add_argument("--pid-file", type=Path, default=None, help="write the process id here")
@@ -163,15 +167,21 @@ def init_source(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     raise FileNotFoundError(f"--init-from {source}: no such weights folder or checkpoint")
 
 
-def load_init(model: DefaultCodecModel, state: dict[str, torch.Tensor]) -> list[str]:
-    """Copy ``state`` into ``model``; returns the model's parameter names the state lacks (they
-    keep their initialisation). A state entry the model lacks, or of another shape, is an error."""
+def load_init(model: DefaultCodecModel, state: dict[str, torch.Tensor], skip_mismatch: bool = False) -> list[str]:
+    """Copy ``state`` into ``model``; returns the names of the model's entries not copied (they
+    keep their initialisation): those the state lacks and, with ``skip_mismatch``, those the
+    state holds with another shape or the model lacks. Without it a state entry the model
+    lacks, or of another shape, is an error."""
     own = model.state_dict()
     unexpected = sorted(k for k in state if k not in own)
     wrong = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
-    if unexpected or wrong:
-        raise ValueError(f"--init-from weights do not fit the model: unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
-    missing, _ = model.load_state_dict(state, strict=False)
+    if (unexpected or wrong) and not skip_mismatch:
+        raise ValueError(
+            f"--init-from weights do not fit the model: unexpected {unexpected[:5]}, wrong shape {wrong[:5]} "
+            "(--init-skip-mismatch keeps the model's own initialisation for those)"
+        )
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    missing, _ = model.load_state_dict(usable, strict=False)
     return sorted(missing)
 
 
@@ -400,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         base, state = init_source(args.init_from)
         cfg = make_config(args, base)
         model = DefaultCodecModel(cfg)
-        missing = load_init(model, state)
+        missing = load_init(model, state, args.init_skip_mismatch)
         ckpt = None
         init_note = f" init-from {args.init_from} (fresh parameters: {len(missing)})"
     else:

@@ -70,6 +70,14 @@ def test_init_from_checkpoint_and_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="do not fit"):  # another width: shapes differ
         trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "e"), "--init-from", str(tmp_path / "a" / "last.pt"),
                                           "--config", TINY_JSON.replace('"latent":8', '"latent":16')])
+    # --init-skip-mismatch: what fits is copied (the z density does not depend on the latent width).
+    trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "f"), "--init-from", str(tmp_path / "a" / "last.pt"),
+                                      "--config", TINY_JSON.replace('"latent":8', '"latent":16'),
+                                      "--init-skip-mismatch", "--steps", "3", "--stop-after", "0"])
+    f = _model(tmp_path / "f")
+    assert f["g_a.down3.weight"].shape[0] == 16
+    assert all(torch.equal(f[k], a[k]) for k in a if k.startswith("density_z."))
+    assert "fresh parameters: " in (tmp_path / "f" / "train.log").read_text()
 
 
 def test_bf16_autocast_trains_on_cpu_and_resumes_exactly(tmp_path: Path) -> None:
