@@ -16,6 +16,12 @@ Data flow for an image x (B, 3, H, W) float32 in [0, 1], H and W multiples of 64
   gain, scales = gain * softplus(.) + 0.11, means = gain * (.). The level dependence of the
   entropy model is then exact instead of learned, which is what makes a briefly trained model
   code y better than a per-channel global scale would;
+* ``context`` (config, ``"checkerboard"``; default ``"none"``): a spatial context, two passes
+  (He et al. 2021, "Checkerboard context model"). Anchors (row + col even) are coded with h_s's
+  parameters alone; the non-anchors' raw (scale, mean) outputs of h_s get an offset from
+  ``CheckerboardContext`` applied to the decoded anchors' y_hat (in the gain-free domain, y_hat /
+  gain, zero at non-anchors). Its output layer starts at zero, so a model given a fresh context
+  codes exactly as without one (``add_checkerboard_context``);
 * ``g_s`` (synthesis, a one-step decoder): y_hat -> x_hat (B, 3, H, W): the inverse block
   transform plus a learned refinement branch whose blocks are
   CoD-Lite ``DiCoBlock``s (channel LayerNorm2d, 1x1 + depthwise 3x3 convs, channel attention,
@@ -28,6 +34,7 @@ last row/column up to a multiple of 64; ``decompress`` crops back to the recorde
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import zlib
 from dataclasses import asdict, dataclass
@@ -39,11 +46,15 @@ from torch import nn
 
 from cod_fast.entropy import CdfTables, GaussianConditionalTables
 from cod_fast.errors import EntropyParameterMismatchError
+from cod_fast.int_params.reference import anchor_mask, checkerboard_taps
 from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
 from . import lowmem
 from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
 from .integer_params import dequantize_y, entropy_parameters, quantize_y
+
+#: Values of ``DefaultConfig.context``.
+CONTEXTS = ("none", "checkerboard")
 
 #: Total downsampling of the model (analysis 16 x hyper-analysis 4): images are padded to it.
 STRIDE = 64
@@ -71,7 +82,9 @@ class DefaultConfig:
     already a transform codec with uniform quantizers, and the nonlinear branches (whose last
     layers start at zero) learn corrections on top; step0: quantizer step of that linear codec
     at the highest rate level (image scaled to [-1, 1]); lower levels start with steps growing
-    as 1/sqrt(lambda); unit_hyper: hyperprior in the gain-free domain (module docstring).
+    as 1/sqrt(lambda); unit_hyper: hyperprior in the gain-free domain (module docstring);
+    context: "none" or "checkerboard" (module docstring), with ``context_kernel`` (odd side of
+    the masked conv) and ``context_hidden`` (its width).
     """
 
     enc: tuple[int, int, int] = (48, 96, 128)
@@ -86,13 +99,30 @@ class DefaultConfig:
     dct_base: bool = True
     step0: float = 0.4
     unit_hyper: bool = False
+    context: str = "none"
+    context_kernel: int = 5
+    context_hidden: int = 128
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if not (isinstance(self.context_kernel, int) and 3 <= self.context_kernel <= 11 and self.context_kernel % 2):
+            raise ValueError(f"context_kernel must be odd in [3, 11], got {self.context_kernel!r}")
+        if not (isinstance(self.context_hidden, int) and 1 <= self.context_hidden <= 4096):
+            raise ValueError(f"context_hidden must be in [1, 4096], got {self.context_hidden!r}")
 
     @property
     def levels(self) -> int:
         return len(self.lambdas)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain dict (tuples as lists). Without a context the ``context*`` keys are left out, so
+        the configs of models without one (release 2's ``default.json``) stay as they were."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.context == "none":
+            for k in ("context", "context_kernel", "context_hidden"):
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DefaultConfig":
@@ -289,11 +319,47 @@ class HyperSynthesis(nn.Module):
     def forward(self, z_hat: torch.Tensor, gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Without ``gain``: scales = softplus(.) + 0.11, means. With ``gain`` (B, M, 1, 1) (the
         ``unit_hyper`` models): scales = gain * softplus(.) + 0.11, means = gain * (.)."""
+        return self.params(*self.raw(z_hat), gain)
+
+    def raw(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's (raw scales, raw means), each (B, M, 4h, 4w), before softplus/gain."""
         h = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(z_hat)))))
-        raw_scales, means = h.split(self.latent, dim=1)
+        raw_scales, raw_means = h.split(self.latent, dim=1)
+        return raw_scales, raw_means
+
+    @staticmethod
+    def params(raw_scales: torch.Tensor, raw_means: torch.Tensor,
+               gain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) from raw outputs (see ``forward``)."""
         if gain is None:
-            return F.softplus(raw_scales) + SCALE_MIN, means
-        return F.softplus(raw_scales) * gain + SCALE_MIN, means * gain
+            return F.softplus(raw_scales) + SCALE_MIN, raw_means
+        return F.softplus(raw_scales) * gain + SCALE_MIN, raw_means * gain
+
+
+class CheckerboardContext(nn.Module):
+    """Checkerboard context: anchors' y_hat (B, M, h, w) (gain-free domain, 0 at non-anchors) ->
+    offsets (B, 2M, h, w) of h_s's raw (scales, means), used at non-anchor positions only.
+
+    ``conv1``: k x k, M -> hidden, its weights masked to the checkerboard taps (ky + kx odd, the
+    centre never), so that a non-anchor reads only anchors; GELU; ``conv2``: 1x1, hidden -> 2M,
+    starting at zero (a fresh context changes nothing). The weight of ``conv1`` is stored unmasked;
+    every use multiplies it by the mask (a non-persistent buffer).
+    """
+
+    def __init__(self, latent: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(latent, hidden, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(hidden, 2 * latent, 1)
+        self.register_buffer("mask", checkerboard_taps(kernel).to(torch.float32), persistent=False)
+        with torch.no_grad():
+            self.conv1.weight.mul_(self.mask)
+            self.conv2.weight.zero_()
+            self.conv2.bias.zero_()
+
+    def forward(self, y_anchor: torch.Tensor) -> torch.Tensor:
+        w = self.conv1.weight * self.mask.to(self.conv1.weight.dtype)
+        h = F.gelu(F.conv2d(y_anchor, w, self.conv1.bias, padding=self.conv1.padding))
+        return self.conv2(h)
 
 
 class DefaultCodecModel(nn.Module):
@@ -312,6 +378,9 @@ class DefaultCodecModel(nn.Module):
         self.h_a = HyperAnalysis(c)
         self.h_s = HyperSynthesis(c)
         self.density_z = FactorizedDensity(c.hyper_latent)
+        self.context: CheckerboardContext | None = None
+        if c.context == "checkerboard":
+            self.context = CheckerboardContext(c.latent, c.context_hidden, c.context_kernel)
         # Initial gains spread the rate levels apart: doubling lambda roughly scales the
         # optimal step by 2^(-1/2), so the gains start at sqrt(lambda / lambda_max).
         lam = torch.tensor(c.lambdas, dtype=torch.float32)
@@ -376,7 +445,7 @@ class DefaultCodecModel(nn.Module):
         y, z, gain = self._analyse(self.g_a(x), q)
         z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
         lik_z = self.density_z.likelihood(z_tilde)
-        scales, means = self.h_s(z_tilde, gain)
+        scales, means = self._y_params(y, z_tilde, gain)
         y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
         lik_y = gaussian_likelihood(y_rate, means, scales)
         y_hat = quantize(y, "ste", means) if self.training else y_rate
@@ -393,6 +462,23 @@ class DefaultCodecModel(nn.Module):
             return y, self.h_a(y_unit), gain
         return y, self.h_a(y), None
 
+    def _y_params(self, y: torch.Tensor, z_tilde: torch.Tensor,
+                  gain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) of every y symbol (B, M, h, w): h_s's, and with the checkerboard
+        context the second pass's at non-anchors. The anchors' y_hat the context sees is y rounded
+        around h_s's means (straight-through in training): what the decoder has after pass one.
+        One masked conv over the whole grid (He et al. 2021's single-pass training)."""
+        raw_s, raw_m = self.h_s.raw(z_tilde)
+        if self.context is None:
+            return self.h_s.params(raw_s, raw_m, gain)
+        _, means1 = self.h_s.params(raw_s, raw_m, gain)
+        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3])).to(y.device)
+        y_anchor = quantize(y, "ste" if self.training else "round", means1) * anchors
+        d_s, d_m = self.context(y_anchor if gain is None else y_anchor / gain).split(self.cfg.latent, dim=1)
+        raw_s = torch.where(anchors, raw_s, raw_s + d_s)
+        raw_m = torch.where(anchors, raw_m, raw_m + d_m)
+        return self.h_s.params(raw_s, raw_m, gain)
+
     def rd_lambda(self, q: float) -> float:
         """The rate-distortion weight of (fractional) level q: the lambdas interpolated
         geometrically, as the gains are."""
@@ -403,8 +489,9 @@ class DefaultCodecModel(nn.Module):
         return math.exp(math.log(lams[lo]) * (1 - t) + math.log(lams[hi]) * t)
 
     def entropy_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the entropy model alone: h_a, h_s and the z density."""
-        return [*self.h_a.parameters(), *self.h_s.parameters(), *self.density_z.parameters()]
+        """The parameters of the entropy model alone: h_a, h_s, the context (if any), the z density."""
+        ctx = [] if self.context is None else [*self.context.parameters()]
+        return [*self.h_a.parameters(), *self.h_s.parameters(), *ctx, *self.density_z.parameters()]
 
     def rate_forward(self, x: torch.Tensor, q: torch.Tensor | float | int) -> dict[str, torch.Tensor]:
         """Likelihoods of y and z for the current analysis, without the synthesis.
@@ -420,7 +507,7 @@ class DefaultCodecModel(nn.Module):
             y_unit = self.g_a(x)
         y, z, gain = self._analyse(y_unit, q)
         z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
-        scales, means = self.h_s(z_tilde, gain)
+        scales, means = self._y_params(y, z_tilde, gain)
         y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
         return {
             "likelihoods_y": gaussian_likelihood(y_rate, means, scales),
@@ -481,6 +568,14 @@ class DefaultCodecModel(nn.Module):
         self._tables_z = None
         self._tables_y = None
 
+    def _check_release(self, integer: Any) -> None:
+        """ValueError unless the entropy parameters fit the model: a model with a context codes
+        only through integer parameters that have its context, and one without through none."""
+        has = integer is not None and getattr(integer.params, "context", None) is not None
+        if (self.context is not None) != has:
+            raise ValueError("a model with a checkerboard context codes only with integer parameters that have it "
+                             "(export_integer_params of that model), and a model without one only without")
+
     def _z_indexes(self, shape: tuple[int, int]) -> torch.Tensor:
         c = self.cfg.hyper_latent
         return torch.arange(c, dtype=torch.int32).view(c, 1).expand(c, shape[0] * shape[1]).reshape(-1)
@@ -509,6 +604,7 @@ class DefaultCodecModel(nn.Module):
         h, w = int(x.shape[2]), int(x.shape[3])
         if h < 1 or w < 1:
             raise ValueError("image must be at least 1x1")
+        self._check_release(integer)
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
         xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
@@ -618,6 +714,7 @@ class DefaultCodecModel(nn.Module):
         index_crc: int | None, integer: Any = None, backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(y symbols int32 (1, M, h, w), z symbols int32 (1, Nz, zh, zw), means float32 (1, M, h, w))."""
+        self._check_release(integer)
         zh, zw = z_shape
         c = self.cfg.hyper_latent
         y_tables, z_tables = self._rans_tables(integer)
@@ -708,6 +805,26 @@ class DefaultCodecModel(nn.Module):
         return x_hat
 
 
+def add_checkerboard_context(net: DefaultCodecModel, kernel: int = 5, hidden: int = 128,
+                             seed: int = 0) -> DefaultCodecModel:
+    """A copy of ``net`` (no context) with a fresh checkerboard context: same weights, config
+    ``context="checkerboard"``; the context's output layer is zero, so its likelihoods, symbols
+    and decoded pixels equal ``net``'s until the context is trained. ``seed`` draws conv1's
+    initial weights (torch's default init under ``torch.manual_seed(seed)``, the global RNG
+    restored). Returned on ``net``'s device, in ``net``'s train/eval mode."""
+    if net.context is not None:
+        raise ValueError("the model already has a context")
+    cfg = dataclasses.replace(net.cfg, context="checkerboard", context_kernel=kernel, context_hidden=hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = DefaultCodecModel(cfg)
+    missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("context.") for k in missing):
+        raise RuntimeError(f"state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    p = next(net.parameters())
+    return out.to(device=p.device).train(net.training)
+
+
 def rdo_symbols(
     y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, inv_gain: torch.Tensor, lam: float
 ) -> torch.Tensor:
@@ -762,4 +879,4 @@ def bits_of(likelihoods: torch.Tensor) -> torch.Tensor:
     return -torch.log2(likelihoods).flatten(1).sum(1)
 
 
-__all__ = ["DefaultConfig", "DefaultCodecModel", "STRIDE", "pad_to_stride", "bits_of", "index_checksum"]
+__all__ = ["DefaultConfig", "DefaultCodecModel", "CheckerboardContext", "add_checkerboard_context", "STRIDE", "pad_to_stride", "bits_of", "index_checksum"]
