@@ -51,7 +51,14 @@ from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
 from . import lowmem
 from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
-from .integer_params import dequantize_y, entropy_parameters, quantize_y
+from .integer_params import (
+    context_input,
+    dequantize_y,
+    entropy_parameters,
+    head_codes,
+    hyper_features,
+    quantize_y,
+)
 
 #: Values of ``DefaultConfig.context``.
 CONTEXTS = ("none", "checkerboard")
@@ -568,6 +575,15 @@ class DefaultCodecModel(nn.Module):
         self._tables_z = None
         self._tables_y = None
 
+    @property
+    def _n_strings(self) -> int:
+        """Byte strings of a compressed image: [y, z], or [y anchors, z, y non-anchors]."""
+        return 2 if self.context is None else 3
+
+    @property
+    def _strings_names(self) -> str:
+        return "[y, z]" if self.context is None else "[y anchors, z, y non-anchors]"
+
     def _check_release(self, integer: Any) -> None:
         """ValueError unless the entropy parameters fit the model: a model with a context codes
         only through integer parameters that have its context, and one without through none."""
@@ -617,6 +633,8 @@ class DefaultCodecModel(nn.Module):
         z_sym = torch.round(z).to("cpu", torch.float32)
         y_cpu = y.to("cpu", torch.float32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
+        if self.context is not None:  # release 3: checkerboard context
+            return self._compress_context(y_cpu, z_sym, z_shape, q, (h, w), threads, rdoq, integer, backend)
         y_tables, z_tables = self._rans_tables(integer)
         if integer is None:  # release 1: float32 hyper synthesis
             scales, means = self._hyper_params_cpu(z_sym, q)
@@ -652,6 +670,8 @@ class DefaultCodecModel(nn.Module):
         del y_unit
         z_sym = torch.round(z).to("cpu", torch.float32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
+        if self.context is not None:  # release 3: checkerboard context (whole-tensor symbols)
+            return self._compress_context(y, z_sym, z_shape, q, image_size, threads, rdoq, integer, backend)
         y_tables, z_tables = self._rans_tables(integer)
         p = integer.params
         idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
@@ -676,14 +696,53 @@ class DefaultCodecModel(nn.Module):
         y_idx = idx4.reshape(-1)
         return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, float(q[0]), threads)
 
+    def _compress_context(
+        self, y: torch.Tensor, z_sym: torch.Tensor, z_shape: tuple[int, int], q: torch.Tensor,
+        image_size: tuple[int, int], threads: int | None, rdoq: bool, integer: Any, backend: str,
+    ) -> dict[str, Any]:
+        """``compress`` of a model with the checkerboard context, from y (1, M, h, w) CPU float32 and
+        the rounded z: pass one's integer parameters give the anchors' symbols, whose y_hat feeds
+        the context (``integer_params.context_input``), then pass two's give the non-anchors'.
+        Returns ``_pack``'s dict with three strings [y anchors, z, y non-anchors]."""
+        p, qf = integer.params, float(q[0])
+        feats = hyper_features(p, z_sym.to(torch.int32), backend)
+        idx1, m1 = head_codes(p, feats, qf, backend)
+        sym1 = self._integer_symbols(y, idx1, m1, p.mean_frac_bits, q, rdoq)
+        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, sym1, m1, qf))
+        sym2 = self._integer_symbols(y, idx2, m2, p.mean_frac_bits, q, rdoq)
+        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3]))
+        y_sym, y_idx = torch.where(anchors, sym1, sym2), torch.where(anchors, idx1, idx2)
+        y_tables, z_tables = self._rans_tables(integer)
+        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, qf, threads)
+
+    def _integer_symbols(self, y: torch.Tensor, idx: torch.Tensor, m_q: torch.Tensor, mean_frac_bits: int,
+                         q: torch.Tensor, rdoq: bool) -> torch.Tensor:
+        """int32 symbols of y (1, M, h, w) CPU float32 around the mean codes ``m_q``: rounded
+        (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales ``idx``."""
+        if not rdoq:
+            return quantize_y(y, m_q, mean_frac_bits)
+        if not bool(torch.isfinite(y).all()):  # quantize_y's check, which the RDOQ path skips
+            raise ValueError("y must be finite")
+        means = dequantize_y(torch.zeros_like(m_q), m_q, mean_frac_bits)
+        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+        scales = self._y_tables().scale_table[idx.long()]
+        return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
+
     def _pack(self, y_tables: Any, z_tables: Any, y_sym: torch.Tensor, y_idx: torch.Tensor, z_sym: torch.Tensor,
               z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
               threads: int | None) -> dict[str, Any]:
         """The rANS streams of y (with its table indexes' CRC) and z, and the fields ``compress``
-        returns; shared by the whole-tensor and banded paths."""
-        y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
+        returns; shared by the whole-tensor and banded paths. With the checkerboard context y is
+        two streams, anchors then non-anchors (raster order within each), and the strings are
+        [y anchors, z, y non-anchors]; the CRC covers all the indexes, in raster order."""
         z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        return {"strings": [bytes(y_bytes), bytes(z_bytes)], "shape": z_shape, "image_size": image_size,
+        if self.context is None:
+            strings = [bytes(y_tables.encode(y_sym.reshape(-1), y_idx.reshape(-1), threads=threads)), bytes(z_bytes)]
+        else:
+            a = anchor_mask(int(y_sym.shape[2]), int(y_sym.shape[3])).expand(y_sym.shape)
+            strings = [bytes(y_tables.encode(y_sym[a], y_idx[a], threads=threads)), bytes(z_bytes),
+                       bytes(y_tables.encode(y_sym[~a], y_idx[~a], threads=threads))]
+        return {"strings": strings, "shape": z_shape, "image_size": image_size,
                 "quality": quality, "index_crc": index_checksum(y_idx)}
 
     @torch.no_grad()
@@ -700,8 +759,8 @@ class DefaultCodecModel(nn.Module):
         """The entropy-decoded integers of a stream, without the synthesis: ``(y symbols int32
         (1, M, 4 zh, 4 zw), z symbols int32 (1, Nz, zh, zw))`` on the CPU (arguments as in
         ``decompress``). ``y_hat = y symbols + means`` is what the synthesis sees."""
-        if not isinstance(strings, (list, tuple)) or len(strings) != 2:
-            raise TypeError("strings must be a list of two byte strings [y, z]")
+        if not isinstance(strings, (list, tuple)) or len(strings) != self._n_strings:
+            raise TypeError(f"strings must be a list of {self._n_strings} byte strings {self._strings_names}")
         zh, zw = int(z_shape[0]), int(z_shape[1])
         if zh < 1 or zw < 1 or zh * zw > MAX_Z_POSITIONS:
             raise ValueError(f"z_shape {z_shape} must be positive with at most {MAX_Z_POSITIONS} positions")
@@ -719,6 +778,9 @@ class DefaultCodecModel(nn.Module):
         c = self.cfg.hyper_latent
         y_tables, z_tables = self._rans_tables(integer)
         z_sym = z_tables.decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
+        if self.context is not None:
+            return self._decode_context(strings, z_sym.to(torch.int32).reshape(1, c, zh, zw), q, threads,
+                                        index_crc, integer, backend)
         if integer is None:  # release 1: float32 hyper synthesis
             z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
             scales, means = self._hyper_params_cpu(z_hat, q)
@@ -734,20 +796,46 @@ class DefaultCodecModel(nn.Module):
                 means[:, :, r0: r0 + rows] = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
             del m_q
             y_idx = idx4.reshape(-1)
+        self._check_index_crc(y_idx, index_crc, integer)
+        y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
+        return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
+
+    def _decode_context(
+        self, strings: list[bytes], z_sym: torch.Tensor, q: torch.Tensor, threads: int | None,
+        index_crc: int | None, integer: Any, backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_decode_symbols`` of the checkerboard context: the anchors (pass one's integer
+        parameters), then the context on their y_hat, then the non-anchors (pass two's). The index
+        CRC is checked before the non-anchors' stream is parsed."""
+        p, qf = integer.params, float(q[0])
+        feats = hyper_features(p, z_sym, backend)
+        idx1, m1 = head_codes(p, feats, qf, backend)
+        a = anchor_mask(int(idx1.shape[2]), int(idx1.shape[3])).expand(idx1.shape)
+        y_sym = torch.zeros(idx1.shape, dtype=torch.int32)
+        y_sym[a] = integer.y_tables.decode(bytes(strings[0]), idx1[a].contiguous(), threads=threads).to(torch.int32)
+        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, y_sym, m1, qf))
+        del feats
+        y_idx = torch.where(a, idx1, idx2)
+        self._check_index_crc(y_idx, index_crc, integer)
+        y_sym[~a] = integer.y_tables.decode(bytes(strings[2]), idx2[~a].contiguous(), threads=threads).to(torch.int32)
+        m_q = torch.where(a, m1, m2)
+        means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
+        return y_sym, z_sym, means
+
+    def _check_index_crc(self, y_idx: torch.Tensor, index_crc: int | None, integer: Any) -> None:
+        """EntropyParameterMismatchError when the y table indexes' CRC differs from the encoder's."""
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
             how = ("they come from a float32 hyper synthesis (release 1) whose rounding depends on the torch thread "
                    "count, the CPU's kernels and the BLAS, so they differ where that maths rounds otherwise than "
                    "the encoder's did (or where the stream was altered)"
                    if integer is None else
-                   "they come from integers only (release 2), so the stream was altered or written by another "
+                   "they come from integers only (releases 2 and 3), so the stream was altered or written by another "
                    "implementation of the fixed-point spec")
             exc = EntropyParameterMismatchError(
                 f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
                 f"encoder's ({int(index_crc):08x}): {how}; the y stream cannot be parsed")
             exc.computed_crc, exc.stream_crc = index_checksum(y_idx), int(index_crc)
             raise exc
-        y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
-        return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
 
     @torch.no_grad()
     def decompress(
@@ -772,10 +860,10 @@ class DefaultCodecModel(nn.Module):
         returns it); when given, the decoder's indexes must match it before y is parsed, else
         ``EntropyParameterMismatchError``. ``integer``/``backend``: as in ``compress`` (the stream's
         release decides which)."""
-        if not isinstance(strings, (list, tuple)) or len(strings) != 2 or not all(
+        if not isinstance(strings, (list, tuple)) or len(strings) != self._n_strings or not all(
             isinstance(s, (bytes, bytearray, memoryview)) for s in strings
         ):
-            raise TypeError("strings must be a list of two byte strings [y, z]")
+            raise TypeError(f"strings must be a list of {self._n_strings} byte strings {self._strings_names}")
         if len(z_shape) != 2 or any(int(v) < 1 for v in z_shape):
             raise ValueError(f"z_shape must be two positive integers, got {z_shape!r}")
         zh, zw = int(z_shape[0]), int(z_shape[1])

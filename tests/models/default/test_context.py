@@ -38,9 +38,9 @@ def test_released_weights_with_fresh_context_give_todays_likelihoods(shipped) ->
     net2 = add_checkerboard_context(shipped, seed=3)
     assert net2.cfg.context == "checkerboard" and not net2.training
     assert float(net2.context.conv1.weight.detach().abs().sum()) > 0  # only the output layer starts at zero
-    x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for q in (0.0, 1.37, 4.0):
+        for q in (0.0, 1.37):
             a, b = shipped(x, q), net2(x, q)
             for k in ("likelihoods_y", "likelihoods_z", "x_hat"):
                 assert torch.equal(a[k], b[k]), (q, k)
