@@ -706,27 +706,33 @@ class DefaultCodecModel(nn.Module):
         Returns ``_pack``'s dict with three strings [y anchors, z, y non-anchors]."""
         p, qf = integer.params, float(q[0])
         feats = hyper_features(p, z_sym.to(torch.int32), backend)
+        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3])).expand(y.shape)
         idx1, m1 = head_codes(p, feats, qf, backend)
-        sym1 = self._integer_symbols(y, idx1, m1, p.mean_frac_bits, q, rdoq)
-        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, sym1, m1, qf))
-        sym2 = self._integer_symbols(y, idx2, m2, p.mean_frac_bits, q, rdoq)
-        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3]))
-        y_sym, y_idx = torch.where(anchors, sym1, sym2), torch.where(anchors, idx1, idx2)
+        sym = self._integer_symbols(y, idx1, m1, p.mean_frac_bits, q, rdoq, anchors)
+        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, sym, m1, qf))
+        sym[~anchors] = self._integer_symbols(y, idx2, m2, p.mean_frac_bits, q, rdoq, ~anchors)[~anchors]
         y_tables, z_tables = self._rans_tables(integer)
-        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, qf, threads)
+        return self._pack(y_tables, z_tables, sym, torch.where(anchors, idx1, idx2), z_sym, z_shape, image_size,
+                          qf, threads)
 
     def _integer_symbols(self, y: torch.Tensor, idx: torch.Tensor, m_q: torch.Tensor, mean_frac_bits: int,
-                         q: torch.Tensor, rdoq: bool) -> torch.Tensor:
-        """int32 symbols of y (1, M, h, w) CPU float32 around the mean codes ``m_q``: rounded
-        (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales ``idx``."""
+                         q: torch.Tensor, rdoq: bool, where: torch.Tensor) -> torch.Tensor:
+        """int32 symbols (y's shape, 0 outside ``where``) of y (1, M, h, w) CPU float32 at the
+        positions ``where`` (bool, y's shape) around the mean codes ``m_q``: rounded
+        (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales ``idx``
+        (every step is per element, so a subset gives the subset of the whole-grid result)."""
+        out = torch.zeros(y.shape, dtype=torch.int32)
+        ys, ms = y[where], m_q[where]
         if not rdoq:
-            return quantize_y(y, m_q, mean_frac_bits)
-        if not bool(torch.isfinite(y).all()):  # quantize_y's check, which the RDOQ path skips
+            out[where] = quantize_y(ys, ms, mean_frac_bits)
+            return out
+        if not bool(torch.isfinite(ys).all()):  # quantize_y's check, which the RDOQ path skips
             raise ValueError("y must be finite")
-        means = dequantize_y(torch.zeros_like(m_q), m_q, mean_frac_bits)
-        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
-        scales = self._y_tables().scale_table[idx.long()]
-        return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
+        means = dequantize_y(torch.zeros_like(ms), ms, mean_frac_bits)
+        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu")).expand(y.shape)
+        scales = self._y_tables().scale_table[idx[where].long()]
+        out[where] = rdo_symbols(ys, means, scales, inv_gain[where], self.rd_lambda(float(q[0])))
+        return out
 
     def _pack(self, y_tables: Any, z_tables: Any, y_sym: torch.Tensor, y_idx: torch.Tensor, z_sym: torch.Tensor,
               z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
