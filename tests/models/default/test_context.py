@@ -94,3 +94,22 @@ def test_training_forward_trains_the_context() -> None:
     # the checkerboard mask holds on the gradient path too: masked taps get no gradient
     assert float(net.context.conv1.weight.grad[:, :, 2, 2].abs().sum()) == 0.0
     assert any(p is net.context.conv1.weight for p in net.entropy_parameters())
+
+
+def test_trainer_accepts_the_context_config(tmp_path) -> None:
+    """``python -m cod_fast.train --config '{..., "context": "checkerboard"}'`` trains the context
+    (smoke test: two steps of a tiny model; the context's output layer leaves zero)."""
+    import numpy as np
+
+    from cod_fast.train.__main__ import main
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.float32)
+    np.save(tmp_path / "crops.npy", np.repeat(np.repeat(small, 4, axis=1), 4, axis=2).astype(np.uint8))
+    cfg = ('{"enc":[8,8,8],"latent":8,"hyper":8,"hyper_latent":4,"dec":[8,8,8,8],"dec_blocks":[1,1,1,1],'
+           '"enc_blocks":[1,1],"dct_base":false,"unit_hyper":true,"context":"checkerboard","context_hidden":4}')
+    main(["--data", str(tmp_path), "--crop", "64", "--batch", "2", "--config", cfg, "--lambda", "0.01,0.02",
+          "--log-every", "1", "--eval-every", "1000", "--out", str(tmp_path / "run"), "--steps", "2"])
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["config"]["context"] == "checkerboard"
+    assert float(ckpt["model"]["context.conv2.weight"].abs().sum()) > 0
