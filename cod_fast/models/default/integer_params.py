@@ -101,6 +101,8 @@ from .entropy_models import TAIL_MASS
 __all__ = [
     "BACKENDS",
     "DefaultIntegerParams",
+    "checkerboard_merge",
+    "checkerboard_split",
     "context_input",
     "head_codes",
     "hyper_features",
@@ -436,30 +438,67 @@ def _banded(params: DefaultIntegerParams) -> bool:
     return head.weight.shape[-1] == 1 and params.shuffle[-1] == 1 and head.up == 1
 
 
+#: The position sets of ``head_codes``: every position, the anchors, the non-anchors.
+PARTS = ("all", "anchors", "non_anchors")
+
+
+def checkerboard_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, C, H, W] (H, W even) -> (anchors, non-anchors), each [N, C, H, W / 2]: row r of each
+    holds that row's positions of the set (anchors: row + col even) left to right, so a
+    flattened half lists its set in raster order (channel, row, column). Data movement only."""
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"the checkerboard split needs an even grid, got {h}x{w}")
+    x6 = x.reshape(n, c, h // 2, 2, w // 2, 2)
+    anchors = torch.stack([x6[:, :, :, 0, :, 0], x6[:, :, :, 1, :, 1]], dim=3).reshape(n, c, h, w // 2)
+    others = torch.stack([x6[:, :, :, 0, :, 1], x6[:, :, :, 1, :, 0]], dim=3).reshape(n, c, h, w // 2)
+    return anchors, others
+
+
+def checkerboard_merge(anchors: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``checkerboard_split``: two [N, C, H, W / 2] -> [N, C, H, W]."""
+    n, c, h, w2 = anchors.shape
+    a = anchors.reshape(n, c, h // 2, 2, w2)
+    o = others.reshape(n, c, h // 2, 2, w2)
+    out = torch.empty((n, c, h // 2, 2, w2, 2), dtype=anchors.dtype)
+    out[:, :, :, 0, :, 0], out[:, :, :, 1, :, 1] = a[:, :, :, 0], a[:, :, :, 1]
+    out[:, :, :, 0, :, 1], out[:, :, :, 1, :, 0] = o[:, :, :, 0], o[:, :, :, 1]
+    return out.reshape(n, c, h, 2 * w2)
+
+
 def head_codes(params: DefaultIntegerParams, features: torch.Tensor, quality: float, backend: str = "reference",
-               y_ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(indexes, means)`` int32 [N, M, H, W] from ``hyper_features``: pass one, or with ``y_ctx``
-    (``context_input``, int32 [N, M, H, W]) pass two of the checkerboard context (use it at the
-    non-anchors). The head (1x1) and the context run on row bands of the y grid (exact integers;
-    bounds the int64 temporaries, 2M channels wide); the context's k x k layer reads a halo of
-    k // 2 rows around each band."""
+               y_ctx: torch.Tensor | None = None, part: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indexes, means)`` int32 from ``hyper_features`` [N, C, H, W]: at every position
+    ([N, M, H, W], ``part="all"``), or at the anchors / the non-anchors only, packed as
+    ``checkerboard_split`` packs them ([N, M, H, W / 2]). ``y_ctx`` (``context_input``, int32
+    [N, M, H, W]; only with ``part="non_anchors"``): pass two of the checkerboard context. The
+    head (1x1) and the context run on row bands of the y grid (exact integers; bounds the int64
+    temporaries, 2M channels wide); the context's k x k layer reads a halo of k // 2 rows around
+    each band, and its 1x1 layer runs only where its output is used."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     g = gain_codes(params, quality).view(1, -1, 1, 1)
+    n, _, h, w = features.shape
     if y_ctx is not None:
-        if params.context is None:
-            raise ValueError("these integer parameters have no checkerboard context")
-        n, _, h, w = features.shape
+        if params.context is None or part != "non_anchors":
+            raise ValueError("y_ctx is pass two's input: it needs a checkerboard context and part='non_anchors'")
         if tuple(y_ctx.shape) != (n, params.n_channels, h, w):
             raise ValueError(f"y_ctx must be [{n}, {params.n_channels}, {h}, {w}], got {tuple(y_ctx.shape)}")
     if not _banded(params):
+        if part != "all":
+            raise ValueError("the checkerboard parts need a 1x1 head")
         return _head_codes(params, features, g, backend)
+    if part != "all":
+        features = checkerboard_split(features)[part == "non_anchors"]
+        w = w // 2
     head = params.layers[-1]
-    n, _, h, w = features.shape
     m = params.n_channels
     idx = torch.empty((n, m, h, w), dtype=torch.int32)
     means = torch.empty((n, m, h, w), dtype=torch.int32)
-    rows = max(1, HEAD_BAND_POSITIONS // max(1, n * w))
+    rows = max(2, HEAD_BAND_POSITIONS // max(1, n * w))
+    rows += rows % 2  # bands start on even rows: the checkerboard split of a band is the band of the split
     for r0 in range(0, h, rows):
         r1 = min(r0 + rows, h)
         raw = backend_conv(features[:, :, r0:r1].contiguous(), head, backend).to(torch.int64)
@@ -471,32 +510,32 @@ def head_codes(params: DefaultIntegerParams, features: torch.Tensor, quality: fl
 
 def _context_rows(params: DefaultIntegerParams, y_ctx: torch.Tensor, r0: int, r1: int,
                   backend: str) -> torch.Tensor:
-    """The context's output (c1) int64 [N, 2M, r1 - r0, W] for rows [r0, r1) of the y grid, from
-    the input rows [r0 - k//2, r1 + k//2) (clipped at the grid's edges, where the convolution's
-    zero padding is the grid's)."""
+    """The context's output (c1) int64 [N, 2M, r1 - r0, W / 2] at the non-anchors of rows [r0, r1)
+    (r0 even) of the y grid, from the input rows [r0 - k//2, r1 + k//2) (clipped at the grid's
+    edges, where the convolution's zero padding is the grid's)."""
     c0, c1 = params.context
     p = c0.weight.shape[-1] // 2
     s0, s1 = max(0, r0 - p), min(int(y_ctx.shape[2]), r1 + p)
     a = backend_conv(y_ctx[:, :, s0:s1].contiguous(), c0, backend).to(torch.int64)[:, :, r0 - s0: r1 - s0]
-    a = params.context_lut.to(torch.int64)[a + ACT_MAX]
+    a = params.context_lut.to(torch.int64)[checkerboard_split(a)[1] + ACT_MAX]
     return backend_conv(a.contiguous(), c1, backend).to(torch.int64)
 
 
 def context_input(params: DefaultIntegerParams, symbols: torch.Tensor, means: torch.Tensor,
                   quality: float) -> torch.Tensor:
-    """The checkerboard context's input int32 [N, M, H, W] from pass one's symbols and mean codes
-    (int [N, M, H, W]; only the anchors are read): the anchors' y_hat in the gain-free domain on
-    the grid 2**-context_frac_bits, clamped to [-32767, 32767]; 0 at non-anchors (module docstring)."""
+    """The checkerboard context's input int32 [N, M, H, W] from the anchors' symbols and mean codes
+    (int [N, M, H, W / 2], packed as ``checkerboard_split`` packs them): the anchors' y_hat in the
+    gain-free domain on the grid 2**-context_frac_bits, clamped to [-32767, 32767]; 0 at
+    non-anchors (module docstring)."""
     if params.context is None:
         raise ValueError("these integer parameters have no checkerboard context")
     if symbols.shape != means.shape or symbols.dim() != 4 or symbols.shape[1] != params.n_channels:
-        raise ValueError(f"symbols and means must be [N, {params.n_channels}, H, W] of one shape")
+        raise ValueError(f"symbols and means must be [N, {params.n_channels}, H, W / 2] of one shape")
     ginv = inverse_gain_codes(params, quality).view(1, -1, 1, 1)
     y_q = symbols.cpu().to(torch.int64) * (1 << params.mean_frac_bits) + means.cpu().to(torch.int64)
     shift = params.mean_frac_bits + params.gain_frac_bits - params.context_frac_bits
-    u = round_shift(y_q * ginv, shift).clamp(-ACT_MAX, ACT_MAX)
-    anchors = anchor_mask(int(symbols.shape[2]), int(symbols.shape[3]))
-    return torch.where(anchors, u, torch.zeros_like(u)).to(torch.int32)
+    u = round_shift(y_q * ginv, shift).clamp(-ACT_MAX, ACT_MAX).to(torch.int32)
+    return checkerboard_merge(u, torch.zeros_like(u))
 
 
 #: Positions of the y grid per band of the banded head (``entropy_parameters``): bounds its int64

@@ -52,6 +52,8 @@ from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 from . import lowmem
 from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
 from .integer_params import (
+    checkerboard_merge,
+    checkerboard_split,
     context_input,
     dequantize_y,
     entropy_parameters,
@@ -650,7 +652,8 @@ class DefaultCodecModel(nn.Module):
             table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
             inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
             y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
-        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, (h, w), float(q[0]), threads)
+        return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, (h, w),
+                          float(q[0]), threads)
 
     def _compress_banded(
         self, y_unit: torch.Tensor, q: torch.Tensor, image_size: tuple[int, int], threads: int | None,
@@ -694,7 +697,8 @@ class DefaultCodecModel(nn.Module):
             y_sym[band] = rdo_symbols(yb, means, table_scales, inv_gain, lam)
         del m_q, y
         y_idx = idx4.reshape(-1)
-        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, float(q[0]), threads)
+        return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, image_size,
+                          float(q[0]), threads)
 
     def _compress_context(
         self, y: torch.Tensor, z_sym: torch.Tensor, z_shape: tuple[int, int], q: torch.Tensor,
@@ -703,53 +707,47 @@ class DefaultCodecModel(nn.Module):
         """``compress`` of a model with the checkerboard context, from y (1, M, h, w) CPU float32 and
         the rounded z: pass one's integer parameters give the anchors' symbols, whose y_hat feeds
         the context (``integer_params.context_input``), then pass two's give the non-anchors'.
-        Returns ``_pack``'s dict with three strings [y anchors, z, y non-anchors]."""
+        Anchors and non-anchors are handled packed (``checkerboard_split``). Returns ``_pack``'s
+        dict with three strings [y anchors, z, y non-anchors]."""
         p, qf = integer.params, float(q[0])
         feats = hyper_features(p, z_sym.to(torch.int32), backend)
-        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3])).expand(y.shape)
-        idx1, m1 = head_codes(p, feats, qf, backend)
-        sym = self._integer_symbols(y, idx1, m1, p.mean_frac_bits, q, rdoq, anchors)
-        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, sym, m1, qf))
-        sym[~anchors] = self._integer_symbols(y, idx2, m2, p.mean_frac_bits, q, rdoq, ~anchors)[~anchors]
+        y_a, y_n = checkerboard_split(y)
+        idx_a, m_a = head_codes(p, feats, qf, backend, part="anchors")
+        sym_a = self._integer_symbols(y_a, idx_a, m_a, p.mean_frac_bits, q, rdoq)
+        idx_n, m_n = head_codes(p, feats, qf, backend, context_input(p, sym_a, m_a, qf), part="non_anchors")
+        del feats
+        sym_n = self._integer_symbols(y_n, idx_n, m_n, p.mean_frac_bits, q, rdoq)
         y_tables, z_tables = self._rans_tables(integer)
-        return self._pack(y_tables, z_tables, sym, torch.where(anchors, idx1, idx2), z_sym, z_shape, image_size,
+        crc = index_checksum(checkerboard_merge(idx_a, idx_n))
+        return self._pack(y_tables, z_tables, [(sym_a, idx_a), (sym_n, idx_n)], crc, z_sym, z_shape, image_size,
                           qf, threads)
 
     def _integer_symbols(self, y: torch.Tensor, idx: torch.Tensor, m_q: torch.Tensor, mean_frac_bits: int,
-                         q: torch.Tensor, rdoq: bool, where: torch.Tensor) -> torch.Tensor:
-        """int32 symbols (y's shape, 0 outside ``where``) of y (1, M, h, w) CPU float32 at the
-        positions ``where`` (bool, y's shape) around the mean codes ``m_q``: rounded
-        (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales ``idx``
-        (every step is per element, so a subset gives the subset of the whole-grid result)."""
-        out = torch.zeros(y.shape, dtype=torch.int32)
-        ys, ms = y[where], m_q[where]
+                         q: torch.Tensor, rdoq: bool) -> torch.Tensor:
+        """int32 symbols of y (1, M, h, w') CPU float32 around the mean codes ``m_q`` (same shape):
+        rounded (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales
+        ``idx``. Per element, so a packed half of the grid gives the half of the whole grid's."""
         if not rdoq:
-            out[where] = quantize_y(ys, ms, mean_frac_bits)
-            return out
-        if not bool(torch.isfinite(ys).all()):  # quantize_y's check, which the RDOQ path skips
+            return quantize_y(y, m_q, mean_frac_bits)
+        if not bool(torch.isfinite(y).all()):  # quantize_y's check, which the RDOQ path skips
             raise ValueError("y must be finite")
-        means = dequantize_y(torch.zeros_like(ms), ms, mean_frac_bits)
-        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu")).expand(y.shape)
-        scales = self._y_tables().scale_table[idx[where].long()]
-        out[where] = rdo_symbols(ys, means, scales, inv_gain[where], self.rd_lambda(float(q[0])))
-        return out
+        means = dequantize_y(torch.zeros_like(m_q), m_q, mean_frac_bits)
+        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+        scales = self._y_tables().scale_table[idx.long()]
+        return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
 
-    def _pack(self, y_tables: Any, z_tables: Any, y_sym: torch.Tensor, y_idx: torch.Tensor, z_sym: torch.Tensor,
-              z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
+    def _pack(self, y_tables: Any, z_tables: Any, y_parts: list[tuple[torch.Tensor, torch.Tensor]], index_crc: int,
+              z_sym: torch.Tensor, z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
               threads: int | None) -> dict[str, Any]:
-        """The rANS streams of y (with its table indexes' CRC) and z, and the fields ``compress``
-        returns; shared by the whole-tensor and banded paths. With the checkerboard context y is
-        two streams, anchors then non-anchors (raster order within each), and the strings are
-        [y anchors, z, y non-anchors]; the CRC covers all the indexes, in raster order."""
+        """The rANS streams of y and z, and the fields ``compress`` returns; shared by the
+        whole-tensor, banded and context paths. ``y_parts``: (symbols, table indexes) of each y
+        stream, one (every position) or, with the checkerboard context, two (anchors, non-anchors,
+        packed; each stream in raster order); the strings are then [y, z] or [y anchors, z, y
+        non-anchors]. ``index_crc``: the CRC of all the y table indexes in raster order."""
         z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        if self.context is None:
-            strings = [bytes(y_tables.encode(y_sym.reshape(-1), y_idx.reshape(-1), threads=threads)), bytes(z_bytes)]
-        else:
-            a = anchor_mask(int(y_sym.shape[2]), int(y_sym.shape[3])).expand(y_sym.shape)
-            strings = [bytes(y_tables.encode(y_sym[a], y_idx[a], threads=threads)), bytes(z_bytes),
-                       bytes(y_tables.encode(y_sym[~a], y_idx[~a], threads=threads))]
-        return {"strings": strings, "shape": z_shape, "image_size": image_size,
-                "quality": quality, "index_crc": index_checksum(y_idx)}
+        y_bytes = [bytes(y_tables.encode(sym.reshape(-1), idx.reshape(-1), threads=threads)) for sym, idx in y_parts]
+        return {"strings": [y_bytes[0], bytes(z_bytes), *y_bytes[1:]], "shape": z_shape, "image_size": image_size,
+                "quality": quality, "index_crc": index_crc}
 
     @torch.no_grad()
     def decode_symbols(
@@ -815,16 +813,15 @@ class DefaultCodecModel(nn.Module):
         CRC is checked before the non-anchors' stream is parsed."""
         p, qf = integer.params, float(q[0])
         feats = hyper_features(p, z_sym, backend)
-        idx1, m1 = head_codes(p, feats, qf, backend)
-        a = anchor_mask(int(idx1.shape[2]), int(idx1.shape[3])).expand(idx1.shape)
-        y_sym = torch.zeros(idx1.shape, dtype=torch.int32)
-        y_sym[a] = integer.y_tables.decode(bytes(strings[0]), idx1[a].contiguous(), threads=threads).to(torch.int32)
-        idx2, m2 = head_codes(p, feats, qf, backend, context_input(p, y_sym, m1, qf))
+        idx_a, m_a = head_codes(p, feats, qf, backend, part="anchors")
+        sym_a = integer.y_tables.decode(bytes(strings[0]), idx_a.reshape(-1), threads=threads)
+        sym_a = sym_a.to(torch.int32).reshape(idx_a.shape)
+        idx_n, m_n = head_codes(p, feats, qf, backend, context_input(p, sym_a, m_a, qf), part="non_anchors")
         del feats
-        y_idx = torch.where(a, idx1, idx2)
-        self._check_index_crc(y_idx, index_crc, integer)
-        y_sym[~a] = integer.y_tables.decode(bytes(strings[2]), idx2[~a].contiguous(), threads=threads).to(torch.int32)
-        m_q = torch.where(a, m1, m2)
+        self._check_index_crc(checkerboard_merge(idx_a, idx_n), index_crc, integer)
+        sym_n = integer.y_tables.decode(bytes(strings[2]), idx_n.reshape(-1), threads=threads)
+        y_sym = checkerboard_merge(sym_a, sym_n.to(torch.int32).reshape(idx_n.shape))
+        m_q = checkerboard_merge(m_a, m_n)
         means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
         return y_sym, z_sym, means
 

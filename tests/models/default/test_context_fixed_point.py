@@ -19,6 +19,8 @@ from cod_fast.int_params.reference import anchor_mask
 from cod_fast.models.default.integer_params import (
     DefaultIntegerParams,
     IntegerEntropyModel,
+    checkerboard_merge,
+    checkerboard_split,
     context_input,
     export_integer_params,
     quantize_y,
@@ -143,10 +145,22 @@ def test_context_layout_is_validated(live_int) -> None:
         dataclasses.replace(p, context=(dataclasses.replace(c0, weight=w), c1))
     with pytest.raises(TypeError):
         dataclasses.replace(p, context_lut=None)
-    sym = torch.ones(1, p.n_channels, 4, 4, dtype=torch.int32)
+    sym = torch.ones(1, p.n_channels, 4, 2, dtype=torch.int32)  # the anchors, packed
     u = context_input(p, sym, torch.zeros_like(sym), Q)
     a = anchor_mask(4, 4)
+    assert u.shape == (1, p.n_channels, 4, 4)
     assert bool((u[..., ~a] == 0).all()) and bool((u[..., a] > 0).all())
+
+
+def test_checkerboard_split_lists_each_set_in_raster_order() -> None:
+    x = torch.arange(2 * 3 * 6 * 8).view(2, 3, 6, 8)
+    a, n = checkerboard_split(x)
+    mask = anchor_mask(6, 8).expand(x.shape)
+    assert a.shape == n.shape == (2, 3, 6, 4)
+    assert torch.equal(a.reshape(-1), x[mask]) and torch.equal(n.reshape(-1), x[~mask])
+    assert torch.equal(checkerboard_merge(a, n), x)
+    with pytest.raises(ValueError, match="even"):
+        checkerboard_split(x[:, :, :5])
 
 
 _TRITON_CHECK = """
@@ -166,11 +180,11 @@ with torch.no_grad():
         p.copy_(torch.randn_like(p) * 0.3)
 p = export_integer_params(net, torch.randint(-6, 7, (2, 4, 3, 3)).float(), y_calib=torch.randn(1, 8, 4, 4) * 4)
 z = torch.randint(-9, 10, (1, 4, 1, 1), dtype=torch.int32)  # one z position: the interpreter is slow
-sym = torch.randint(-5, 6, (1, 8, 4, 4), dtype=torch.int32)
+sym = torch.randint(-5, 6, (1, 8, 4, 2), dtype=torch.int32)  # the anchors' symbols, packed
 f = hyper_features(p, z)  # pass one on Triton: test_fixed_point.py
-i1, m1 = head_codes(p, f, 1.5)
+i1, m1 = head_codes(p, f, 1.5, part="anchors")
 ctx = context_input(p, sym, m1, 1.5)
-a, b = head_codes(p, f, 1.5, "reference", ctx), head_codes(p, f, 1.5, "triton", ctx)
+a, b = (head_codes(p, f, 1.5, be, ctx, part="non_anchors") for be in ("reference", "triton"))
 assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[1], m1)
 print("identical")
 """
