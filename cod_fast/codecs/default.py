@@ -167,11 +167,13 @@ class DefaultCodec(PortableCodec):
 
     def portable_reference(self) -> ModelRef | None:
         """The reference this codec pickles to when it is a release of the bundled model (by
-        fingerprint), else None (``cod_fast.portable``)."""
+        fingerprint) or was loaded from a folder (``load_default_codec_from``), else None
+        (``cod_fast.portable``)."""
         for release, fp in bundled_fingerprints().items():
             if bytes(self.fingerprint) == fp:
                 return ModelRef(kind="default", name=f"release{release}")
-        return None
+        folder = getattr(self, "_source_dir", None)  # load_default_codec_from
+        return None if folder is None else ModelRef(kind="default", name="folder", checkpoint=folder)
 
     def memory_estimate(self, phase: str, height: int, width: int) -> int:
         """Peak activation bytes of ``phase`` ("decode"/"encode") for an image of this size
@@ -416,13 +418,17 @@ def load_default_codec_from(weights_dir: Union[str, Path], device: Union[str, to
     integer = IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state))
     codec = DefaultCodec(net, default_fingerprint(info["config"], stored, int_state), integer=integer,
                          entropy_backend=entropy_backend)
+    codec._source_dir = str(d.resolve())  # its portable reference: pickles rebuild it from the folder
     registry.register(codec)
     return codec
 
 
 @register_loader("default")
 def _load_reference(ref: ModelRef, device: Any, dtype: Any) -> DefaultCodec:
-    """Rebuild a pickled bundled default codec (``cod_fast.portable``): its release, on ``device``."""
+    """Rebuild a pickled default codec (``cod_fast.portable``): a bundled release, or the files of
+    the folder it was loaded from (``load_default_codec_from``), on ``device``."""
+    if ref.name == "folder":
+        return load_default_codec_from(ref.checkpoint, device)
     return load_default_codec(device, release=1 if ref.name == "release1" else 2)
 
 

@@ -222,6 +222,10 @@ def test_container_release_3(nets, live_int, tmp_path: Path) -> None:
     assert SectionType.HYPERPRIOR_Y_NONANCHOR in c.sections
     out = cod_fast.decode(data)  # found by fingerprint
     assert out.shape == (3, 100, 130) and torch.equal(out, codec.decode(data))
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(codec))  # rebuilt from the folder (cod_fast.portable)
+    assert copy.release == 3 and copy.fingerprint == codec.fingerprint and torch.equal(copy.decode(data), out)
     ys, _ = codec.decode_symbols(data)
     want, _ = live.decode_symbols([c.sections[5], c.sections[6], c.sections[10]], (2, 3), Q, integer=live_int)
     assert torch.equal(ys, want)
