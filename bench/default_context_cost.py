@@ -2,7 +2,7 @@
 fresh (zero) context, against release 2 of the same weights, on Kodak (issue 19).
 
 ``python bench/default_context_cost.py [--data DIR] [--images kodim01.png ...] [--levels 0,2,4]
-[--kernel 5] [--hidden 128] [--backend auto] [--repeats 2]``
+[--kernel 3] [--hidden 128] [--backend auto] [--repeats 2]``
 
 Builds the release-3 model in a temporary folder (``add_checkerboard_context`` on the shipped
 model, ``tools/export_default_int.py --weights`` for its integers, ``load_default_codec_from``)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--images", nargs="*", default=["kodim01.png", "kodim04.png", "kodim15.png", "kodim23.png"])
     ap.add_argument("--levels", default="0,2,4")
-    ap.add_argument("--kernel", type=int, default=5)
+    ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--repeats", type=int, default=2)

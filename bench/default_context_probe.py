@@ -2,7 +2,7 @@
 (issue 19): a lower bound on the gain of joint training.
 
 ``python bench/default_context_probe.py --data /work/train/data/crops.npy [--steps 300]
-[--batch 4] [--crop 256] [--lr 1e-3] [--kernel 5] [--hidden 128] [--seed 0]
+[--batch 4] [--crop 256] [--lr 1e-3] [--kernel 3] [--hidden 128] [--seed 0]
 [--kodak DIR] [--images kodim01.png ...] [--levels 0,2,4] [--save DIR]``
 
 Freezes the released model (release 2's float weights), adds a fresh context
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--kernel", type=int, default=5)
+    ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kodak", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
