@@ -232,6 +232,10 @@ def test_container_release_3(nets, live_int, tmp_path: Path) -> None:
     (crc,) = struct.unpack("<I", c.sections[SectionType.HYPERPRIOR_CHECK])
     with pytest.raises(EntropyParameterMismatchError, match="release 3"):
         codec.decode(replace_container(data, sections={SectionType.HYPERPRIOR_CHECK: struct.pack("<I", crc ^ 1)}))
+    for tag in (SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Y_NONANCHOR):  # damaged y streams
+        for payload in (c.sections[tag][: len(c.sections[tag]) // 2], b"", bytes(range(256))):
+            with pytest.raises(BitstreamError):
+                codec.decode(replace_container(data, sections={tag: payload}))
     sections = dict(c.sections)
     del sections[SectionType.HYPERPRIOR_Y_NONANCHOR]
     with pytest.raises(BitstreamError, match="HYPERPRIOR_Y_NONANCHOR"):
