@@ -101,6 +101,7 @@ class SectionType(enum.IntEnum):
     HYPERPRIOR_PARAMS = 7  # f32 quality, u16 z rows, u16 z cols (cod_fast.codecs.default)
     SODEC_PARAMS = 8  # u8 flags, u16 z rows, u16 z cols, u32 anchor bytes (cod_fast.codecs.sodec)
     HYPERPRIOR_CHECK = 9  # u32 CRC32 of the y table indexes the encoder used (cod_fast.codecs.default)
+    HYPERPRIOR_Y_NONANCHOR = 10  # rANS stream of the non-anchor y symbols (default model, checkerboard releases)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,13 @@ Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true imag
 * ``HYPERPRIOR_CHECK`` (4 bytes, optional; written since the unit-domain model): u32 CRC32 of
   the y table indexes the encoder used. The decoder recomputes the indexes and raises
   ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
-  garbage. Streams without the section decode unchecked.
+  garbage. Streams without the section decode unchecked;
+* ``HYPERPRIOR_Y_NONANCHOR`` (models with the checkerboard context only, release 3): the rANS
+  stream of the non-anchor y symbols; ``HYPERPRIOR_Y`` then holds the anchors' (row + col even),
+  each in raster order, and the CHECK CRC covers all the indexes (checked before the non-anchors
+  are parsed).
 
-Releases (the model fingerprint tells them apart; the section layout is the same):
+Releases (the model fingerprint tells them apart; the sections of releases 1 and 2 are the same):
 
 * **release 2** (current, ``load_default_codec()``): the z/y rANS tables, the y table indexes and
   the y means come from integers only (``cod_fast.models.default.integer_params``, SODEC's
@@ -21,7 +25,11 @@ Releases (the model fingerprint tells them apart; the section layout is the same
   from the float32 hyper synthesis, whose rounding depends on the thread count, the CPU's kernels
   and the BLAS. Its streams still decode (``load_default_codec(release=1)``, found by fingerprint)
   where that float maths gives the encoder's bits; elsewhere the CHECK section refuses them with an
-  error naming release 1 and asking for a re-encode with release 2.
+  error naming release 1 and asking for a re-encode with release 2;
+* **release 3** (a model with ``context="checkerboard"``, e.g. built by
+  ``load_default_codec_from(weights_dir)``; not bundled yet): release 2's fixed point plus the
+  checkerboard context in integers (``integer_params``, "Checkerboard context"); the fingerprint
+  hashes ``"release": 3``, the config with its ``context`` keys and the context's integers.
 
 The parser checks the quality range and that the z grid is the one the header's image size
 implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import math
 import struct
 import threading
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -50,6 +59,7 @@ from ..bitstream import (
 from ..errors import BitstreamError, EntropyParameterMismatchError
 from ..image_io import ImageLike, to_uint8_chw, uint8_to_unit
 from ..models.default import (
+    INT_WEIGHTS_FILE,
     STRIDE,
     WEIGHTS_DIR,
     WEIGHTS_FILE,
@@ -68,6 +78,8 @@ _PARAMS = struct.Struct("<fHH")  # quality, z rows, z cols
 _CHECK = struct.Struct("<I")  # CRC32 of the y table indexes
 _SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z,
              SectionType.HYPERPRIOR_CHECK}
+#: The sections of a release with the checkerboard context (release 3).
+_CONTEXT_SECTIONS = _SECTIONS | {SectionType.HYPERPRIOR_Y_NONANCHOR}
 
 
 #: Fingerprint of release 1 (float32 entropy parameters) of the shipped weights.
@@ -79,12 +91,14 @@ def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor],
     """16-byte fingerprint of the default model from its config dict and its tensors as stored
     (float16 in the shipped file: hashed before the cast to float32, as ``load_model`` does).
 
-    ``integer``: release 2's stored integer entropy state, hashed under ``integer.`` with
-    ``"release": 2`` in the hashed config; None gives release 1's fingerprint."""
+    ``integer``: the stored integer entropy state, hashed under ``integer.`` with ``"release": 2``
+    in the hashed config, or ``"release": 3`` when it holds a checkerboard context
+    (``context.*`` entries); None gives release 1's fingerprint."""
     if integer is None:
         return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
     tensors = {**stored, **{f"integer.{k}": v for k, v in integer.items()}}
-    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False, "release": 2},
+    release = 3 if "context.meta" in integer else 2
+    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False, "release": release},
                                tensors)
 
 
@@ -93,8 +107,8 @@ class DefaultCodec(PortableCodec):
 
     Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,
     ``levels`` (number of rate levels; quality lies in [0, levels - 1]), ``stride`` (64),
-    ``integer`` (release 2's ``IntegerEntropyModel``, or None for release 1's float32 entropy
-    parameters), ``release`` (1 or 2), ``entropy_backend`` ("auto", the default: C++ when built, else the
+    ``integer`` (release 2's or 3's ``IntegerEntropyModel``, or None for release 1's float32 entropy
+    parameters), ``release`` (1, 2, or 3 for a model with the checkerboard context), ``entropy_backend`` ("auto", the default: C++ when built, else the
     reference; "reference", "cpp" or "triton": where release 2's fixed-point convolutions run;
     every backend gives the same integers).
     """
@@ -107,6 +121,7 @@ class DefaultCodec(PortableCodec):
         SectionType.HYPERPRIOR_Y: "rANS stream of the y symbols",
         SectionType.HYPERPRIOR_Z: "rANS stream of the z symbols",
         SectionType.HYPERPRIOR_CHECK: "u32 CRC32 of the y table indexes the encoder used (optional)",
+        SectionType.HYPERPRIOR_Y_NONANCHOR: "rANS stream of the non-anchor y symbols (release 3: checkerboard)",
     }
 
     @staticmethod
@@ -136,8 +151,12 @@ class DefaultCodec(PortableCodec):
         self.threads = threads
         if entropy_backend not in BACKENDS:
             raise ValueError(f"entropy_backend must be one of {BACKENDS}, got {entropy_backend!r}")
+        has_context = integer is not None and integer.params.context is not None
+        if has_context != (getattr(net, "context", None) is not None):
+            raise ValueError("the model and its integer entropy parameters disagree on the checkerboard context")
         self.integer = integer
-        self.release = 1 if integer is None else 2
+        self.release = 1 if integer is None else 3 if has_context else 2
+        self._sections = _CONTEXT_SECTIONS if has_context else _SECTIONS
         self.entropy_backend = entropy_backend
         self._lock = threading.Lock()  # the model caches its entropy tables lazily
 
@@ -148,11 +167,13 @@ class DefaultCodec(PortableCodec):
 
     def portable_reference(self) -> ModelRef | None:
         """The reference this codec pickles to when it is a release of the bundled model (by
-        fingerprint), else None (``cod_fast.portable``)."""
+        fingerprint) or was loaded from a folder (``load_default_codec_from``), else None
+        (``cod_fast.portable``)."""
         for release, fp in bundled_fingerprints().items():
             if bytes(self.fingerprint) == fp:
                 return ModelRef(kind="default", name=f"release{release}")
-        return None
+        folder = getattr(self, "_source_dir", None)  # load_default_codec_from
+        return None if folder is None else ModelRef(kind="default", name="folder", checkpoint=folder)
 
     def memory_estimate(self, phase: str, height: int, width: int) -> int:
         """Peak activation bytes of ``phase`` ("decode"/"encode") for an image of this size
@@ -163,7 +184,10 @@ class DefaultCodec(PortableCodec):
         76, 148 MB and ~0.61 GB at 256x256, 384x512, 768x1024 and 2048x3072 (encode at 384x512 up
         to 104 MB in a run beside other tests, hence the larger fixed term)."""
         p = memory.pad(height, STRIDE) * memory.pad(width, STRIDE)
-        return (40 << 20) + p * 104 if phase == "decode" else (48 << 20) + p * 92
+        # release 3 keeps both passes' indexes and means and the context's input whole (int32, three
+        # y coefficients per pixel): about 48 B/px more (an estimate from the arrays, not measured)
+        extra = 48 * p if self.release == 3 else 0
+        return extra + ((40 << 20) + p * 104 if phase == "decode" else (48 << 20) + p * 92)
 
     def check_decodable_size(self, height: int, width: int) -> None:
         """LimitExceededError when the decoder would refuse a stream of this size (its z grid)."""
@@ -206,13 +230,15 @@ class DefaultCodec(PortableCodec):
         zh, zw = out["shape"]
         if (zh, zw) != self._z_shape(h, w):  # invariant of the model's padding policy
             raise RuntimeError(f"model returned z grid {zh}x{zw} for a {h}x{w} image")
-        y_bytes, z_bytes = out["strings"]
+        y_bytes, z_bytes = out["strings"][:2]
         sections = {
             SectionType.HYPERPRIOR_PARAMS: _PARAMS.pack(q, zh, zw),
             SectionType.HYPERPRIOR_Y: bytes(y_bytes),
             SectionType.HYPERPRIOR_Z: bytes(z_bytes),
             SectionType.HYPERPRIOR_CHECK: _CHECK.pack(out["index_crc"]),
         }
+        if self.release == 3:
+            sections[SectionType.HYPERPRIOR_Y_NONANCHOR] = bytes(out["strings"][2])
         return write_container(Container(codec_id=self.codec_id, fingerprint=self.fingerprint,
                                          height=h, width=w, sections=sections))
 
@@ -222,7 +248,7 @@ class DefaultCodec(PortableCodec):
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
         c = read_container(data)
-        check_owner(c, self.fingerprint, self.codec_id, "the default model", _SECTIONS)
+        check_owner(c, self.fingerprint, self.codec_id, "the default model", self._sections)
         payload = c.section(SectionType.HYPERPRIOR_PARAMS)
         if len(payload) != _PARAMS.size:
             raise BitstreamError(f"HYPERPRIOR_PARAMS section must be {_PARAMS.size} bytes, got {len(payload)}")
@@ -243,6 +269,14 @@ class DefaultCodec(PortableCodec):
         return c, q, (zh, zw), crc
 
     @memory.allocation_guard
+    def _strings(self, c: Container) -> list[bytes]:
+        """The model's byte strings from a parsed container: [y, z], or with the checkerboard
+        context [y anchors, z, y non-anchors] (BitstreamError when a section is missing)."""
+        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        if self.release == 3:
+            strings.append(c.section(SectionType.HYPERPRIOR_Y_NONANCHOR))
+        return strings
+
     def decode_symbols(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
         """Container bytes -> the entropy-decoded integers ``(y symbols int32 (1, M, h, w),
         z symbols int32 (1, Nz, h/4, w/4))`` on the CPU, without the synthesis. Same errors as
@@ -264,7 +298,7 @@ class DefaultCodec(PortableCodec):
     def _entropy_decode(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, tuple[int, int]]:
         """(y symbols, z symbols, y means, quality, (H, W)) with this codec's error mapping."""
         c, q, z_shape, crc = self.parse(data)
-        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        strings = self._strings(c)
         try:
             with self._lock:
                 qt = self.net._check_levels(q, 1, torch.device("cpu"))
@@ -295,7 +329,8 @@ class DefaultCodec(PortableCodec):
                 "rounds as the encoder's did (e.g. the same thread count on the same kind of CPU). Re-encode the "
                 "image with release 2 (the current default model, cod_fast.load_model()), whose streams decode "
                 "identically everywhere")
-        return EntropyParameterMismatchError(f"default model release 2 (fingerprint {self.fingerprint_hex}): {exc}")
+        return EntropyParameterMismatchError(
+            f"default model release {self.release} (fingerprint {self.fingerprint_hex}): {exc}")
 
     @memory.allocation_guard
     def decode(self, data: bytes, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
@@ -303,7 +338,7 @@ class DefaultCodec(PortableCodec):
         ``max_memory``: see ``cod_fast.memory``."""
         c, q, z_shape, crc = self.parse(data)
         memory.check(self, "decode", c.height, c.width, max_memory)
-        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        strings = self._strings(c)
         try:
             with self._lock:
                 x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
@@ -366,9 +401,34 @@ def bundled_fingerprints() -> dict[int, bytes]:
         return dict(_bundled)
 
 
+def load_default_codec_from(weights_dir: Union[str, Path], device: Union[str, torch.device] = "cpu",
+                            entropy_backend: str = "auto") -> DefaultCodec:
+    """A ``DefaultCodec`` of default-model files in ``weights_dir`` (``default.json``,
+    ``default.safetensors``, ``default_int.safetensors``, as ``tools/export_default_int.py`` and
+    the trainer write them): release 2, or release 3 when the model has the checkerboard context.
+    Registered, so ``cod_fast.decode`` finds it by fingerprint. Not cached."""
+    d = Path(weights_dir)
+    net = load_default_model(device=device, weights_dir=d)
+    info = default_model_info(d)
+    stored = load_file(str(d / WEIGHTS_FILE))
+    int_path = d / INT_WEIGHTS_FILE
+    if not int_path.exists():
+        raise FileNotFoundError(f"integer entropy parameters not found at {int_path} (tools/export_default_int.py)")
+    int_state = load_file(str(int_path))
+    integer = IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state))
+    codec = DefaultCodec(net, default_fingerprint(info["config"], stored, int_state), integer=integer,
+                         entropy_backend=entropy_backend)
+    codec._source_dir = str(d.resolve())  # its portable reference: pickles rebuild it from the folder
+    registry.register(codec)
+    return codec
+
+
 @register_loader("default")
 def _load_reference(ref: ModelRef, device: Any, dtype: Any) -> DefaultCodec:
-    """Rebuild a pickled bundled default codec (``cod_fast.portable``): its release, on ``device``."""
+    """Rebuild a pickled default codec (``cod_fast.portable``): a bundled release, or the files of
+    the folder it was loaded from (``load_default_codec_from``), on ``device``."""
+    if ref.name == "folder":
+        return load_default_codec_from(ref.checkpoint, device)
     return load_default_codec(device, release=1 if ref.name == "release1" else 2)
 
 

@@ -24,7 +24,8 @@ CONFIG_FILE = "default.json"
 #: Release 2's fixed-point entropy model (``integer_params``), derived from the float weights by
 #: ``tools/export_default_int.py`` and committed: these integers are the model.
 INT_WEIGHTS_FILE = "default_int.safetensors"
-#: The current release of the default model (1: float32 entropy parameters; 2: fixed point).
+#: The bundled release of the default model (1: float32 entropy parameters; 2: fixed point; 3: fixed
+#: point with the checkerboard context, for models trained with it: not bundled yet).
 RELEASE = 2
 
 __all__ = [

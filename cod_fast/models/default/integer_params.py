@@ -46,6 +46,22 @@ steps done in torch int64 for every backend:
   moved from the grid ``2**-30`` to ``2**-gain_frac_bits`` by ``2**n`` (``round_shift`` or a left
   shift).
 
+**Checkerboard context** (release 3, optional: ``DefaultIntegerParams.context``; the float
+model's ``CheckerboardContext``). Two passes over the y grid. Pass one: the indexes and means
+above, used at the anchors (row + col even). Then the context input, at anchors only (0
+elsewhere), is the anchors' y_hat in the gain-free domain on the grid ``2**-context_frac_bits``:
+``u = clamp(round_shift((symbol * 2**F + m_q) * Ginv, F + gain_frac_bits - context_frac_bits),
+-32767, 32767)`` with F = mean_frac_bits and ``Ginv = exp2_fixed(-L)`` (the inverse gain code:
+the same exp2 tables and grid as ``G``, for the negated interpolated log2 gain). Two more
+``IntegerConv``s run on it: ``c0`` (k x k, M -> C, weights zero outside the checkerboard taps ky
++ kx odd, so that a non-anchor reads only anchors; clamp [-32767, 32767]) then ``a =
+context_lut[q + 32767]`` (GELU by table, as above), then ``c1`` (1x1, C -> 2M, clamp [-32767,
+32767], on the head's raw grids ``2**-f_s`` / ``2**-f_m``). The non-anchors' raw head is
+``clamp(head + c1, -32767, 32767)`` (int64 sum), and their indexes and means follow from it by the
+head rule above (pass two). Bounds: ``|symbol * 2**F + m_q| < 2**39`` and ``Ginv < 2**21``, so
+the product stays below 2**60; the two layers are within SODEC's proof (int16-range inputs).
+A zero ``c1`` (a fresh context) gives pass two = pass one: the symbols of release 2.
+
 The z tables (the factorized prior) and the y tables (CompressAI's 64 Gaussian scales) are stored
 as the integers the rANS coder uses, not rebuilt from float maths at load.
 
@@ -65,6 +81,7 @@ from typing import Any
 import torch
 
 from cod_fast.entropy import CdfTables, GaussianConditionalTables
+from cod_fast.int_params.reference import anchor_mask, checkerboard_taps
 from cod_fast.models.sodec.integer_params import (
     ACT_MAX,
     BACKENDS,
@@ -84,6 +101,12 @@ from .entropy_models import TAIL_MASS
 __all__ = [
     "BACKENDS",
     "DefaultIntegerParams",
+    "checkerboard_merge",
+    "checkerboard_split",
+    "context_input",
+    "head_codes",
+    "hyper_features",
+    "inverse_gain_codes",
     "IntegerEntropyModel",
     "depth_to_space",
     "dequantize_y",
@@ -165,6 +188,11 @@ class DefaultIntegerParams:
     scale_frac_bits: int = 16
     mean_frac_bits: int = 8
     gain_frac_bits: int = 16
+    #: Release 3's checkerboard context (module docstring): layers (c0, c1), the GELU table after
+    #: c0 (int32 [65535]) and the grid 2**-context_frac_bits of its input. None: no context.
+    context: tuple[IntegerConv, IntegerConv] | None = None
+    context_lut: torch.Tensor | None = None
+    context_frac_bits: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -225,6 +253,38 @@ class DefaultIntegerParams:
             raise ValueError("softplus table exceeds int32")
         if len(self.tables) != 6:
             raise ValueError("tables must be (z_cdf, z_cdf_length, z_offset, y_cdf, y_cdf_length, y_offset)")
+        if self.context is not None:
+            self._validate_context()
+
+    def _validate_context(self) -> None:
+        m, head = self.n_channels, self.layers[-1]
+        if head.weight.shape[-1] != 1 or head.up != 1 or self.shuffle[-1] != 1:
+            raise ValueError("the checkerboard context needs a 1x1 head (per-position, banded)")
+        if not isinstance(self.context, tuple) or len(self.context) != 2:
+            raise TypeError("context must be a pair of IntegerConv (c0, c1)")
+        c0, c1 = self.context
+        for name, layer in (("c0", c0), ("c1", c1)):
+            layer.validate()
+            if layer.up != 1 or layer.lo < -ACT_MAX or layer.hi > ACT_MAX:
+                raise ValueError(f"context layer {name} must have up = 1 and clamp into [-32767, 32767]")
+        k = c0.weight.shape[-1]
+        if c0.weight.shape[1] != m or bool((c0.weight[:, :, ~checkerboard_taps(k)] != 0).any()):
+            raise ValueError(f"context layer c0 must read {m} channels through the checkerboard taps only")
+        if tuple(c1.weight.shape) != (2 * m, c0.weight.shape[0], 1, 1):
+            raise ValueError(f"context layer c1 must be 1x1 from {c0.weight.shape[0]} to {2 * m} channels")
+        lut = self.context_lut
+        if not isinstance(lut, torch.Tensor) or lut.dtype != torch.int32 or tuple(lut.shape) != (LUT_SIZE,):
+            raise TypeError(f"context_lut must be an int32 tensor of shape ({LUT_SIZE},)")
+        if int(lut.abs().max()) > ACT_MAX:
+            raise ValueError("context_lut must map into [-32767, 32767]")
+        if not (0 <= self.context_frac_bits <= 16 and
+                self.mean_frac_bits + self.gain_frac_bits - self.context_frac_bits >= 1):
+            raise ValueError("context_frac_bits out of range")
+        # inverse gain codes 2**(-L / 2**16) must lie in the same range as the gain codes
+        g = self.log2_gain
+        top = (MAX_GAIN_CODE.bit_length() - 2 - self.gain_frac_bits) << LOG2_FRAC_BITS
+        if int(-g.min()) > top or int(-g.max()) < -(self.gain_frac_bits << LOG2_FRAC_BITS):
+            raise ValueError("log2 gains out of the range the inverse gain codes allow")
 
     @property
     def levels(self) -> int:
@@ -249,6 +309,15 @@ class DefaultIntegerParams:
             out[f"layers.{i}.meta"] = torch.tensor([layer.up, layer.lo, layer.hi, self.shuffle[i]], dtype=torch.int64)
             if i < len(self.act_luts):
                 out[f"layers.{i}.act_lut"] = self.act_luts[i].to(torch.int16)  # int16 range by validate
+        if self.context is not None:  # release 3 only: release 2's dict is unchanged
+            out["context.meta"] = torch.tensor([self.context_frac_bits], dtype=torch.int64)
+            out["context.act_lut"] = self.context_lut.to(torch.int16)
+            for i, layer in enumerate(self.context):
+                out[f"context.{i}.weight"] = layer.weight.to(torch.int8)
+                out[f"context.{i}.bias"] = layer.bias
+                out[f"context.{i}.mult"] = layer.mult
+                out[f"context.{i}.shift"] = layer.shift
+                out[f"context.{i}.meta"] = torch.tensor([layer.up, layer.lo, layer.hi], dtype=torch.int64)
         return out
 
     @classmethod
@@ -266,8 +335,18 @@ class DefaultIntegerParams:
                     luts.append(_int(sd[f"layers.{i}.act_lut"], torch.int16))
             tables = tuple(sd[f"tables.{n}"] for n in ("z_cdf", "z_cdf_length", "z_offset", "y_cdf",
                                                          "y_cdf_length", "y_offset"))
+            ctx: dict[str, Any] = {}
+            if "context.meta" in sd:
+                convs = []
+                for i in range(2):
+                    up, lo, hi = (int(v) for v in sd[f"context.{i}.meta"].tolist())
+                    convs.append(IntegerConv(_int(sd[f"context.{i}.weight"], torch.int8), sd[f"context.{i}.bias"],
+                                             sd[f"context.{i}.mult"], sd[f"context.{i}.shift"], up, lo, hi))
+                ctx = {"context": tuple(convs), "context_lut": _int(sd["context.act_lut"], torch.int16),
+                       "context_frac_bits": int(sd["context.meta"][0])}
             return cls(tuple(layers), tuple(shuffle), tuple(luts), sd["softplus_lut"], sd["log2_gain"],
-                       sd["exp2_hi"], sd["exp2_lo"], sd["thresholds"], tables, n_ch, fm, fsp, cmin, sfb, mfb, gfb)
+                       sd["exp2_hi"], sd["exp2_lo"], sd["thresholds"], tables, n_ch, fm, fsp, cmin, sfb, mfb, gfb,
+                       **ctx)
         except KeyError as exc:
             raise ValueError(f"default-model integer parameters lack entry {exc}") from None
 
@@ -295,10 +374,25 @@ def quality_code(quality: float, levels: int) -> tuple[int, int]:
 
 def gain_codes(params: DefaultIntegerParams, quality: float) -> torch.Tensor:
     """Integer gains ``G`` int64 [M] of rate level ``quality`` on the grid 2**-gain_frac_bits."""
+    return _exp2_codes(params, _log2_gain(params, quality))
+
+
+def inverse_gain_codes(params: DefaultIntegerParams, quality: float) -> torch.Tensor:
+    """Integer inverse gains ``Ginv = exp2_fixed(-L)`` int64 [M] of rate level ``quality`` (grid
+    2**-gain_frac_bits): the gain-free domain of the checkerboard context's input."""
+    return _exp2_codes(params, -_log2_gain(params, quality))
+
+
+def _log2_gain(params: DefaultIntegerParams, quality: float) -> torch.Tensor:
+    """The interpolated log2 gain ``L`` int64 [M] (grid 2**-16) of rate level ``quality``."""
     lo, t16 = quality_code(quality, params.levels)
     g = params.log2_gain
     hi = min(lo + 1, params.levels - 1)
-    log2 = g[lo] + round_shift((g[hi] - g[lo]) * t16, LOG2_FRAC_BITS) if t16 else g[lo].clone()
+    return g[lo] + round_shift((g[hi] - g[lo]) * t16, LOG2_FRAC_BITS) if t16 else g[lo].clone()
+
+
+def _exp2_codes(params: DefaultIntegerParams, log2: torch.Tensor) -> torch.Tensor:
+    """``exp2_fixed(log2)``: int64 [M] on the grid 2**-gain_frac_bits (module docstring)."""
     n = log2 >> LOG2_FRAC_BITS  # floor
     f = log2 & ((1 << LOG2_FRAC_BITS) - 1)
     mant = round_shift(params.exp2_hi[f >> 8] * params.exp2_lo[f & 255], EXP2_FRAC_BITS)  # grid 2**-30
@@ -314,38 +408,134 @@ def entropy_parameters(
 
     ``backend``: "reference" (torch int64), "cpp" or "triton" for the convolutions (SODEC's
     ``backend_conv``); the rest runs in torch int64 for all. Every backend gives the same integers.
+    With a checkerboard context these are pass one's (the anchors'): ``head_codes`` gives pass two's.
     """
+    return head_codes(params, hyper_features(params, z_sym, backend), quality, backend)
+
+
+def hyper_features(params: DefaultIntegerParams, z_sym: torch.Tensor, backend: str = "reference") -> torch.Tensor:
+    """The hyper synthesis up to its head: int64 [N, C, 4h, 4w] CPU, the input of the 1x1 head
+    (or, for a head of another shape, the head's raw output [N, 2M, 4h, 4w]). ``head_codes``
+    turns it into indexes and means; both passes of the checkerboard share it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(z_sym, torch.Tensor) or z_sym.dtype.is_floating_point or z_sym.dtype == torch.bool:
         raise TypeError("z_sym must be an integer tensor")
     if z_sym.dim() != 4 or z_sym.shape[1] != params.layers[0].weight.shape[1]:
         raise ValueError(f"z_sym must be [N, {params.layers[0].weight.shape[1]}, h, w], got {tuple(z_sym.shape)}")
-    g = gain_codes(params, quality).view(1, -1, 1, 1)
     a = z_sym.cpu().to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
     n_layers = len(params.layers)
-    head = params.layers[-1]
-    banded = head.weight.shape[-1] == 1 and params.shuffle[-1] == 1 and head.up == 1
-    for i, (layer, r) in enumerate(zip(params.layers, params.shuffle)):
-        if banded and i + 1 == n_layers:
-            break
+    stop = n_layers - 1 if _banded(params) else n_layers
+    for i, (layer, r) in enumerate(zip(params.layers[:stop], params.shuffle)):
         a = depth_to_space(backend_conv(a, layer, backend), r).to(torch.int64)
         if i + 1 < n_layers:
             a = params.act_luts[i].to(torch.int64)[a + ACT_MAX]
-    if not banded:
-        return _head_codes(params, a, g, backend)
-    # The head is a 1x1 layer: everything from here on is per position, so it runs on row bands
-    # of the y grid (exact integers; bounds the int64 temporaries, 2M channels wide).
-    n, _, h, w = a.shape
+    return a
+
+
+def _banded(params: DefaultIntegerParams) -> bool:
+    head = params.layers[-1]
+    return head.weight.shape[-1] == 1 and params.shuffle[-1] == 1 and head.up == 1
+
+
+#: The position sets of ``head_codes``: every position, the anchors, the non-anchors.
+PARTS = ("all", "anchors", "non_anchors")
+
+
+def checkerboard_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, C, H, W] (H, W even) -> (anchors, non-anchors), each [N, C, H, W / 2]: row r of each
+    holds that row's positions of the set (anchors: row + col even) left to right, so a
+    flattened half lists its set in raster order (channel, row, column). Data movement only."""
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"the checkerboard split needs an even grid, got {h}x{w}")
+    x6 = x.reshape(n, c, h // 2, 2, w // 2, 2)
+    anchors = torch.stack([x6[:, :, :, 0, :, 0], x6[:, :, :, 1, :, 1]], dim=3).reshape(n, c, h, w // 2)
+    others = torch.stack([x6[:, :, :, 0, :, 1], x6[:, :, :, 1, :, 0]], dim=3).reshape(n, c, h, w // 2)
+    return anchors, others
+
+
+def checkerboard_merge(anchors: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``checkerboard_split``: two [N, C, H, W / 2] -> [N, C, H, W]."""
+    n, c, h, w2 = anchors.shape
+    a = anchors.reshape(n, c, h // 2, 2, w2)
+    o = others.reshape(n, c, h // 2, 2, w2)
+    out = torch.empty((n, c, h // 2, 2, w2, 2), dtype=anchors.dtype)
+    out[:, :, :, 0, :, 0], out[:, :, :, 1, :, 1] = a[:, :, :, 0], a[:, :, :, 1]
+    out[:, :, :, 0, :, 1], out[:, :, :, 1, :, 0] = o[:, :, :, 0], o[:, :, :, 1]
+    return out.reshape(n, c, h, 2 * w2)
+
+
+def head_codes(params: DefaultIntegerParams, features: torch.Tensor, quality: float, backend: str = "reference",
+               y_ctx: torch.Tensor | None = None, part: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indexes, means)`` int32 from ``hyper_features`` [N, C, H, W]: at every position
+    ([N, M, H, W], ``part="all"``), or at the anchors / the non-anchors only, packed as
+    ``checkerboard_split`` packs them ([N, M, H, W / 2]). ``y_ctx`` (``context_input``, int32
+    [N, M, H, W]; only with ``part="non_anchors"``): pass two of the checkerboard context. The
+    head (1x1) and the context run on row bands of the y grid (exact integers; bounds the int64
+    temporaries, 2M channels wide); the context's k x k layer reads a halo of k // 2 rows around
+    each band, and its 1x1 layer runs only where its output is used."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    g = gain_codes(params, quality).view(1, -1, 1, 1)
+    n, _, h, w = features.shape
+    if y_ctx is not None:
+        if params.context is None or part != "non_anchors":
+            raise ValueError("y_ctx is pass two's input: it needs a checkerboard context and part='non_anchors'")
+        if tuple(y_ctx.shape) != (n, params.n_channels, h, w):
+            raise ValueError(f"y_ctx must be [{n}, {params.n_channels}, {h}, {w}], got {tuple(y_ctx.shape)}")
+    if not _banded(params):
+        if part != "all":
+            raise ValueError("the checkerboard parts need a 1x1 head")
+        return _head_codes(params, features, g, backend)
+    if part != "all":
+        features = checkerboard_split(features)[part == "non_anchors"]
+        w = w // 2
+    head = params.layers[-1]
     m = params.n_channels
     idx = torch.empty((n, m, h, w), dtype=torch.int32)
     means = torch.empty((n, m, h, w), dtype=torch.int32)
-    rows = max(1, HEAD_BAND_POSITIONS // max(1, n * w))
+    rows = max(2, HEAD_BAND_POSITIONS // max(1, n * w))
+    rows += rows % 2  # bands start on even rows: the checkerboard split of a band is the band of the split
     for r0 in range(0, h, rows):
         r1 = min(r0 + rows, h)
-        raw = backend_conv(a[:, :, r0:r1].contiguous(), head, backend).to(torch.int64)
+        raw = backend_conv(features[:, :, r0:r1].contiguous(), head, backend).to(torch.int64)
+        if y_ctx is not None:
+            raw = (raw + _context_rows(params, y_ctx, r0, r1, backend)).clamp(-ACT_MAX, ACT_MAX)
         idx[:, :, r0:r1], means[:, :, r0:r1] = _head_codes(params, raw, g, backend)
     return idx, means
+
+
+def _context_rows(params: DefaultIntegerParams, y_ctx: torch.Tensor, r0: int, r1: int,
+                  backend: str) -> torch.Tensor:
+    """The context's output (c1) int64 [N, 2M, r1 - r0, W / 2] at the non-anchors of rows [r0, r1)
+    (r0 even) of the y grid, from the input rows [r0 - k//2, r1 + k//2) (clipped at the grid's
+    edges, where the convolution's zero padding is the grid's)."""
+    c0, c1 = params.context
+    p = c0.weight.shape[-1] // 2
+    s0, s1 = max(0, r0 - p), min(int(y_ctx.shape[2]), r1 + p)
+    a = backend_conv(y_ctx[:, :, s0:s1].contiguous(), c0, backend).to(torch.int64)[:, :, r0 - s0: r1 - s0]
+    a = params.context_lut.to(torch.int64)[checkerboard_split(a)[1] + ACT_MAX]
+    return backend_conv(a.contiguous(), c1, backend).to(torch.int64)
+
+
+def context_input(params: DefaultIntegerParams, symbols: torch.Tensor, means: torch.Tensor,
+                  quality: float) -> torch.Tensor:
+    """The checkerboard context's input int32 [N, M, H, W] from the anchors' symbols and mean codes
+    (int [N, M, H, W / 2], packed as ``checkerboard_split`` packs them): the anchors' y_hat in the
+    gain-free domain on the grid 2**-context_frac_bits, clamped to [-32767, 32767]; 0 at
+    non-anchors (module docstring)."""
+    if params.context is None:
+        raise ValueError("these integer parameters have no checkerboard context")
+    if symbols.shape != means.shape or symbols.dim() != 4 or symbols.shape[1] != params.n_channels:
+        raise ValueError(f"symbols and means must be [N, {params.n_channels}, H, W / 2] of one shape")
+    ginv = inverse_gain_codes(params, quality).view(1, -1, 1, 1)
+    y_q = symbols.cpu().to(torch.int64) * (1 << params.mean_frac_bits) + means.cpu().to(torch.int64)
+    shift = params.mean_frac_bits + params.gain_frac_bits - params.context_frac_bits
+    u = round_shift(y_q * ginv, shift).clamp(-ACT_MAX, ACT_MAX).to(torch.int32)
+    return checkerboard_merge(u, torch.zeros_like(u))
 
 
 #: Positions of the y grid per band of the banded head (``entropy_parameters``): bounds its int64
@@ -403,10 +593,12 @@ def _gelu64(v: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def export_integer_params(net: Any, z_calib: torch.Tensor, headroom: float = 2.0,
-                          head_headroom: float = 4.0) -> DefaultIntegerParams:
+                          head_headroom: float = 4.0, y_calib: torch.Tensor | None = None) -> DefaultIntegerParams:
     """Turn a float ``DefaultCodecModel`` (``unit_hyper``, the shipped architecture) into release
-    2's integers. ``z_calib``: integer-valued z [N, Nz, h, w] of calibration images (grids only).
-    Deterministic for given weights and calibration data (float64 on the CPU)."""
+    2's integers (release 3's with its checkerboard context). ``z_calib``: integer-valued z
+    [N, Nz, h, w] of calibration images (grids only); ``y_calib`` (needed with a context): the
+    gain-free y [N, M, H, W] of calibration images, which picks the grids of the context's input
+    and hidden layer. Deterministic for given weights and calibration data (float64 on the CPU)."""
 
 
     cfg = net.cfg
@@ -446,6 +638,11 @@ def export_integer_params(net: Any, z_calib: torch.Tensor, headroom: float = 2.0
     j = torch.arange(256, dtype=torch.float64)
     exp2_hi = torch.round(torch.pow(2.0, j * 256 / 65536) * 2.0 ** EXP2_FRAC_BITS).to(torch.int64)
     exp2_lo = torch.round(torch.pow(2.0, j / 65536) * 2.0 ** EXP2_FRAC_BITS).to(torch.int64)
+    context: dict[str, Any] = {}
+    if getattr(net, "context", None) is not None:
+        if y_calib is None:
+            raise ValueError("a model with a checkerboard context needs y_calib to export")
+        context = _export_context(net.context, y_calib, f_s, f_m, m, headroom)
     sfb = 16
     y_tables = GaussianConditionalTables(tail_mass=TAIL_MASS)
     z_tables = net._z_tables()
@@ -458,8 +655,27 @@ def export_integer_params(net: Any, z_calib: torch.Tensor, headroom: float = 2.0
         thresholds=thresholds_from_table(y_tables.scale_table, sfb), tables=tables, n_channels=m,
         raw_mean_frac_bits=f_m, softplus_frac_bits=fsp,
         scale_min_code=round(SCALE_MIN_F32 * 2.0 ** (fsp + 16)), scale_frac_bits=sfb,
-        mean_frac_bits=8, gain_frac_bits=16,
+        mean_frac_bits=8, gain_frac_bits=16, **context,
     )
+
+
+def _export_context(ctx: Any, y_calib: torch.Tensor, f_s: int, f_m: int, m: int, headroom: float) -> dict[str, Any]:
+    """Release 3's context layers from a float ``CheckerboardContext``: the input grid from
+    max |y_calib| (at most 2**-16), c0 (masked weights) onto the grid of its calibrated
+    pre-activations, the GELU table, c1 onto the head's raw grids (a zero c1 stays exactly zero)."""
+    y = y_calib.detach().double().cpu()
+    f_c = max(0, min(16, _grid(float(y.abs().max()), headroom)))
+    anchors = anchor_mask(int(y.shape[2]), int(y.shape[3]))
+    w0 = ctx.conv1.weight.detach().double().cpu() * checkerboard_taps(ctx.conv1.weight.shape[-1]).double()
+    b0 = ctx.conv1.bias.detach().double().cpu()
+    pre = torch.nn.functional.conv2d(y * anchors, w0, b0, padding=w0.shape[-1] // 2)
+    f_h = _grid(float(pre.abs().max()), headroom)
+    c0 = _quantize_layer(w0, b0, f_c, torch.full((w0.shape[0],), float(f_h), dtype=torch.float64))
+    w1 = ctx.conv2.weight.detach().double().cpu()
+    b1 = ctx.conv2.bias.detach().double().cpu()
+    f_out = torch.cat([torch.full((m,), float(f_s)), torch.full((m,), float(f_m))]).double()
+    c1 = _quantize_layer(w1, b1, f_h, f_out)
+    return {"context": (c0, c1), "context_lut": _lut(_gelu64, f_h, f_h), "context_frac_bits": f_c}
 
 
 class IntegerEntropyModel:

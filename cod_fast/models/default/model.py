@@ -16,6 +16,12 @@ Data flow for an image x (B, 3, H, W) float32 in [0, 1], H and W multiples of 64
   gain, scales = gain * softplus(.) + 0.11, means = gain * (.). The level dependence of the
   entropy model is then exact instead of learned, which is what makes a briefly trained model
   code y better than a per-channel global scale would;
+* ``context`` (config, ``"checkerboard"``; default ``"none"``): a spatial context, two passes
+  (He et al. 2021, "Checkerboard context model"). Anchors (row + col even) are coded with h_s's
+  parameters alone; the non-anchors' raw (scale, mean) outputs of h_s get an offset from
+  ``CheckerboardContext`` applied to the decoded anchors' y_hat (in the gain-free domain, y_hat /
+  gain, zero at non-anchors). Its output layer starts at zero, so a model given a fresh context
+  codes exactly as without one (``add_checkerboard_context``);
 * ``g_s`` (synthesis, a one-step decoder): y_hat -> x_hat (B, 3, H, W): the inverse block
   transform plus a learned refinement branch whose blocks are
   CoD-Lite ``DiCoBlock``s (channel LayerNorm2d, 1x1 + depthwise 3x3 convs, channel attention,
@@ -28,6 +34,7 @@ last row/column up to a multiple of 64; ``decompress`` crops back to the recorde
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import zlib
 from dataclasses import asdict, dataclass
@@ -39,11 +46,24 @@ from torch import nn
 
 from cod_fast.entropy import CdfTables, GaussianConditionalTables
 from cod_fast.errors import EntropyParameterMismatchError
+from cod_fast.int_params.reference import anchor_mask, checkerboard_taps
 from cod_fast.models.cod_lite.pixel_cnn import DiCoBlock
 
 from . import lowmem
 from .entropy_models import SCALE_MIN, TAIL_MASS, FactorizedDensity, gaussian_likelihood, quantize
-from .integer_params import dequantize_y, entropy_parameters, quantize_y
+from .integer_params import (
+    checkerboard_merge,
+    checkerboard_split,
+    context_input,
+    dequantize_y,
+    entropy_parameters,
+    head_codes,
+    hyper_features,
+    quantize_y,
+)
+
+#: Values of ``DefaultConfig.context``.
+CONTEXTS = ("none", "checkerboard")
 
 #: Total downsampling of the model (analysis 16 x hyper-analysis 4): images are padded to it.
 STRIDE = 64
@@ -71,7 +91,11 @@ class DefaultConfig:
     already a transform codec with uniform quantizers, and the nonlinear branches (whose last
     layers start at zero) learn corrections on top; step0: quantizer step of that linear codec
     at the highest rate level (image scaled to [-1, 1]); lower levels start with steps growing
-    as 1/sqrt(lambda); unit_hyper: hyperprior in the gain-free domain (module docstring).
+    as 1/sqrt(lambda); unit_hyper: hyperprior in the gain-free domain (module docstring);
+    context: "none" or "checkerboard" (module docstring), with ``context_kernel`` (odd side of
+    the masked conv; 3 keeps the 4 nearest anchors: with the released transforms and the context
+    alone trained it coded Kodak as well as 5 at 40 % of the weights and time, MODEL_CARD.md)
+    and ``context_hidden`` (its width).
     """
 
     enc: tuple[int, int, int] = (48, 96, 128)
@@ -86,13 +110,30 @@ class DefaultConfig:
     dct_base: bool = True
     step0: float = 0.4
     unit_hyper: bool = False
+    context: str = "none"
+    context_kernel: int = 3
+    context_hidden: int = 128
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if not (isinstance(self.context_kernel, int) and 3 <= self.context_kernel <= 11 and self.context_kernel % 2):
+            raise ValueError(f"context_kernel must be odd in [3, 11], got {self.context_kernel!r}")
+        if not (isinstance(self.context_hidden, int) and 1 <= self.context_hidden <= 4096):
+            raise ValueError(f"context_hidden must be in [1, 4096], got {self.context_hidden!r}")
 
     @property
     def levels(self) -> int:
         return len(self.lambdas)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain dict (tuples as lists). Without a context the ``context*`` keys are left out, so
+        the configs of models without one (release 2's ``default.json``) stay as they were."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.context == "none":
+            for k in ("context", "context_kernel", "context_hidden"):
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DefaultConfig":
@@ -289,11 +330,47 @@ class HyperSynthesis(nn.Module):
     def forward(self, z_hat: torch.Tensor, gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Without ``gain``: scales = softplus(.) + 0.11, means. With ``gain`` (B, M, 1, 1) (the
         ``unit_hyper`` models): scales = gain * softplus(.) + 0.11, means = gain * (.)."""
+        return self.params(*self.raw(z_hat), gain)
+
+    def raw(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's (raw scales, raw means), each (B, M, 4h, 4w), before softplus/gain."""
         h = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(z_hat)))))
-        raw_scales, means = h.split(self.latent, dim=1)
+        raw_scales, raw_means = h.split(self.latent, dim=1)
+        return raw_scales, raw_means
+
+    @staticmethod
+    def params(raw_scales: torch.Tensor, raw_means: torch.Tensor,
+               gain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) from raw outputs (see ``forward``)."""
         if gain is None:
-            return F.softplus(raw_scales) + SCALE_MIN, means
-        return F.softplus(raw_scales) * gain + SCALE_MIN, means * gain
+            return F.softplus(raw_scales) + SCALE_MIN, raw_means
+        return F.softplus(raw_scales) * gain + SCALE_MIN, raw_means * gain
+
+
+class CheckerboardContext(nn.Module):
+    """Checkerboard context: anchors' y_hat (B, M, h, w) (gain-free domain, 0 at non-anchors) ->
+    offsets (B, 2M, h, w) of h_s's raw (scales, means), used at non-anchor positions only.
+
+    ``conv1``: k x k, M -> hidden, its weights masked to the checkerboard taps (ky + kx odd, the
+    centre never), so that a non-anchor reads only anchors; GELU; ``conv2``: 1x1, hidden -> 2M,
+    starting at zero (a fresh context changes nothing). The weight of ``conv1`` is stored unmasked;
+    every use multiplies it by the mask (a non-persistent buffer).
+    """
+
+    def __init__(self, latent: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(latent, hidden, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(hidden, 2 * latent, 1)
+        self.register_buffer("mask", checkerboard_taps(kernel).to(torch.float32), persistent=False)
+        with torch.no_grad():
+            self.conv1.weight.mul_(self.mask)
+            self.conv2.weight.zero_()
+            self.conv2.bias.zero_()
+
+    def forward(self, y_anchor: torch.Tensor) -> torch.Tensor:
+        w = self.conv1.weight * self.mask.to(self.conv1.weight.dtype)
+        h = F.gelu(F.conv2d(y_anchor, w, self.conv1.bias, padding=self.conv1.padding))
+        return self.conv2(h)
 
 
 class DefaultCodecModel(nn.Module):
@@ -312,6 +389,9 @@ class DefaultCodecModel(nn.Module):
         self.h_a = HyperAnalysis(c)
         self.h_s = HyperSynthesis(c)
         self.density_z = FactorizedDensity(c.hyper_latent)
+        self.context: CheckerboardContext | None = None
+        if c.context == "checkerboard":
+            self.context = CheckerboardContext(c.latent, c.context_hidden, c.context_kernel)
         # Initial gains spread the rate levels apart: doubling lambda roughly scales the
         # optimal step by 2^(-1/2), so the gains start at sqrt(lambda / lambda_max).
         lam = torch.tensor(c.lambdas, dtype=torch.float32)
@@ -376,7 +456,7 @@ class DefaultCodecModel(nn.Module):
         y, z, gain = self._analyse(self.g_a(x), q)
         z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
         lik_z = self.density_z.likelihood(z_tilde)
-        scales, means = self.h_s(z_tilde, gain)
+        scales, means = self._y_params(y, z_tilde, gain)
         y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
         lik_y = gaussian_likelihood(y_rate, means, scales)
         y_hat = quantize(y, "ste", means) if self.training else y_rate
@@ -393,6 +473,23 @@ class DefaultCodecModel(nn.Module):
             return y, self.h_a(y_unit), gain
         return y, self.h_a(y), None
 
+    def _y_params(self, y: torch.Tensor, z_tilde: torch.Tensor,
+                  gain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) of every y symbol (B, M, h, w): h_s's, and with the checkerboard
+        context the second pass's at non-anchors. The anchors' y_hat the context sees is y rounded
+        around h_s's means (straight-through in training): what the decoder has after pass one.
+        One masked conv over the whole grid (He et al. 2021's single-pass training)."""
+        raw_s, raw_m = self.h_s.raw(z_tilde)
+        if self.context is None:
+            return self.h_s.params(raw_s, raw_m, gain)
+        _, means1 = self.h_s.params(raw_s, raw_m, gain)
+        anchors = anchor_mask(int(y.shape[2]), int(y.shape[3])).to(y.device)
+        y_anchor = quantize(y, "ste" if self.training else "round", means1) * anchors
+        d_s, d_m = self.context(y_anchor if gain is None else y_anchor / gain).split(self.cfg.latent, dim=1)
+        raw_s = torch.where(anchors, raw_s, raw_s + d_s)
+        raw_m = torch.where(anchors, raw_m, raw_m + d_m)
+        return self.h_s.params(raw_s, raw_m, gain)
+
     def rd_lambda(self, q: float) -> float:
         """The rate-distortion weight of (fractional) level q: the lambdas interpolated
         geometrically, as the gains are."""
@@ -403,8 +500,9 @@ class DefaultCodecModel(nn.Module):
         return math.exp(math.log(lams[lo]) * (1 - t) + math.log(lams[hi]) * t)
 
     def entropy_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the entropy model alone: h_a, h_s and the z density."""
-        return [*self.h_a.parameters(), *self.h_s.parameters(), *self.density_z.parameters()]
+        """The parameters of the entropy model alone: h_a, h_s, the context (if any), the z density."""
+        ctx = [] if self.context is None else [*self.context.parameters()]
+        return [*self.h_a.parameters(), *self.h_s.parameters(), *ctx, *self.density_z.parameters()]
 
     def rate_forward(self, x: torch.Tensor, q: torch.Tensor | float | int) -> dict[str, torch.Tensor]:
         """Likelihoods of y and z for the current analysis, without the synthesis.
@@ -420,7 +518,7 @@ class DefaultCodecModel(nn.Module):
             y_unit = self.g_a(x)
         y, z, gain = self._analyse(y_unit, q)
         z_tilde = quantize(z, "noise") if self.training else quantize(z, "round")
-        scales, means = self.h_s(z_tilde, gain)
+        scales, means = self._y_params(y, z_tilde, gain)
         y_rate = quantize(y, "noise") if self.training else quantize(y, "round", means)
         return {
             "likelihoods_y": gaussian_likelihood(y_rate, means, scales),
@@ -481,6 +579,23 @@ class DefaultCodecModel(nn.Module):
         self._tables_z = None
         self._tables_y = None
 
+    @property
+    def _n_strings(self) -> int:
+        """Byte strings of a compressed image: [y, z], or [y anchors, z, y non-anchors]."""
+        return 2 if self.context is None else 3
+
+    @property
+    def _strings_names(self) -> str:
+        return "[y, z]" if self.context is None else "[y anchors, z, y non-anchors]"
+
+    def _check_release(self, integer: Any) -> None:
+        """ValueError unless the entropy parameters fit the model: a model with a context codes
+        only through integer parameters that have its context, and one without through none."""
+        has = integer is not None and getattr(integer.params, "context", None) is not None
+        if (self.context is not None) != has:
+            raise ValueError("a model with a checkerboard context codes only with integer parameters that have it "
+                             "(export_integer_params of that model), and a model without one only without")
+
     def _z_indexes(self, shape: tuple[int, int]) -> torch.Tensor:
         c = self.cfg.hyper_latent
         return torch.arange(c, dtype=torch.int32).view(c, 1).expand(c, shape[0] * shape[1]).reshape(-1)
@@ -509,6 +624,7 @@ class DefaultCodecModel(nn.Module):
         h, w = int(x.shape[2]), int(x.shape[3])
         if h < 1 or w < 1:
             raise ValueError("image must be at least 1x1")
+        self._check_release(integer)
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
         xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
@@ -521,6 +637,8 @@ class DefaultCodecModel(nn.Module):
         z_sym = torch.round(z).to("cpu", torch.float32)
         y_cpu = y.to("cpu", torch.float32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
+        if self.context is not None:  # release 3: checkerboard context
+            return self._compress_context(y_cpu, z_sym, z_shape, q, (h, w), threads, rdoq, integer, backend)
         y_tables, z_tables = self._rans_tables(integer)
         if integer is None:  # release 1: float32 hyper synthesis
             scales, means = self._hyper_params_cpu(z_sym, q)
@@ -536,7 +654,8 @@ class DefaultCodecModel(nn.Module):
             table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
             inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
             y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
-        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, (h, w), float(q[0]), threads)
+        return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, (h, w),
+                          float(q[0]), threads)
 
     def _compress_banded(
         self, y_unit: torch.Tensor, q: torch.Tensor, image_size: tuple[int, int], threads: int | None,
@@ -556,6 +675,8 @@ class DefaultCodecModel(nn.Module):
         del y_unit
         z_sym = torch.round(z).to("cpu", torch.float32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
+        if self.context is not None:  # release 3: checkerboard context (whole-tensor symbols)
+            return self._compress_context(y, z_sym, z_shape, q, image_size, threads, rdoq, integer, backend)
         y_tables, z_tables = self._rans_tables(integer)
         p = integer.params
         idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
@@ -578,17 +699,57 @@ class DefaultCodecModel(nn.Module):
             y_sym[band] = rdo_symbols(yb, means, table_scales, inv_gain, lam)
         del m_q, y
         y_idx = idx4.reshape(-1)
-        return self._pack(y_tables, z_tables, y_sym, y_idx, z_sym, z_shape, image_size, float(q[0]), threads)
+        return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, image_size,
+                          float(q[0]), threads)
 
-    def _pack(self, y_tables: Any, z_tables: Any, y_sym: torch.Tensor, y_idx: torch.Tensor, z_sym: torch.Tensor,
-              z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
+    def _compress_context(
+        self, y: torch.Tensor, z_sym: torch.Tensor, z_shape: tuple[int, int], q: torch.Tensor,
+        image_size: tuple[int, int], threads: int | None, rdoq: bool, integer: Any, backend: str,
+    ) -> dict[str, Any]:
+        """``compress`` of a model with the checkerboard context, from y (1, M, h, w) CPU float32 and
+        the rounded z: pass one's integer parameters give the anchors' symbols, whose y_hat feeds
+        the context (``integer_params.context_input``), then pass two's give the non-anchors'.
+        Anchors and non-anchors are handled packed (``checkerboard_split``). Returns ``_pack``'s
+        dict with three strings [y anchors, z, y non-anchors]."""
+        p, qf = integer.params, float(q[0])
+        feats = hyper_features(p, z_sym.to(torch.int32), backend)
+        y_a, y_n = checkerboard_split(y)
+        idx_a, m_a = head_codes(p, feats, qf, backend, part="anchors")
+        sym_a = self._integer_symbols(y_a, idx_a, m_a, p.mean_frac_bits, q, rdoq)
+        idx_n, m_n = head_codes(p, feats, qf, backend, context_input(p, sym_a, m_a, qf), part="non_anchors")
+        del feats
+        sym_n = self._integer_symbols(y_n, idx_n, m_n, p.mean_frac_bits, q, rdoq)
+        y_tables, z_tables = self._rans_tables(integer)
+        crc = index_checksum(checkerboard_merge(idx_a, idx_n))
+        return self._pack(y_tables, z_tables, [(sym_a, idx_a), (sym_n, idx_n)], crc, z_sym, z_shape, image_size,
+                          qf, threads)
+
+    def _integer_symbols(self, y: torch.Tensor, idx: torch.Tensor, m_q: torch.Tensor, mean_frac_bits: int,
+                         q: torch.Tensor, rdoq: bool) -> torch.Tensor:
+        """int32 symbols of y (1, M, h, w') CPU float32 around the mean codes ``m_q`` (same shape):
+        rounded (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales
+        ``idx``. Per element, so a packed half of the grid gives the half of the whole grid's."""
+        if not rdoq:
+            return quantize_y(y, m_q, mean_frac_bits)
+        if not bool(torch.isfinite(y).all()):  # quantize_y's check, which the RDOQ path skips
+            raise ValueError("y must be finite")
+        means = dequantize_y(torch.zeros_like(m_q), m_q, mean_frac_bits)
+        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+        scales = self._y_tables().scale_table[idx.long()]
+        return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
+
+    def _pack(self, y_tables: Any, z_tables: Any, y_parts: list[tuple[torch.Tensor, torch.Tensor]], index_crc: int,
+              z_sym: torch.Tensor, z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
               threads: int | None) -> dict[str, Any]:
-        """The rANS streams of y (with its table indexes' CRC) and z, and the fields ``compress``
-        returns; shared by the whole-tensor and banded paths."""
-        y_bytes = y_tables.encode(y_sym.reshape(-1), y_idx, threads=threads)
+        """The rANS streams of y and z, and the fields ``compress`` returns; shared by the
+        whole-tensor, banded and context paths. ``y_parts``: (symbols, table indexes) of each y
+        stream, one (every position) or, with the checkerboard context, two (anchors, non-anchors,
+        packed; each stream in raster order); the strings are then [y, z] or [y anchors, z, y
+        non-anchors]. ``index_crc``: the CRC of all the y table indexes in raster order."""
         z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
-        return {"strings": [bytes(y_bytes), bytes(z_bytes)], "shape": z_shape, "image_size": image_size,
-                "quality": quality, "index_crc": index_checksum(y_idx)}
+        y_bytes = [bytes(y_tables.encode(sym.reshape(-1), idx.reshape(-1), threads=threads)) for sym, idx in y_parts]
+        return {"strings": [y_bytes[0], bytes(z_bytes), *y_bytes[1:]], "shape": z_shape, "image_size": image_size,
+                "quality": quality, "index_crc": index_crc}
 
     @torch.no_grad()
     def decode_symbols(
@@ -604,8 +765,8 @@ class DefaultCodecModel(nn.Module):
         """The entropy-decoded integers of a stream, without the synthesis: ``(y symbols int32
         (1, M, 4 zh, 4 zw), z symbols int32 (1, Nz, zh, zw))`` on the CPU (arguments as in
         ``decompress``). ``y_hat = y symbols + means`` is what the synthesis sees."""
-        if not isinstance(strings, (list, tuple)) or len(strings) != 2:
-            raise TypeError("strings must be a list of two byte strings [y, z]")
+        if not isinstance(strings, (list, tuple)) or len(strings) != self._n_strings:
+            raise TypeError(f"strings must be a list of {self._n_strings} byte strings {self._strings_names}")
         zh, zw = int(z_shape[0]), int(z_shape[1])
         if zh < 1 or zw < 1 or zh * zw > MAX_Z_POSITIONS:
             raise ValueError(f"z_shape {z_shape} must be positive with at most {MAX_Z_POSITIONS} positions")
@@ -618,10 +779,14 @@ class DefaultCodecModel(nn.Module):
         index_crc: int | None, integer: Any = None, backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(y symbols int32 (1, M, h, w), z symbols int32 (1, Nz, zh, zw), means float32 (1, M, h, w))."""
+        self._check_release(integer)
         zh, zw = z_shape
         c = self.cfg.hyper_latent
         y_tables, z_tables = self._rans_tables(integer)
         z_sym = z_tables.decode(bytes(strings[1]), self._z_indexes((zh, zw)), threads=threads)
+        if self.context is not None:
+            return self._decode_context(strings, z_sym.to(torch.int32).reshape(1, c, zh, zw), q, threads,
+                                        index_crc, integer, backend)
         if integer is None:  # release 1: float32 hyper synthesis
             z_hat = z_sym.to(torch.float32).reshape(1, c, zh, zw)
             scales, means = self._hyper_params_cpu(z_hat, q)
@@ -637,20 +802,45 @@ class DefaultCodecModel(nn.Module):
                 means[:, :, r0: r0 + rows] = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
             del m_q
             y_idx = idx4.reshape(-1)
+        self._check_index_crc(y_idx, index_crc, integer)
+        y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
+        return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
+
+    def _decode_context(
+        self, strings: list[bytes], z_sym: torch.Tensor, q: torch.Tensor, threads: int | None,
+        index_crc: int | None, integer: Any, backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_decode_symbols`` of the checkerboard context: the anchors (pass one's integer
+        parameters), then the context on their y_hat, then the non-anchors (pass two's). The index
+        CRC is checked before the non-anchors' stream is parsed."""
+        p, qf = integer.params, float(q[0])
+        feats = hyper_features(p, z_sym, backend)
+        idx_a, m_a = head_codes(p, feats, qf, backend, part="anchors")
+        sym_a = integer.y_tables.decode(bytes(strings[0]), idx_a.reshape(-1), threads=threads)
+        sym_a = sym_a.to(torch.int32).reshape(idx_a.shape)
+        idx_n, m_n = head_codes(p, feats, qf, backend, context_input(p, sym_a, m_a, qf), part="non_anchors")
+        del feats
+        self._check_index_crc(checkerboard_merge(idx_a, idx_n), index_crc, integer)
+        sym_n = integer.y_tables.decode(bytes(strings[2]), idx_n.reshape(-1), threads=threads)
+        y_sym = checkerboard_merge(sym_a, sym_n.to(torch.int32).reshape(idx_n.shape))
+        m_q = checkerboard_merge(m_a, m_n)
+        means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
+        return y_sym, z_sym, means
+
+    def _check_index_crc(self, y_idx: torch.Tensor, index_crc: int | None, integer: Any) -> None:
+        """EntropyParameterMismatchError when the y table indexes' CRC differs from the encoder's."""
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
             how = ("they come from a float32 hyper synthesis (release 1) whose rounding depends on the torch thread "
                    "count, the CPU's kernels and the BLAS, so they differ where that maths rounds otherwise than "
                    "the encoder's did (or where the stream was altered)"
                    if integer is None else
-                   "they come from integers only (release 2), so the stream was altered or written by another "
+                   "they come from integers only (releases 2 and 3), so the stream was altered or written by another "
                    "implementation of the fixed-point spec")
             exc = EntropyParameterMismatchError(
                 f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
                 f"encoder's ({int(index_crc):08x}): {how}; the y stream cannot be parsed")
             exc.computed_crc, exc.stream_crc = index_checksum(y_idx), int(index_crc)
             raise exc
-        y_sym = y_tables.decode(bytes(strings[0]), y_idx, threads=threads)
-        return y_sym.to(torch.int32).reshape(means.shape), z_sym.to(torch.int32).reshape(1, c, zh, zw), means
 
     @torch.no_grad()
     def decompress(
@@ -675,10 +865,10 @@ class DefaultCodecModel(nn.Module):
         returns it); when given, the decoder's indexes must match it before y is parsed, else
         ``EntropyParameterMismatchError``. ``integer``/``backend``: as in ``compress`` (the stream's
         release decides which)."""
-        if not isinstance(strings, (list, tuple)) or len(strings) != 2 or not all(
+        if not isinstance(strings, (list, tuple)) or len(strings) != self._n_strings or not all(
             isinstance(s, (bytes, bytearray, memoryview)) for s in strings
         ):
-            raise TypeError("strings must be a list of two byte strings [y, z]")
+            raise TypeError(f"strings must be a list of {self._n_strings} byte strings {self._strings_names}")
         if len(z_shape) != 2 or any(int(v) < 1 for v in z_shape):
             raise ValueError(f"z_shape must be two positive integers, got {z_shape!r}")
         zh, zw = int(z_shape[0]), int(z_shape[1])
@@ -706,6 +896,26 @@ class DefaultCodecModel(nn.Module):
         if as_uint8:
             return (x_hat[0].float() * 255.0).round_().clamp_(0, 255).to(torch.uint8).to("cpu").contiguous()
         return x_hat
+
+
+def add_checkerboard_context(net: DefaultCodecModel, kernel: int = 3, hidden: int = 128,
+                             seed: int = 0) -> DefaultCodecModel:
+    """A copy of ``net`` (no context) with a fresh checkerboard context: same weights, config
+    ``context="checkerboard"``; the context's output layer is zero, so its likelihoods, symbols
+    and decoded pixels equal ``net``'s until the context is trained. ``seed`` draws conv1's
+    initial weights (torch's default init under ``torch.manual_seed(seed)``, the global RNG
+    restored). Returned on ``net``'s device, in ``net``'s train/eval mode."""
+    if net.context is not None:
+        raise ValueError("the model already has a context")
+    cfg = dataclasses.replace(net.cfg, context="checkerboard", context_kernel=kernel, context_hidden=hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = DefaultCodecModel(cfg)
+    missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("context.") for k in missing):
+        raise RuntimeError(f"state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    p = next(net.parameters())
+    return out.to(device=p.device).train(net.training)
 
 
 def rdo_symbols(
@@ -762,4 +972,4 @@ def bits_of(likelihoods: torch.Tensor) -> torch.Tensor:
     return -torch.log2(likelihoods).flatten(1).sum(1)
 
 
-__all__ = ["DefaultConfig", "DefaultCodecModel", "STRIDE", "pad_to_stride", "bits_of", "index_checksum"]
+__all__ = ["DefaultConfig", "DefaultCodecModel", "CheckerboardContext", "add_checkerboard_context", "STRIDE", "pad_to_stride", "bits_of", "index_checksum"]
