@@ -1,22 +1,31 @@
 """Many streams at once: ``decode_many`` / ``encode_many`` (ordered iterators with per-item errors)
 and ``StreamDataset`` (a ``torch.utils.data.Dataset`` over stream files, decoding in workers).
 
-``decode_many`` runs a two-stage pipeline:
+``decode_many`` works chunk by chunk (``batch_size`` streams):
 
-1. *prepare* (``workers`` background threads, running ahead of the consumer): read the stream,
-   find its model, parse it and, for the default model, entropy-decode it (the rANS decoder is C++
-   and releases the GIL; the hyper-synthesis that sets the table indexes runs per stream, exactly
-   as ``decode`` runs it, at the caller's torch thread count);
-2. *synthesise* (the calling thread): groups of up to ``batch_size`` prepared streams with the same
-   model and padded size go through the synthesis network together.
+1. *prepare* (``workers`` threads of one torch thread each, side by side): read each stream, find
+   its model, parse it and, for the default model, run the entropy half of ``decode``
+   (``DefaultCodec.decode_latents``: rANS z and y in C++, which releases the GIL, and release 2's
+   fixed-point entropy parameters, whose integers do not depend on the thread count);
+2. *synthesise* (the calling thread, at the caller's torch thread count): the second half of
+   ``decode`` (``DefaultCodec.synthesize``) image by image, so the pixels are **bitwise** those of
+   ``decode`` -- the CPU convolutions round differently at other thread counts or batch shapes,
+   which is why the synthesis is neither batched nor split over threads there by default.
+   The next chunk is prepared while the consumer handles this one.
 
-Equality with one-by-one ``decode``: the entropy-decoded integers (symbols, table indexes) are
-identical (they come from the same per-stream code); the pixels of a batched synthesis may differ
-from the one-by-one pixels by float rounding of the batched convolutions, at most 1 level of 255
-in our tests (see tests/batch). On the CPU the default model's synthesis runs one image per forward
-(``forward_batch=1``: batched CPU convolutions were slower per image on the machines we measured,
-BENCHMARKS.md) in a channels-last copy of the synthesis; on CUDA it runs ``batch_size`` per forward.
-Other codecs (SODEC, CoD, DiffC) are decoded stream by stream in the same pipeline.
+Why this is the fast path on the CPU (BENCHMARKS.md, "decode_many"): ``decode`` at 2 threads
+spends ~29 ms of a ~190 ms Kodak decode in the entropy half, which barely uses the second core
+(27 ms at one thread), and the synthesis scales to 2 cores (316 -> 157 ms); running the
+entropy halves of a chunk two at a time reclaims the idle core, and that is all there is to
+reclaim without changing the pixels.
+
+Options that trade exactness for speed elsewhere: ``forward_batch`` (batched synthesis forwards,
+the default on CUDA) and ``synthesis_threads`` > 1 (CPU forwards side by side at one torch
+thread each, in a channels-last copy of the synthesis: for oversubscribed machines, where the
+2-thread convolutions of ``decode`` wait on descheduled threads); their pixels are within 1
+level of ``decode``'s. Other codecs (SODEC, CoD, DiffC), release-1 default streams (their
+entropy parameters depend on the thread count) and calls with decode ``overrides`` are decoded
+stream by stream by ``decode`` in the calling thread.
 """
 from __future__ import annotations
 
@@ -159,12 +168,13 @@ def _cpu_synthesis(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _prepare(index: int, stream: StreamLike, models: _Models, split: bool = True) -> _Prepared:
-    """Read, find the codec and (``split``: the default model's streams) entropy-decode one stream."""
+    """Read, find the codec and (``split``: the default model's release-2 streams) run the entropy
+    half of ``decode`` on one stream (any thread, any torch thread count: same integers)."""
     item = _Prepared(index=index, name=str(stream) if isinstance(stream, (str, os.PathLike)) else None)
     try:
         item.data, item.name = _read(stream)
         item.codec = models.codec_for(item.data)
-        if split and _is_default(item.codec):
+        if split and _is_default(item.codec) and not item.codec.entropy_depends_on_threads:
             item.y_hat, item.quality, item.size = item.codec.decode_latents(item.data)
     except Exception as exc:  # noqa: BLE001 -- reported per item
         item.error = exc
@@ -222,14 +232,27 @@ def _synthesis_pool(n: int) -> ThreadPoolExecutor:
     return pool
 
 
+def _exact(codec: Any, forward_batch: int | None, synthesis_threads: int) -> bool:
+    """Whether the default-model items of ``codec`` take the exact path (``DefaultCodec.synthesize``
+    per image in the calling thread): a CPU codec without ``forward_batch`` / ``synthesis_threads``."""
+    return torch.device(codec.device).type == "cpu" and forward_batch is None and synthesis_threads == 1
+
+
 def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any],
             synthesis_threads: int = 1) -> list[DecodeResult]:
-
+    """The synthesis of a prepared chunk (calling thread) -> its results, in order."""
     groups: dict[tuple, list[_Prepared]] = {}
     for it in chunk:
-        if it.error is None and _is_default(it.codec) and not overrides:
-            pad = tuple(-(-s // it.codec.stride) for s in it.size)
-            groups.setdefault((id(it.codec), pad), []).append(it)
+        if it.error is None and it.y_hat is not None:
+            if _exact(it.codec, forward_batch, synthesis_threads):
+                try:  # the second half of decode, at the caller's thread count: decode's pixels
+                    it.image = it.codec.synthesize(it.y_hat, it.quality, it.size)
+                except Exception as exc:  # noqa: BLE001 -- reported per item
+                    it.error = exc
+                it.y_hat = None
+            else:
+                pad = tuple(-(-s // it.codec.stride) for s in it.size)
+                groups.setdefault((id(it.codec), pad), []).append(it)
     jobs = []
     for items in groups.values():
         codec = items[0].codec
@@ -246,9 +269,9 @@ def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[s
     for it in chunk:
         res = DecodeResult(index=it.index, name=it.name, error=it.error)
         if it.error is None:
-            if _is_default(it.codec) and not overrides:
+            if it.image is not None:
                 res.image = it.image
-            else:
+            else:  # not split: other codecs, release-1 default streams, decode overrides
                 try:
                     res.image = it.codec.decode(it.data, **overrides)
                 except Exception as exc:  # noqa: BLE001 -- reported per item
@@ -288,45 +311,56 @@ def _check_common(batch_size: int, workers: int, on_error: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size: int = 8,
-                device: str | torch.device | None = None, workers: int = 1, progress: bool = False,
-                on_error: str = "report", forward_batch: int | None = None, synthesis_threads: int | None = None,
+                device: str | torch.device | None = None, workers: int | None = None, progress: bool = False,
+                on_error: str = "report", forward_batch: int | None = None, synthesis_threads: int = 1,
                 **overrides: Any) -> Iterator[DecodeResult]:
     """Decode many streams; yields one :class:`DecodeResult` per input, in input order.
 
+    On the CPU the default model's images are bitwise those of ``cod_fast.decode`` at the caller's
+    torch thread count (module docstring); ``forward_batch`` / ``synthesis_threads`` trade that for
+    speed on CUDA / on oversubscribed CPUs.
+
     Args:
         streams: container bytes or stream file paths (any iterable; consumed lazily, at most
-            ``(workers + 2) * batch_size`` items ahead).
+            ``2 * batch_size`` items ahead).
         model: a codec, or what ``cod_fast.decode`` accepts; None: each stream's model is found
             by its fingerprint (``cod_fast.registry``), as ``cod_fast.decode`` does.
-        batch_size: streams grouped per synthesis step (same model and padded size together).
+        batch_size: streams per chunk (prepared together, then synthesised; with
+            ``forward_batch`` or on CUDA, same model and padded size share synthesis forwards).
         device: decode on this device (codecs elsewhere are rebuilt there from their reference);
             None: where each codec lives.
-        workers: background threads that read, parse and entropy-decode ahead (0: none).
+        workers: threads of one torch thread each that read, parse and entropy-decode the streams
+            of a chunk side by side (None: ``torch.get_num_threads()``; 0: in the calling thread).
         progress: a tqdm progress bar on stderr.
         on_error: "report" (the item carries ``.error``, the others go on) or "raise" (raise
             the item's exception when its turn comes).
         forward_batch: images per synthesis forward of the default model (None: ``batch_size``
-            on CUDA, 1 on the CPU).
-        synthesis_threads: CPU synthesis forwards run side by side in this many threads of one
-            torch thread each (None: ``torch.get_num_threads()``; 1: in the calling thread with
-            the caller's thread count). Only the synthesis: the entropy stage keeps the caller's
-            thread count (release-1 default-model streams need their encoder's count).
+            on CUDA; on the CPU the exact per-image synthesis of ``decode``). An int runs batched
+            forwards (pixels within 1 level of ``decode``'s on the CPU).
+        synthesis_threads: > 1: CPU synthesis forwards side by side in this many threads of one
+            torch thread each, in a channels-last copy of the synthesis (pixels within 1 level;
+            pays only where the caller's multi-thread convolutions are slowed by other load).
         overrides: decode settings passed to every codec's ``decode`` (e.g. ``steps``); with
             overrides the default model's streams are decoded one by one by ``decode``.
 
     Returns: an iterator of DecodeResult (``image``: uint8 [3, H, W] on the CPU, or ``error``).
     """
+    if workers is None:
+        workers = torch.get_num_threads()
     _check_common(batch_size, workers, on_error)
     if forward_batch is not None and (not isinstance(forward_batch, int) or forward_batch < 1):
         raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
-    if synthesis_threads is None:
-        synthesis_threads = torch.get_num_threads()
     if not isinstance(synthesis_threads, int) or synthesis_threads < 1:
-        raise ValueError(f"synthesis_threads must be a positive int or None, got {synthesis_threads!r}")
+        raise ValueError(f"synthesis_threads must be a positive int, got {synthesis_threads!r}")
     dev = torch.device(device) if device is not None else None
     models = _Models(model, dev)
     return _decode_iter(streams, models, batch_size, workers, progress, on_error, forward_batch, overrides,
                         synthesis_threads)
+
+
+#: Prepare the next chunk while this one is synthesised (True) or after (False, the default:
+#: the entropy threads would take cores from the synthesis' multi-thread convolutions).
+_PREPARE_DURING_SYNTHESIS = False
 
 
 def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int, workers: int, progress: bool,
@@ -335,12 +369,10 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
     total = len(streams) if hasattr(streams, "__len__") else None  # type: ignore[arg-type]
     bar = _progress_bar(total, "decode", progress)
     source = enumerate(streams)
-    threads = torch.get_num_threads()
-
-    def init() -> None:  # the entropy parameters depend on the thread count: use the caller's
-        torch.set_num_threads(threads)
-
-    pool = ThreadPoolExecutor(max_workers=workers, initializer=init) if workers > 0 else None
+    # one torch thread per worker: the workers run side by side; the integers they compute do
+    # not depend on the thread count (streams whose entropy stage does are not split: _prepare)
+    pool = (ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,))
+            if workers > 0 else None)
     pending: deque[Future | _Prepared] = deque()
 
     def feed(n: int) -> None:
@@ -353,14 +385,18 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
                            else _prepare(i, s, models, not overrides))
 
     try:
-        feed((workers + 1) * batch_size if pool else batch_size)
+        feed(batch_size)
         while pending:
             chunk = []
             while pending and len(chunk) < batch_size:
                 p = pending.popleft()
                 chunk.append(p.result() if isinstance(p, Future) else p)
-            feed(len(chunk))  # keep the threads busy while this chunk is synthesised
-            for res in _finish(chunk, forward_batch, overrides, synthesis_threads):
+            if _PREPARE_DURING_SYNTHESIS:
+                feed(len(chunk))
+            results = _finish(chunk, forward_batch, overrides, synthesis_threads)
+            if not _PREPARE_DURING_SYNTHESIS:
+                feed(len(chunk))  # prepared while the consumer handles this chunk
+            for res in results:
                 yield _deliver(res, bar, on_error)
     finally:
         if pool is not None:

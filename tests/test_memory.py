@@ -269,6 +269,8 @@ def test_default_model_allocation_failure_is_not_a_stream_error(default_codec, m
     def oom(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes.")
 
-    monkeypatch.setattr(default_codec.net, "decompress", oom)
-    with pytest.raises(AllocationError):
-        default_codec.decode(data)
+    for stage in ("_decode_symbols", "synthesize"):  # decode's entropy half, then its synthesis half
+        with monkeypatch.context() as m:
+            m.setattr(default_codec.net, stage, oom)
+            with pytest.raises(AllocationError):
+                default_codec.decode(data)

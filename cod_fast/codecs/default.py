@@ -36,6 +36,7 @@ implies before any symbol is decoded, so a hostile stream cannot ask for a large
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import threading
@@ -287,20 +288,47 @@ class DefaultCodec(PortableCodec):
     @memory.allocation_guard
     def decode_latents(self, data: bytes, *, max_memory: memory.MemoryLike = None
                        ) -> tuple[torch.Tensor, float, tuple[int, int]]:
-        """Container bytes -> ``(y_hat float32 (1, M, h, w) CPU, quality, (H, W))``: everything of
-        ``decode`` before the synthesis (``cod_fast.decode_many`` batches the synthesis). Same
-        errors and memory budget as ``decode``."""
-        c = read_container(data)
-        memory.check(self, "decode", c.height, c.width, max_memory)
-        y_sym, _, means, q, size = self._entropy_decode(data)
-        return y_sym.to(torch.float32) + means, q, size
+        """Container bytes -> ``(y_hat float32 (1, M, h, w) CPU, quality, (H, W))``: the first half
+        of ``decode`` (parse, memory budget, entropy decoding; y_hat = y symbols + means, before the
+        inverse gain). ``synthesize`` is the second half. Same errors and memory budget as ``decode``.
 
-    def _entropy_decode(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, tuple[int, int]]:
-        """(y symbols, z symbols, y means, quality, (H, W)) with this codec's error mapping."""
-        c, q, z_shape, crc = self.parse(data)
+        Thread safety: releases 2 and 3 compute their entropy parameters in integers, so this runs without the
+        codec's lock, from any thread and at any torch thread count (``cod_fast.decode_many``
+        decodes several streams side by side); release 1's float32 hyper synthesis takes the lock
+        and depends on the thread count (``entropy_depends_on_threads``)."""
+        parsed = self.parse(data)
+        c = parsed[0]
+        memory.check(self, "decode", c.height, c.width, max_memory)
+        y_sym, _, means, q, size = self._entropy_decode(data, parsed)
+        with torch.inference_mode():  # means is an inference tensor: add in place
+            return means.add_(y_sym.to(torch.float32)), q, size  # y_sym + means
+
+    @memory.allocation_guard
+    def synthesize(self, y_hat: torch.Tensor, quality: float, size: tuple[int, int]) -> torch.Tensor:
+        """The second half of ``decode``: ``decode_latents``' outputs -> uint8 [3, H, W] on the CPU
+        (``y_hat`` is consumed). ``decode(data)`` is exactly ``synthesize(*decode_latents(data))``,
+        so the pixels are bitwise those of ``decode`` when this runs at the same torch thread count
+        (the CPU convolutions round by thread count)."""
+        with self._lock, torch.inference_mode():
+            return self.net.synthesize(y_hat, quality, size, as_uint8=True)
+
+    @property
+    def entropy_depends_on_threads(self) -> bool:
+        """Whether the entropy stage's integers depend on the torch thread count: True for release
+        1 (float32 hyper synthesis), False for releases 2 and 3 (fixed point)."""
+        return self.integer is None
+
+    def _entropy_decode(self, data: bytes, parsed: tuple | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, tuple[int, int]]:
+        """(y symbols, z symbols, y means, quality, (H, W)) with this codec's error mapping;
+        ``parsed``: ``parse(data)`` when the caller has it."""
+        c, q, z_shape, crc = self.parse(data) if parsed is None else parsed
         strings = self._strings(c)
+        # release 1 builds its tables lazily in the model: one thread at a time; releases 2 and 3
+        # read only immutable integer state
+        lock = self._lock if self.integer is None else contextlib.nullcontext()
         try:
-            with self._lock:
+            with lock:
                 qt = self.net._check_levels(q, 1, torch.device("cpu"))
                 with torch.inference_mode():
                     y_sym, z_sym, means = self.net._decode_symbols(strings, z_shape, qt, self.threads, crc,
@@ -335,24 +363,9 @@ class DefaultCodec(PortableCodec):
     @memory.allocation_guard
     def decode(self, data: bytes, *, max_memory: memory.MemoryLike = None) -> torch.Tensor:
         """Container bytes -> ``torch.uint8`` [3, H, W] on the CPU (the true size, cropped).
-        ``max_memory``: see ``cod_fast.memory``."""
-        c, q, z_shape, crc = self.parse(data)
-        memory.check(self, "decode", c.height, c.width, max_memory)
-        strings = self._strings(c)
-        try:
-            with self._lock:
-                x_hat = self.net.decompress(strings, z_shape, quality=q, image_size=(c.height, c.width),
-                                            threads=self.threads, index_crc=crc, integer=self.integer,
-                                            backend=self.entropy_backend, as_uint8=True)
-        except EntropyParameterMismatchError as exc:
-            raise self._mismatch(exc) from None
-        except BitstreamError:
-            raise
-        except (ValueError, RuntimeError, IndexError) as exc:  # symbols that do not fit the tables
-            if memory.is_allocation_failure(exc):  # not the stream's fault: AllocationError
-                raise
-            raise BitstreamError(f"cannot decode the entropy-coded sections: {exc}") from None
-        return x_hat  # uint8 [3, H, W] on the CPU (banded synthesis on a CPU float32 model)
+        ``max_memory``: see ``cod_fast.memory``. The two halves are ``decode_latents`` (entropy)
+        and ``synthesize`` (banded synthesis on a CPU float32 model)."""
+        return self.synthesize(*self.decode_latents(data, max_memory=max_memory))
 
 
 _cache: dict[tuple[str, int], DefaultCodec] = {}

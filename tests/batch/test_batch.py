@@ -1,5 +1,6 @@
 """decode_many / encode_many / StreamDataset: order, grouping, per-item errors, equality with
-one-by-one decoding (integers exactly, pixels within 1 level of 255), DataLoader workers."""
+one-by-one decoding (the default CPU path bitwise; forward_batch / synthesis_threads within 1 level
+of 255), the split of decode into thread-safe halves, DataLoader workers."""
 from __future__ import annotations
 
 import threading
@@ -31,10 +32,8 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
     net = default_codec.net
     out: dict[int, torch.Tensor] = {}
 
-    n = torch.get_num_threads()
-
     def run() -> None:
-        torch.set_num_threads(n)  # as decode_many's worker threads do
+        torch.set_num_threads(1)  # as decode_many's worker threads do
         for i, data in enumerate(default_streams):
             out[i] = default_codec.decode_latents(data)[0]
 
@@ -59,7 +58,7 @@ def test_decode_many_keeps_the_memory_budget(default_codec, default_streams) -> 
         default_codec.decode_latents(default_streams[0], max_memory=1)
 
 
-@pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, None), (3, 1), (1, 2)])
+@pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, 1), (3, 1), (None, 2)])
 def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_batch, synthesis_threads) -> None:
     single = [default_codec.decode(d) for d in default_streams]
     got = list(decode_many(default_streams, batch_size=4, forward_batch=forward_batch,
@@ -67,8 +66,80 @@ def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_
     assert [r.index for r in got] == list(range(len(default_streams)))
     for r, ref in zip(got, single):
         assert r.ok and r.image.dtype == torch.uint8 and r.image.shape == ref.shape
-        assert (r.image.int() - ref.int()).abs().max() <= 1  # float rounding of the synthesis
-        assert (r.image == ref).float().mean() > 0.99
+        if forward_batch is None and synthesis_threads == 1:  # the default CPU path: decode's pixels
+            assert torch.equal(r.image, ref)
+        else:
+            assert (r.image.int() - ref.int()).abs().max() <= 1  # float rounding of the synthesis
+            assert (r.image == ref).float().mean() > 0.99
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads in this test (the package runs at one): the caller's count differs from
+    decode_many's worker threads' (one), which must not change any pixel."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_decode_many_is_bitwise_decode_at_two_threads(default_codec, two_threads) -> None:
+    streams = [default_codec.encode(make_image(96, 130, seed=i), quality=0.5 + i) for i in range(3)]
+    single = [default_codec.decode(d) for d in streams]
+    for workers in (2, 0):
+        got = list(decode_many(streams, default_codec, batch_size=2, workers=workers, on_error="raise"))
+        assert all(torch.equal(r.image, ref) for r, ref in zip(got, single))
+    y_hat, q, size = default_codec.decode_latents(streams[0])  # decode is its two halves
+    assert size == (96, 130) and torch.equal(default_codec.synthesize(y_hat, q, size), single[0])
+
+
+def test_entropy_half_runs_side_by_side_without_the_lock(default_codec, default_streams) -> None:
+    """Release 2's entropy half takes no lock: two threads held at a barrier inside it, each at
+    one torch thread, get the serial integers (a lock would deadlock them: the barrier times out)."""
+    assert not default_codec.entropy_depends_on_threads
+    serial = [default_codec.decode_latents(d)[0] for d in default_streams[:2]]
+    barrier = threading.Barrier(2, timeout=20)
+    net = default_codec.net
+    real = net._decode_symbols
+    out: dict[int, object] = {}
+
+    def inside(*args, **kwargs):
+        barrier.wait()  # both threads are in the entropy stage at once
+        return real(*args, **kwargs)
+
+    def run(i: int) -> None:
+        torch.set_num_threads(1)
+        try:
+            out[i] = default_codec.decode_latents(default_streams[i])[0]
+        except Exception as exc:  # noqa: BLE001 -- checked below
+            out[i] = exc
+
+    net._decode_symbols = inside
+    try:
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        del net._decode_symbols
+    assert all(torch.equal(out[i], serial[i]) for i in range(2)), out
+
+
+def test_release1_streams_decode_in_the_calling_thread(default_codec, two_threads) -> None:
+    """Release 1's entropy integers depend on the thread count: decode_many leaves those streams
+    to ``decode`` in the calling thread (same pixels), never to its one-thread workers."""
+    from cod_fast.batch import _Models, _prepare
+    from cod_fast.codecs.default import load_default_codec
+
+    r1 = load_default_codec(release=1)
+    assert r1.entropy_depends_on_threads
+    streams = [r1.encode(make_image(40, 52, seed=i), quality=2.0) for i in range(2)]
+    models = _Models(r1, None)
+    assert _prepare(0, streams[0], models).y_hat is None  # not split
+    assert _prepare(0, default_codec.encode(make_image(40, 52)), _Models(None, None)).y_hat is not None
+    got = list(decode_many(streams, r1, workers=2, on_error="raise"))
+    assert all(torch.equal(r.image, r1.decode(d)) for r, d in zip(got, streams))
 
 
 def test_errors_are_reported_per_item_in_order(default_codec, default_streams, one_step_codec, sodec_codec,
