@@ -243,3 +243,16 @@ def test_container_release_3(nets, live_int, tmp_path: Path) -> None:
     # release 2's fingerprint of the same float weights without the context is another model
     from cod_fast.codecs.default import default_fingerprint
     assert default_fingerprint(live.cfg.to_dict(), {}, {"meta": torch.zeros(1)}) != codec.fingerprint
+
+
+def test_codec_refuses_mismatched_parts(nets, live_int, tmp_path: Path) -> None:
+    from cod_fast.codecs.default import DefaultCodec, load_default_codec_from
+
+    net, _, live, z, _ = nets
+    with pytest.raises(ValueError, match="checkerboard"):
+        DefaultCodec(net, bytes(16), integer=live_int)  # integers with a context, model without
+    with pytest.raises(ValueError, match="checkerboard"):
+        DefaultCodec(live, bytes(16), integer=IntegerEntropyModel(export_integer_params(net, z)))
+    (tmp_path / "default.json").write_text(json.dumps({"config": live.cfg.to_dict()}))
+    with pytest.raises(FileNotFoundError):
+        load_default_codec_from(tmp_path)
