@@ -178,19 +178,23 @@ class DefaultCodec(PortableCodec):
 
     def memory_estimate(self, phase: str, height: int, width: int) -> int:
         """Peak activation bytes of ``phase`` ("decode"/"encode") for an image of this size
-        (``cod_fast.memory``): 40 MiB + 104 B per padded pixel to decode, 48 MiB + 92 B to encode:
-        the banded transforms (``models.default.lowmem``) keep whole only y, the integer symbols
-        and indexes, and one pre-attention tensor per DiCoBlock (48 B/px at half resolution).
-        Measured above the level before the call: decode 42, 58, 126 MB and ~0.65 GB, encode 34,
-        76, 148 MB and ~0.61 GB at 256x256, 384x512, 768x1024 and 2048x3072 (encode at 384x512 up
-        to 104 MB in a run beside other tests, hence the larger fixed term)."""
+        (``cod_fast.memory``): 40 MiB + 104 B per padded pixel to decode; to encode the smaller
+        of 16 MiB + 400 B/px (small images: the bands' fixed buffers are not yet the bulk) and
+        96 MiB + 92 B/px: the banded transforms (``models.default.lowmem``) keep whole only y,
+        the integer symbols and indexes, and one pre-attention tensor per DiCoBlock (48 B/px at
+        half resolution). Measured above the level before the call (peak RSS, sampled): decode 42,
+        58, 126 MB and ~0.65 GB, encode 34, 76, 148 MB and ~0.61 GB at 256x256, 384x512, 768x1024
+        and 2048x3072; with the kernel's exact high-water mark (tests/test_memory.py), encode 31-33
+        and 77-99 MiB at 256x256 and 384x512."""
         p = memory.pad(height, STRIDE) * memory.pad(width, STRIDE)
         # release 3 also holds the context's input (int32, three y coefficients per pixel) and packs
         # the two passes' halves: measured on kodim01 (768x512, fresh processes, rise of the peak RSS
         # above a warmed-up codec) decode 60-69 MB and encode 73-81 MB, release 2 58-69 / 81-108 MB;
         # 16 B/px of margin for the context's input
         extra = 16 * p if self.release == 3 else 0
-        return extra + ((40 << 20) + p * 104 if phase == "decode" else (48 << 20) + p * 92)
+        if phase == "decode":
+            return extra + (40 << 20) + p * 104
+        return extra + min((16 << 20) + p * 400, (96 << 20) + p * 92)
 
     def check_decodable_size(self, height: int, width: int) -> None:
         """LimitExceededError when the decoder would refuse a stream of this size (its z grid)."""
