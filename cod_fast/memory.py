@@ -12,24 +12,25 @@ default under the same budget.
 
 The estimates are activation bytes (weights excluded: they are already allocated), per codec:
 
-* default model: ``40 MiB + 104 B`` per padded pixel to decode, ``48 MiB + 92 B`` to encode
-  (banded transforms, ``cod_fast.models.default.lowmem``; measured from 256x256 to 2048x3072);
-* CoD family (pixel PixNerDiT, one-step, CoD-Lite): the largest of (a) the unconditional map's
-  condition-encoder pass (multi-step), ``6 * ch`` B/px plus its global attention
-  ``8 * (P / r^2)^2`` bytes (``r`` the encoder's stride), (b) the condition decoder's global
-  attention ``8 * (P / s^2)^2`` (``s`` 32 with the ``ada`` upsampler, else 16; CoD-Lite's windowed
-  attention is linear), (c) the denoiser: ``batch`` (2 with guidance) times
+* default model: ``40 MiB + 104 B`` per padded pixel to decode, the smaller of ``16 MiB + 400 B``
+  and ``96 MiB + 92 B`` to encode (banded transforms, ``cod_fast.models.default.lowmem``;
+  measured from 256x256 to 2048x3072);
+* CoD family (pixel PixNerDiT, one-step, CoD-Lite): the largest of (a) the condition decoder's
+  global attention ``8 * (P / s^2)^2`` (``s`` 32 with the ``ada`` upsampler, else 16; CoD-Lite's
+  windowed attention is linear), (b) the unconditional map's condition-encoder pass (multi-step
+  only: ``6 * ch`` B/px plus its global attention ``8 * (P / r^2)^2`` bytes, ``r`` the encoder's
+  stride), which the sampler keeps, plus (c) the denoiser: ``batch`` (2 with guidance) times
   ``4 * (100 + hx * (4 + 3 * mlp_ratio))`` B/px for PixNerDiT (NeRF head of width ``hx``),
   ``4 * (60 + 4 * hx)`` for CoD-Lite's, plus the sampler state, and for latent models the SD-VAE
-  decoder (``20 * ch0`` B/px); all times 1.15 (allocator and oneDNN workspaces). Encode: the
+  decoder (``20 * ch0`` B/px, instead of (b) + (c) when larger); all times 1.15 (allocator and oneDNN workspaces). Encode: the
   condition encoder ``6 * ch + 32`` B/px, its attention and the VQ distances;
-* SODEC: ``16 MiB + 24 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured
-  100-114 MB at 384x512 with ``vae_ch0 = 16``), ``2 MiB + 72`` B/px to encode;
+* SODEC: ``16 MiB + 48 * vae_ch0`` B/px to decode (VAE decoder at full resolution; measured
+  up to 155 MiB at 384x512 with ``vae_ch0 = 16``), ``2 MiB + 72`` B/px to encode;
 * DiffC: the multi-step CoD denoiser with guidance plus 300 bytes per state element to decode
   (rcc candidate samples, ``x0_hat``, posterior means; measured), 40 to encode.
 
 The terms were calibrated on this package's tiny models against measured resident-set peaks
-(``tests/test_memory.py`` checks them within a factor of 2); the quadratic terms make forged
+(the kernel's high-water mark; ``tests/test_memory.py`` checks them within a factor of 2); the quadratic terms make forged
 headers of large images fail early: an 8192x8192 CoD header asks for about 2 TB of attention.
 
 Allocation failures that still happen inside a guarded call (:func:`allocation_guard`) become
