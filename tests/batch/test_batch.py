@@ -236,3 +236,15 @@ def test_stream_dataset_in_dataloader_workers(default_codec, default_streams, on
     with pytest.raises(Exception, match="fingerprint"):
         list(torch.utils.data.DataLoader(StreamDataset([files[3]]), batch_size=None, num_workers=1,
                                          multiprocessing_context="spawn"))
+
+
+def test_side_by_side_syntheses_fit_the_memory_budget(default_codec, default_streams, monkeypatch) -> None:
+    from cod_fast import batch, memory
+
+    items = [batch._prepare(i, d, batch._Models(default_codec, None)) for i, d in enumerate(default_streams[:4])]
+    need = max(memory.estimate(default_codec, "decode", *it.size) for it in items)
+    monkeypatch.setattr(memory, "default_budget", lambda device="cpu": 2 * need + 1)
+    assert batch._parallel_syntheses(items, 8) == 2  # two at once fit, three do not
+    assert batch._parallel_syntheses(items, 1) == 1 and batch._parallel_syntheses(items[:1], 8) == 1
+    monkeypatch.setattr(memory, "default_budget", lambda device="cpu": need // 2)
+    assert batch._parallel_syntheses(items, 8) == 1  # never fewer than one (decode's own check applies)
