@@ -431,13 +431,14 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
     total = len(streams) if hasattr(streams, "__len__") else None  # type: ignore[arg-type]
     bar = _progress_bar(total, "decode", progress)
     source = enumerate(streams)
+    caller_threads = torch.get_num_threads()
     # one torch thread per worker: the workers run side by side; the integers they compute do
     # not depend on the thread count (streams whose entropy stage does are not split: _prepare)
     pool = (ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,))
             if workers > 0 else None)
     # side-by-side syntheses at the caller's thread count: the pixels of decode
     synth = (ThreadPoolExecutor(max_workers=synthesis_threads, initializer=torch.set_num_threads,
-                                initargs=(torch.get_num_threads(),)) if synthesis_threads > 1 else None)
+                                initargs=(caller_threads,)) if synthesis_threads > 1 else None)
     pending: deque[Future | _Prepared] = deque()
 
     def feed(n: int) -> None:
@@ -467,6 +468,10 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
         for p in (pool, synth):
             if p is not None:
                 p.shutdown(wait=True, cancel_futures=True)
+        if pool is not None or synth is not None:
+            # torch.set_num_threads in a worker also sets the count that threads started later
+            # begin with (and the pthreadpool's): put back the caller's
+            torch.set_num_threads(caller_threads)
         if bar is not None:
             bar.close()
 

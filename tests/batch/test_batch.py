@@ -91,6 +91,11 @@ def test_decode_many_is_bitwise_decode_at_two_threads(default_codec, two_threads
         assert all(torch.equal(r.image, ref) for r, ref in zip(got, single))
     y_hat, q, size = default_codec.decode_latents(streams[0])  # decode is its two halves
     assert size == (96, 130) and torch.equal(default_codec.synthesize(y_hat, q, size), single[0])
+    seen: list[int] = []  # the one-thread workers leave the count of threads started later alone
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [2]
 
 
 def test_side_by_side_syntheses_use_private_copies(default_codec, default_streams, monkeypatch) -> None:
