@@ -89,7 +89,7 @@ def main() -> None:
     base = statistics.median(times["loop"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:<40} median {med:7.3f} s  ({len(streams) / med:5.2f} img/s; runs "
+        print(f"  {name:<40} median {med:7.3f} s  min {min(ts):7.3f} s  ({len(streams) / med:5.2f} img/s; runs "
               f"{', '.join(f'{t:.3f}' for t in ts)})  speedup {base / med:4.2f}x")
     for name in runs:
         if name != "loop":

@@ -7,25 +7,25 @@ and ``StreamDataset`` (a ``torch.utils.data.Dataset`` over stream files, decodin
    its model, parse it and, for the default model, run the entropy half of ``decode``
    (``DefaultCodec.decode_latents``: rANS z and y in C++, which releases the GIL, and release 2's
    fixed-point entropy parameters, whose integers do not depend on the thread count);
-2. *synthesise* (the calling thread, at the caller's torch thread count): the second half of
-   ``decode`` (``DefaultCodec.synthesize``) image by image, so the pixels are **bitwise** those of
-   ``decode`` -- the CPU convolutions round differently at other thread counts or batch shapes,
-   which is why the synthesis is neither batched nor split over threads there by default.
-   The next chunk is prepared while the consumer handles this one.
+2. *synthesise*: the second half of ``decode`` (``DefaultCodec.synthesize``) image by image,
+   at the caller's torch thread count T, so the pixels are **bitwise** those of ``decode`` (the
+   CPU convolutions round differently at other thread counts or batch shapes, so the synthesis
+   is never batched or re-threaded by default). With spare CPUs (``synthesis_threads``, default
+   CPUs // T: 2 for a one-thread caller on 2 cores) several images are synthesised side by side,
+   each at T threads on its own copy of the synthesis network. The next chunk is prepared while
+   the consumer handles this one.
 
-Why this is the fast path on the CPU (BENCHMARKS.md, "decode_many"): ``decode`` at 2 threads
-spends ~29 ms of a ~190 ms Kodak decode in the entropy half, which barely uses the second core
-(27 ms at one thread), and the synthesis scales to 2 cores (316 -> 157 ms); running the
-entropy halves of a chunk two at a time reclaims the idle core, and that is all there is to
-reclaim without changing the pixels.
+Where the time goes (BENCHMARKS.md, "decode_many"): at T = 2 on 2 cores ``decode`` spends ~27 ms
+of a ~178 ms Kodak decode in the entropy half, which barely uses the second core, while the
+synthesis keeps both busy; running the entropy halves of a chunk two at a time reclaims that
+core, and that is all there is to reclaim on 2 cores without changing the pixels (~1.06x). At
+T = 1, the side-by-side syntheses use the other core.
 
-Options that trade exactness for speed elsewhere: ``forward_batch`` (batched synthesis forwards,
-the default on CUDA) and ``synthesis_threads`` > 1 (CPU forwards side by side at one torch
-thread each, in a channels-last copy of the synthesis: for oversubscribed machines, where the
-2-thread convolutions of ``decode`` wait on descheduled threads); their pixels are within 1
-level of ``decode``'s. Other codecs (SODEC, CoD, DiffC), release-1 default streams (their
-entropy parameters depend on the thread count) and calls with decode ``overrides`` are decoded
-stream by stream by ``decode`` in the calling thread.
+``forward_batch`` trades exactness for batched synthesis forwards (the default on CUDA; on the
+CPU in a channels-last copy of the synthesis, pixels within 1 level of ``decode``'s). Other codecs
+(SODEC, CoD, DiffC), release-1 default streams (their entropy parameters depend on the thread
+count) and calls with decode ``overrides`` are decoded stream by stream by ``decode`` in the
+calling thread.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from . import portable
+from . import memory, portable
 from .api import codec_for_stream, find_model, resolve_model
 from .bitstream import MAX_CONTAINER_BYTES, CodecId, read_header
 from .errors import BitstreamError
@@ -217,54 +217,105 @@ def _default_synthesis(codec: Any, items: list[_Prepared], forward_batch: int) -
                 it.error = exc
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+#: Private copies of synthesis networks for side-by-side syntheses: g_s -> (weights signature,
+#: free copies). A copy is taken for one synthesis and given back; a new one is made when none is
+#: free, so concurrent decode_many calls never share one.
+_replicas: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_replicas_lock = threading.Lock()
 
 
-def _synthesis_pool(n: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``n`` threads running one torch thread each (made once per ``n``)."""
-    with _pools_lock:
-        pool = _pools.get(n)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cod_fast_synthesis",
-                                      initializer=torch.set_num_threads, initargs=(1,))
-            _pools[n] = pool
-    return pool
+def _weights_signature(net: torch.nn.Module) -> tuple | None:
+    """Identity and version of every parameter and buffer (None: not trackable, do not cache)."""
+    try:
+        return tuple((t.data_ptr(), t._version) for t in (*net.parameters(), *net.buffers()))
+    except RuntimeError:  # inference tensors have no version counter
+        return None
 
 
-def _exact(codec: Any, forward_batch: int | None, synthesis_threads: int) -> bool:
-    """Whether the default-model items of ``codec`` take the exact path (``DefaultCodec.synthesize``
-    per image in the calling thread): a CPU codec without ``forward_batch`` / ``synthesis_threads``."""
-    return torch.device(codec.device).type == "cpu" and forward_batch is None and synthesis_threads == 1
+def _take_replica(g_s: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
+    """(a private ``copy.deepcopy`` of ``g_s``, its free list or None): copies are kept while the
+    weights of ``g_s`` are unchanged (same storages and versions)."""
+    sig = _weights_signature(g_s)
+    free: deque | None = None
+    if sig is not None:
+        with _replicas_lock:
+            entry = _replicas.get(g_s)
+            if entry is None or entry[0] != sig:
+                entry = (sig, deque())
+                _replicas[g_s] = entry
+            free = entry[1]
+            if free:
+                return free.pop(), free
+    return copy.deepcopy(g_s).eval(), free
+
+
+def _give_replica(replica: torch.nn.Module, free: deque | None) -> None:
+    if free is not None:
+        with _replicas_lock:
+            free.append(replica)
+
+
+def _synthesize_exact(it: _Prepared, replica: bool) -> None:
+    """``decode``'s synthesis half for one prepared default-model item (sets ``image`` or ``error``);
+    ``replica``: on a private copy of the synthesis (side-by-side threads), else on the codec's own."""
+    taken = _take_replica(it.codec.net.g_s) if replica else (None, None)
+    try:
+        it.image = it.codec.synthesize(it.y_hat, it.quality, it.size, g_s=taken[0])
+    except Exception as exc:  # noqa: BLE001 -- reported per item
+        it.error = exc
+    finally:
+        it.y_hat = None
+        if taken[0] is not None:
+            _give_replica(*taken)
+
+
+def _parallel_syntheses(items: list[_Prepared], limit: int) -> int:
+    """How many of ``items`` to synthesise side by side: at most ``limit`` and as many as the
+    memory budget holds (``cod_fast.memory``: each synthesis needs its decode estimate)."""
+    if limit <= 1 or len(items) <= 1:
+        return 1
+    need = max(memory.estimate(it.codec, "decode", *it.size) for it in items)
+    return max(1, min(limit, len(items), memory.default_budget("cpu") // max(1, need)))
+
+
+def _exact(codec: Any, forward_batch: int | None) -> bool:
+    """Whether the default-model items of ``codec`` take the exact path (``decode``'s synthesis
+    half per image, ``DefaultCodec.synthesize``): a CPU codec without ``forward_batch``."""
+    return torch.device(codec.device).type == "cpu" and forward_batch is None
 
 
 def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[str, Any],
-            synthesis_threads: int = 1) -> list[DecodeResult]:
-    """The synthesis of a prepared chunk (calling thread) -> its results, in order."""
+            synthesis_pool: ThreadPoolExecutor | None = None, synthesis_threads: int = 1) -> list[DecodeResult]:
+    """The synthesis of a prepared chunk -> its results, in order. Exact items (``_exact``) run
+    ``decode``'s synthesis half: in the calling thread, or up to ``synthesis_threads`` side by
+    side in ``synthesis_pool`` (threads at the caller's torch thread count, one private synthesis
+    copy each)."""
+    exact: list[_Prepared] = []
     groups: dict[tuple, list[_Prepared]] = {}
     for it in chunk:
         if it.error is None and it.y_hat is not None:
-            if _exact(it.codec, forward_batch, synthesis_threads):
-                try:  # the second half of decode, at the caller's thread count: decode's pixels
-                    it.image = it.codec.synthesize(it.y_hat, it.quality, it.size)
-                except Exception as exc:  # noqa: BLE001 -- reported per item
-                    it.error = exc
-                it.y_hat = None
+            if _exact(it.codec, forward_batch):
+                exact.append(it)
             else:
                 pad = tuple(-(-s // it.codec.stride) for s in it.size)
                 groups.setdefault((id(it.codec), pad), []).append(it)
-    jobs = []
+    n = _parallel_syntheses(exact, synthesis_threads if synthesis_pool is not None else 1)
+    if n > 1:
+        sem = threading.BoundedSemaphore(n)  # n <= the pool's threads: the memory budget's share
+
+        def run(it: _Prepared) -> None:
+            with sem:
+                _synthesize_exact(it, replica=True)
+
+        list(synthesis_pool.map(run, exact))
+    else:
+        for it in exact:
+            _synthesize_exact(it, replica=False)
     for items in groups.values():
         codec = items[0].codec
         fb = max(1, int(forward_batch or (len(items) if torch.device(codec.device).type == "cuda" else 1)))
-        jobs += [(codec, items[i:i + fb], fb) for i in range(0, len(items), fb)]
-    on_cpu = [torch.device(j[0].device).type == "cpu" for j in jobs]
-    if synthesis_threads > 1 and sum(on_cpu) > 1:  # CPU: forwards side by side, one torch thread each
-        list(_synthesis_pool(synthesis_threads).map(lambda j: _default_synthesis(*j),
-                                                    [j for j, c in zip(jobs, on_cpu) if c]))
-        jobs = [j for j, c in zip(jobs, on_cpu) if not c]
-    for j in jobs:
-        _default_synthesis(*j)
+        for i in range(0, len(items), fb):
+            _default_synthesis(codec, items[i:i + fb], fb)
     out = []
     for it in chunk:
         res = DecodeResult(index=it.index, name=it.name, error=it.error)
@@ -312,13 +363,12 @@ def _check_common(batch_size: int, workers: int, on_error: str) -> None:
 
 def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size: int = 8,
                 device: str | torch.device | None = None, workers: int | None = None, progress: bool = False,
-                on_error: str = "report", forward_batch: int | None = None, synthesis_threads: int = 1,
+                on_error: str = "report", forward_batch: int | None = None, synthesis_threads: int | None = None,
                 **overrides: Any) -> Iterator[DecodeResult]:
     """Decode many streams; yields one :class:`DecodeResult` per input, in input order.
 
     On the CPU the default model's images are bitwise those of ``cod_fast.decode`` at the caller's
-    torch thread count (module docstring); ``forward_batch`` / ``synthesis_threads`` trade that for
-    speed on CUDA / on oversubscribed CPUs.
+    torch thread count (module docstring); ``forward_batch`` trades that for batched forwards.
 
     Args:
         streams: container bytes or stream file paths (any iterable; consumed lazily, at most
@@ -337,9 +387,11 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
         forward_batch: images per synthesis forward of the default model (None: ``batch_size``
             on CUDA; on the CPU the exact per-image synthesis of ``decode``). An int runs batched
             forwards (pixels within 1 level of ``decode``'s on the CPU).
-        synthesis_threads: > 1: CPU synthesis forwards side by side in this many threads of one
-            torch thread each, in a channels-last copy of the synthesis (pixels within 1 level;
-            pays only where the caller's multi-thread convolutions are slowed by other load).
+        synthesis_threads: CPU syntheses run side by side, each at the caller's torch thread count
+            on its own copy of the synthesis network (same pixels as ``decode``); None: as many as
+            the CPUs hold (``os.sched_getaffinity`` // ``torch.get_num_threads()``, e.g. 2 for a
+            one-thread caller on 2 cores, 1 for a 2-thread caller); fewer when the memory budget
+            (``cod_fast.memory``) does not hold that many at once.
         overrides: decode settings passed to every codec's ``decode`` (e.g. ``steps``); with
             overrides the default model's streams are decoded one by one by ``decode``.
 
@@ -350,8 +402,10 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
     _check_common(batch_size, workers, on_error)
     if forward_batch is not None and (not isinstance(forward_batch, int) or forward_batch < 1):
         raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
+    if synthesis_threads is None:
+        synthesis_threads = max(1, _cpu_count() // torch.get_num_threads())
     if not isinstance(synthesis_threads, int) or synthesis_threads < 1:
-        raise ValueError(f"synthesis_threads must be a positive int, got {synthesis_threads!r}")
+        raise ValueError(f"synthesis_threads must be a positive int or None, got {synthesis_threads!r}")
     dev = torch.device(device) if device is not None else None
     models = _Models(model, dev)
     return _decode_iter(streams, models, batch_size, workers, progress, on_error, forward_batch, overrides,
@@ -363,16 +417,28 @@ def decode_many(streams: Iterable[StreamLike], model: Any = None, *, batch_size:
 _PREPARE_DURING_SYNTHESIS = False
 
 
+def _cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int, workers: int, progress: bool,
                  on_error: str, forward_batch: int | None, overrides: dict[str, Any],
                  synthesis_threads: int = 1) -> Iterator[DecodeResult]:
     total = len(streams) if hasattr(streams, "__len__") else None  # type: ignore[arg-type]
     bar = _progress_bar(total, "decode", progress)
     source = enumerate(streams)
+    caller_threads = torch.get_num_threads()
     # one torch thread per worker: the workers run side by side; the integers they compute do
     # not depend on the thread count (streams whose entropy stage does are not split: _prepare)
     pool = (ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,))
             if workers > 0 else None)
+    # side-by-side syntheses at the caller's thread count: the pixels of decode
+    synth = (ThreadPoolExecutor(max_workers=synthesis_threads, initializer=torch.set_num_threads,
+                                initargs=(caller_threads,)) if synthesis_threads > 1 else None)
     pending: deque[Future | _Prepared] = deque()
 
     def feed(n: int) -> None:
@@ -393,14 +459,19 @@ def _decode_iter(streams: Iterable[StreamLike], models: _Models, batch_size: int
                 chunk.append(p.result() if isinstance(p, Future) else p)
             if _PREPARE_DURING_SYNTHESIS:
                 feed(len(chunk))
-            results = _finish(chunk, forward_batch, overrides, synthesis_threads)
+            results = _finish(chunk, forward_batch, overrides, synth, synthesis_threads)
             if not _PREPARE_DURING_SYNTHESIS:
                 feed(len(chunk))  # prepared while the consumer handles this chunk
             for res in results:
                 yield _deliver(res, bar, on_error)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for p in (pool, synth):
+            if p is not None:
+                p.shutdown(wait=True, cancel_futures=True)
+        if pool is not None or synth is not None:
+            # torch.set_num_threads in a worker also sets the count that threads started later
+            # begin with (and the pthreadpool's): put back the caller's
+            torch.set_num_threads(caller_threads)
         if bar is not None:
             bar.close()
 

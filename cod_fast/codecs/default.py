@@ -310,13 +310,19 @@ class DefaultCodec(PortableCodec):
             return means.add_(y_sym.to(torch.float32)), q, size  # y_sym + means
 
     @memory.allocation_guard
-    def synthesize(self, y_hat: torch.Tensor, quality: float, size: tuple[int, int]) -> torch.Tensor:
+    def synthesize(self, y_hat: torch.Tensor, quality: float, size: tuple[int, int], *,
+                   g_s: torch.nn.Module | None = None) -> torch.Tensor:
         """The second half of ``decode``: ``decode_latents``' outputs -> uint8 [3, H, W] on the CPU
         (``y_hat`` is consumed). ``decode(data)`` is exactly ``synthesize(*decode_latents(data))``,
         so the pixels are bitwise those of ``decode`` when this runs at the same torch thread count
-        (the CPU convolutions round by thread count)."""
-        with self._lock, torch.inference_mode():
-            return self.net.synthesize(y_hat, quality, size, as_uint8=True)
+        (the CPU convolutions round by thread count).
+
+        ``g_s``: a private ``copy.deepcopy`` of ``net.g_s`` to run instead, without the codec's
+        lock (the caller owns the copy: ``cod_fast.decode_many`` runs several syntheses side by
+        side, one copy each; same pixels)."""
+        lock = self._lock if g_s is None else contextlib.nullcontext()
+        with lock, torch.inference_mode():
+            return self.net.synthesize(y_hat, quality, size, as_uint8=True, g_s=g_s)
 
     @property
     def entropy_depends_on_threads(self) -> bool:

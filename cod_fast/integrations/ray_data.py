@@ -68,7 +68,9 @@ class RayDecoder:
 
         streams = [bytes(s) for s in batch[self.column]]
         images, errors = [], []
-        for r in decode_many(streams, self.model, batch_size=self.batch_size, device=self.device, workers=1):
+        # one synthesis at a time: the actors are the parallelism, sized by Ray's CPU accounting
+        for r in decode_many(streams, self.model, batch_size=self.batch_size, device=self.device, workers=1,
+                             synthesis_threads=1):
             if r.ok:
                 images.append(r.image.permute(1, 2, 0).contiguous().numpy())
                 errors.append("")

@@ -58,7 +58,7 @@ def test_decode_many_keeps_the_memory_budget(default_codec, default_streams) -> 
         default_codec.decode_latents(default_streams[0], max_memory=1)
 
 
-@pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, 1), (3, 1), (None, 2)])
+@pytest.mark.parametrize(("forward_batch", "synthesis_threads"), [(None, None), (None, 1), (None, 3), (3, 1)])
 def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_batch, synthesis_threads) -> None:
     single = [default_codec.decode(d) for d in default_streams]
     got = list(decode_many(default_streams, batch_size=4, forward_batch=forward_batch,
@@ -66,7 +66,7 @@ def test_decode_many_matches_one_by_one(default_codec, default_streams, forward_
     assert [r.index for r in got] == list(range(len(default_streams)))
     for r, ref in zip(got, single):
         assert r.ok and r.image.dtype == torch.uint8 and r.image.shape == ref.shape
-        if forward_batch is None and synthesis_threads == 1:  # the default CPU path: decode's pixels
+        if forward_batch is None:  # the CPU path, whatever the side-by-side syntheses: decode's pixels
             assert torch.equal(r.image, ref)
         else:
             assert (r.image.int() - ref.int()).abs().max() <= 1  # float rounding of the synthesis
@@ -91,6 +91,37 @@ def test_decode_many_is_bitwise_decode_at_two_threads(default_codec, two_threads
         assert all(torch.equal(r.image, ref) for r, ref in zip(got, single))
     y_hat, q, size = default_codec.decode_latents(streams[0])  # decode is its two halves
     assert size == (96, 130) and torch.equal(default_codec.synthesize(y_hat, q, size), single[0])
+    seen: list[int] = []  # the one-thread workers leave the count of threads started later alone
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [2]
+
+
+def test_side_by_side_syntheses_use_private_copies(default_codec, default_streams, monkeypatch) -> None:
+    """At one thread on 2+ CPUs, syntheses run side by side (two threads held at a barrier inside
+    them), each on a private copy of the synthesis network, never on the codec's own (which may hold
+    caches), and the copies are reused while the weights stay unchanged."""
+    from cod_fast import batch
+
+    net = default_codec.net
+    barrier = threading.Barrier(2, timeout=20)
+    real = type(net).synthesize
+    seen: list[object] = []
+
+    def inside(self, *args, **kwargs):
+        seen.append(kwargs.get("g_s"))
+        barrier.wait()  # two syntheses at once, else this times out
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(net), "synthesize", inside)
+    got = list(decode_many(default_streams[:2], default_codec, synthesis_threads=2, on_error="raise"))
+    assert len(seen) == 2 and all(g is not None and g is not net.g_s for g in seen) and seen[0] is not seen[1]
+    monkeypatch.undo()
+    assert all(torch.equal(r.image, default_codec.decode(d)) for r, d in zip(got, default_streams[:2]))
+    replica, free = batch._take_replica(net.g_s)  # a copy given back is taken again
+    assert replica in seen
+    batch._give_replica(replica, free)
 
 
 def test_entropy_half_runs_side_by_side_without_the_lock(default_codec, default_streams) -> None:
@@ -210,3 +241,15 @@ def test_stream_dataset_in_dataloader_workers(default_codec, default_streams, on
     with pytest.raises(Exception, match="fingerprint"):
         list(torch.utils.data.DataLoader(StreamDataset([files[3]]), batch_size=None, num_workers=1,
                                          multiprocessing_context="spawn"))
+
+
+def test_side_by_side_syntheses_fit_the_memory_budget(default_codec, default_streams, monkeypatch) -> None:
+    from cod_fast import batch, memory
+
+    items = [batch._prepare(i, d, batch._Models(default_codec, None)) for i, d in enumerate(default_streams[:4])]
+    need = max(memory.estimate(default_codec, "decode", *it.size) for it in items)
+    monkeypatch.setattr(memory, "default_budget", lambda device="cpu": 2 * need + 1)
+    assert batch._parallel_syntheses(items, 8) == 2  # two at once fit, three do not
+    assert batch._parallel_syntheses(items, 1) == 1 and batch._parallel_syntheses(items[:1], 8) == 1
+    monkeypatch.setattr(memory, "default_budget", lambda device="cpu": need // 2)
+    assert batch._parallel_syntheses(items, 8) == 1  # never fewer than one (decode's own check applies)

@@ -888,25 +888,28 @@ class DefaultCodecModel(nn.Module):
     @torch.no_grad()
     def synthesize(
         self, y_hat: torch.Tensor, q: torch.Tensor, image_size: tuple[int, int] | None = None,
-        as_uint8: bool = False,
+        as_uint8: bool = False, g_s: nn.Module | None = None,
     ) -> torch.Tensor:
         """The second half of ``decompress``: x_hat from the decoded latent ``y_hat`` = y symbols +
         means (float32 (1, M, h, w) CPU, still in the gain domain; consumed: scaled in place) at
         rate level ``q`` (a float or a (1,) tensor, checked as in ``decompress``); ``image_size`` and ``as_uint8`` and the result as
         in ``decompress`` (``decompress`` is ``_decode_symbols`` then this, so a caller that splits
-        the two halves, e.g. ``cod_fast.decode_many``, gets the same pixels bit for bit)."""
+        the two halves, e.g. ``cod_fast.decode_many``, gets the same pixels bit for bit). ``g_s``: a
+        copy of ``self.g_s`` to run instead (``copy.deepcopy``: same pixels; parallel callers give
+        each thread its own copy)."""
         if not isinstance(y_hat, torch.Tensor) or y_hat.dim() != 4 or y_hat.shape[:2] != (1, self.cfg.latent):
             raise ValueError(f"y_hat must be (1, {self.cfg.latent}, h, w), got {getattr(y_hat, 'shape', type(y_hat))}")
         dev = next(self.parameters()).device
         q = self._check_levels(q, 1, dev)
         inv_gain = self._gain(self.log_inv_gain, q)
-        if as_uint8 and lowmem.usable(self.g_s, y_hat) and dev.type == "cpu":
+        g_s = self.g_s if g_s is None else g_s
+        if as_uint8 and lowmem.usable(g_s, y_hat) and dev.type == "cpu":
             # then * inv_gain, in place: the same float32 operations per element as below
             y_hat = y_hat.mul_(inv_gain)
-            return lowmem.synthesis_uint8(self.g_s, y_hat, q, None if image_size is None else
+            return lowmem.synthesis_uint8(g_s, y_hat, q, None if image_size is None else
                                           (int(image_size[0]), int(image_size[1])))
-        dtype = next(self.g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
-        x_hat = self.g_s((y_hat.to(dev) * inv_gain).to(dtype), q).clamp_(0.0, 1.0)
+        dtype = next(g_s.parameters()).dtype  # float32, or bfloat16/float16 for a cast model
+        x_hat = g_s((y_hat.to(dev) * inv_gain).to(dtype), q).clamp_(0.0, 1.0)
         if image_size is not None:
             x_hat = x_hat[:, :, : int(image_size[0]), : int(image_size[1])]
         if as_uint8:
