@@ -37,7 +37,9 @@ stays exact): the held-out image is then also evaluated with it ("eval-ema" line
 averaged weights are usually the better release candidate.
 
 SIGTERM/SIGINT end the run cleanly after the current step, with a checkpoint; SIGSTOP/SIGCONT
-(pausing the process) need nothing. ``--pid-file`` records the process id.
+(pausing the process) need nothing. ``--pid-file`` records the process id. ``--time-limit S``
+stops the same way once this invocation has trained S seconds (for a machine lent for minutes;
+``--resume`` continues).
 
 Loss per window: lambda_q * 255^2 * MSE + bpp (rate from the likelihoods of y and z), averaged
 over the batch. Adam, linear warm-up then cosine decay to 5% of ``--lr`` at ``--steps``,
@@ -92,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     ap.add_argument("--pid-file", type=Path, default=None, help="write the process id here")
+    ap.add_argument(
+        "--time-limit", type=float, default=None,
+        help="seconds of this invocation's training loop after which it checkpoints and stops (a leased GPU)",
+    )
     ap.add_argument("--ema", type=float, default=0.0, help="decay of a moving average of the weights (0: none)")
     ap.add_argument(
         "--snapshot-every", type=int, default=0,
@@ -365,6 +371,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.set = False
+        self.reason = ""
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -376,7 +383,7 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.set = True
+        self.set, self.reason = True, signal.Signals(signum).name
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -482,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             acc["bpp"] += float(r["bpp"].mean())
             acc["psnr"] += float((10 * torch.log10(1.0 / r["mse"].clamp_min(1e-12))).mean())
             acc["n"] += 1
+            if args.time_limit is not None and time.monotonic() - t0 >= args.time_limit:
+                stop.set, stop.reason = True, "time limit"
             last = step == end or stop.set
             if step % args.log_every == 0 or last:
                 n = acc["n"]
@@ -505,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
                 last_ckpt = time.monotonic()
     if not ckpt_path.exists():  # e.g. --stop-after 0: keep the calibrated starting point
         save_checkpoint(ckpt_path, model, opt, opt_entropy, step, args, ema)
-    log.write(f"# {'stopped by signal at' if stop.set else 'done'} step {step}\n")
+    log.write(f"# {f'stopped ({stop.reason}) at' if stop.set else 'done'} step {step}\n")
     log.close()
 
 

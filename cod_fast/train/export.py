@@ -3,7 +3,8 @@
 ``python -m cod_fast.train.export --ckpt OUT/last.pt --out cod_fast/weights`` writes
 ``default.safetensors`` (every tensor of the state dict as float16, about half the size of
 float32; the loader converts back to float32) and ``default.json`` (the ``DefaultConfig``, the
-training step and arguments, and the sha256 of the safetensors file).
+training step and arguments, and the sha256 of the safetensors file). ``--ema`` exports the
+checkpoint's moving average of the weights (``python -m cod_fast.train --ema``) instead.
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ import torch
 from safetensors.torch import save_file
 
 
-def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None) -> dict:
-    """Write default.safetensors + default.json from a checkpoint; returns the JSON metadata."""
+def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None, average: bool = False) -> dict:
+    """Write default.safetensors + default.json from a checkpoint (its moving average when
+    ``average``); returns the JSON metadata."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in ckpt["model"].items()}
+    if average and "ema" not in ckpt:
+        raise ValueError(f"{ckpt_path} holds no moving average (train with --ema)")
+    weights = ckpt["ema" if average else "model"]
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in weights.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "default.safetensors"
     save_file(state, str(weights), metadata={"format": "pt", "model": "cod_fast.default"})
@@ -30,6 +35,7 @@ def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None) -> dict:
         "dtype": "float16",
         "step": int(ckpt["step"]),
         "train_args": ckpt.get("args", {}),
+        "weights": "moving average" if average else "last step",
         "sha256": digest,
         "parameters": int(sum(v.numel() for v in state.values())),
     }
@@ -43,8 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m cod_fast.train.export", description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ema", action="store_true", help="export the moving average of the weights")
     args = ap.parse_args(argv)
-    meta = export(args.ckpt, args.out)
+    meta = export(args.ckpt, args.out, average=args.ema)
     size = (args.out / "default.safetensors").stat().st_size
     print(f"wrote {args.out}/default.safetensors ({size / 1e6:.2f} MB, {meta['parameters']} parameters, step {meta['step']})")
 

@@ -151,9 +151,13 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path: Path, monkeypa
     monkeypatch.setattr(trainer, "rd_loss", loss_then_term)
     trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "r"), "--steps", "50", "--pid-file", str(tmp_path / "pid")])
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["step"] == 1
-    assert "stopped by signal at step 1" in (tmp_path / "r" / "train.log").read_text()
+    assert "stopped (SIGTERM) at step 1" in (tmp_path / "r" / "train.log").read_text()
     assert (tmp_path / "pid").read_text().strip() == str(os.getpid())
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
+    monkeypatch.setattr(trainer, "rd_loss", real)
+    trainer.main(_common(tmp_path) + ["--out", str(tmp_path / "t"), "--steps", "50", "--time-limit", "0"])
+    assert torch.load(tmp_path / "t" / "last.pt", weights_only=True)["step"] == 1
+    assert "stopped (time limit) at step 1" in (tmp_path / "t" / "train.log").read_text()
 
 
 def test_plain_licence_notices() -> None:
@@ -216,6 +220,11 @@ def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> No
     snap = torch.load(tmp_path / "a" / "ema_2.pt", weights_only=True)
     assert snap["step"] == 2 and set(snap["model"]) == set(ca["model"]) and (tmp_path / "a" / "model_2.pt").exists()
     assert "eval-ema 2 q0:" in (tmp_path / "a" / "train.log").read_text()
+    from cod_fast.train.export import export
+
+    meta = export(tmp_path / "a" / "last.pt", tmp_path / "w", average=True)
+    _, exported = trainer.init_source(str(tmp_path / "w"))
+    assert meta["weights"] == "moving average" and torch.equal(exported[k], ca["ema"][k].half().float())
     _, avg = trainer.init_source(str(tmp_path / "a" / "last.pt") + "@ema")
     assert all(torch.equal(avg[k], ca["ema"][k]) for k in avg)
     with pytest.raises(ValueError, match="no moving average"):
