@@ -11,7 +11,8 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -98,3 +99,24 @@ def gaussian_case(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     scales = torch.exp(torch.empty(n).uniform_(math.log(0.11), math.log(256.0), generator=gen))
     return torch.round(torch.randn(n, generator=gen) * scales).to(torch.int32), scales
+
+
+def add_kodak_stream_args(ap: argparse.ArgumentParser, repeat: int) -> None:
+    """The options of the benchmarks that decode default-model streams of Kodak images: --kodak,
+    --images, --quality, --repeat (default ``repeat``)."""
+    ap.add_argument("--kodak", default="/work/shared/data/kodak")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--quality", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=repeat)
+
+
+def kodak_streams(args: argparse.Namespace) -> tuple[Any, list[bytes]]:
+    """(the bundled default codec, its streams of the first ``args.images`` Kodak PNGs at
+    ``args.quality``); SystemExit when the folder holds no PNG."""
+    import cod_fast
+
+    files = sorted(Path(args.kodak).glob("*.png"))[: args.images]
+    if not files:
+        raise SystemExit(f"no PNG images under {args.kodak}")
+    codec = cod_fast.load_model()
+    return codec, [codec.encode(f, quality=args.quality) for f in files]

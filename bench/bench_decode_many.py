@@ -34,13 +34,10 @@ from cod_fast import batch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--kodak", default="/work/shared/data/kodak")
-    ap.add_argument("--images", type=int, default=8)
+    bench_common.add_kodak_stream_args(ap, repeat=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None, help="decode_many's workers (default: its own)")
     ap.add_argument("--forward-batch", type=int, default=None, help="images per synthesis forward (None: auto)")
-    ap.add_argument("--quality", type=float, default=3.0)
-    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--ablate", action="store_true",
                     help="also run decode_many with workers=0 (entropy stages one by one in the calling thread) "
                          "and with the next chunk prepared during the synthesis")
@@ -48,11 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = sorted(Path(args.kodak).glob("*.png"))[: args.images]
-    if not files:
-        raise SystemExit(f"no PNG images under {args.kodak}")
-    codec = cod_fast.load_model()
-    streams = [codec.encode(f, quality=args.quality) for f in files]
+    codec, streams = bench_common.kodak_streams(args)
     print(bench_common.machine_line())
     print(f"{len(streams)} Kodak images ({', '.join(sorted({str(tuple(codec.decode_symbols(s)[0].shape[-2:])) for s in streams}))} "
           f"latent grids), quality {args.quality}, batch {args.batch}, workers {args.workers}, "

@@ -29,10 +29,7 @@ import cod_fast
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--kodak", default="/work/shared/data/kodak")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--quality", type=float, default=3.0)
-    ap.add_argument("--repeat", type=int, default=2)
+    bench_common.add_kodak_stream_args(ap, repeat=2)
     args = ap.parse_args()
     import ray
 

@@ -30,22 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common
 
-import cod_fast
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--kodak", default="/work/shared/data/kodak")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--quality", type=float, default=3.0)
-    ap.add_argument("--repeat", type=int, default=5)
+    bench_common.add_kodak_stream_args(ap, repeat=5)
     args = ap.parse_args()
     T = torch.get_num_threads()
-    files = sorted(Path(args.kodak).glob("*.png"))[: args.images]
-    if not files:
-        raise SystemExit(f"no PNG images under {args.kodak}")
-    codec = cod_fast.load_model()
-    streams = [codec.encode(f, quality=args.quality) for f in files]
+    codec, streams = bench_common.kodak_streams(args)
     n = len(streams)
     print(bench_common.machine_line())
     latents: dict[int, tuple] = {}

@@ -266,3 +266,20 @@ def make_image(height: int = 32, width: int = 32) -> torch.Tensor:
     g = yy * 255 // max(height - 1, 1)
     b = ((xx // 4 + yy // 4) % 2) * 200 + 20
     return torch.stack([r, g, b]).to(torch.uint8)
+
+
+# --- subprocess checks ---------------------------------------------------------------------------
+def run_triton_check(script: str) -> None:
+    """Run ``script`` in a fresh Python (Triton's interpreter must be chosen before the kernels are
+    decorated; on a CUDA machine ``COD_FAST_TEST_CUDA=1`` asks for the compiled kernels) and
+    assert that it exits 0 and prints "identical"."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if torch.cuda.is_available():
+        env["COD_FAST_TEST_CUDA"] = "1"
+    r = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "identical" in r.stdout, r.stderr[-2000:]

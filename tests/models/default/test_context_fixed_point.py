@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import run_triton_check
 
 from cod_fast.int_params.reference import anchor_mask
 from cod_fast.models.default.integer_params import (
@@ -194,12 +192,7 @@ def test_triton_backend_identical() -> None:
     """Pass two (head + context) on Triton (the interpreter here, in a subprocess) equals the
     reference."""
     pytest.importorskip("triton")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if torch.cuda.is_available():
-        env["COD_FAST_TEST_CUDA"] = "1"
-    r = subprocess.run([sys.executable, "-c", _TRITON_CHECK], check=False, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0 and "identical" in r.stdout, r.stderr[-2000:]
+    run_triton_check(_TRITON_CHECK)
 
 
 def test_container_release_3(nets, live_int, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import run_triton_check
 
 from cod_fast.models.default.integer_params import (
     ACT_MAX,
@@ -252,12 +253,7 @@ def test_triton_backend_identical() -> None:
     the default model's layers too: in Triton's CPU interpreter here (a subprocess, since the
     interpreter must be chosen before the kernels are decorated), compiled on a GPU machine."""
     pytest.importorskip("triton")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if torch.cuda.is_available():
-        env["COD_FAST_TEST_CUDA"] = "1"
-    r = subprocess.run([sys.executable, "-c", _TRITON_CHECK], check=False, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0 and "identical" in r.stdout, r.stderr[-2000:]
+    run_triton_check(_TRITON_CHECK)
 
 
 def test_shipped_integers_match_their_export() -> None:
