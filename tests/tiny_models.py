@@ -283,3 +283,21 @@ def run_triton_check(script: str) -> None:
     r = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "identical" in r.stdout, r.stderr[-2000:]
+
+
+# --- the default model's fixed-point tests -------------------------------------------------------
+def small_default_net() -> Any:
+    """A tiny ``DefaultCodecModel`` (widths 8, Nz 4, 3 rate levels; seed 0) whose hyper synthesis
+    and gains are randomised away from their initial values, so the fixed-point export sees
+    non-trivial weights."""
+    from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig
+
+    cfg = DefaultConfig(enc=(8, 8, 8), hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),
+                        lambdas=(0.005, 0.01, 0.02), unit_hyper=True)
+    torch.manual_seed(0)
+    net = DefaultCodecModel(cfg).eval()
+    with torch.no_grad():
+        for p in net.h_s.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        net.log_gain.copy_(torch.randn_like(net.log_gain) * 0.5)
+    return net

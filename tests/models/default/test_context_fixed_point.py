@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import run_triton_check
+from tiny_models import run_triton_check, small_default_net
 
 from cod_fast.int_params.reference import anchor_mask
 from cod_fast.models.default.integer_params import (
@@ -23,14 +23,13 @@ from cod_fast.models.default.integer_params import (
     export_integer_params,
     quantize_y,
 )
-from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig, add_checkerboard_context, pad_to_stride
+from cod_fast.models.default.model import add_checkerboard_context, pad_to_stride
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-#: test_fixed_point.py's SMALL: the shipped hyper synthesis layout (768 channels, 1x1 head), narrow.
-SMALL = DefaultConfig(enc=(8, 8, 8), hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),
-                      lambdas=(0.005, 0.01, 0.02), unit_hyper=True)
+#: The shipped hyper synthesis layout (768 channels, 1x1 head), narrow (tiny_models.small_default_net).
+SMALL = small_default_net().cfg
 Q = 1.3
 
 
@@ -44,12 +43,8 @@ def _image() -> torch.Tensor:
 def nets():
     """(model without context, the same with a zero context, with a non-zero context, calibration
     z, calibration y_unit)."""
-    torch.manual_seed(0)
-    net = DefaultCodecModel(SMALL).eval()
+    net = small_default_net()
     with torch.no_grad():
-        for p in net.h_s.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-        net.log_gain.copy_(torch.randn_like(net.log_gain) * 0.5)
         y_unit = net.g_a(pad_to_stride(_image()))
         _, z, _ = net._analyse(y_unit, torch.zeros(1))
     zero = add_checkerboard_context(net, kernel=5, hidden=8, seed=1).eval()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import run_triton_check
+from tiny_models import run_triton_check, small_default_net
 
 from cod_fast.models.default.integer_params import (
     ACT_MAX,
@@ -24,23 +24,18 @@ from cod_fast.models.default.integer_params import (
     polyphase_weights,
     quality_code,
 )
-from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig
+from cod_fast.models.default.model import DefaultCodecModel
 
 ROOT = Path(__file__).resolve().parents[3]
 #: A small unit_hyper model with the shipped architecture's hyper synthesis (768 latent channels,
 #: 1x1 output layer) but narrow hidden widths.
-SMALL = DefaultConfig(enc=(8, 8, 8), hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),
-                      lambdas=(0.005, 0.01, 0.02), unit_hyper=True)
+#: The shipped hyper synthesis layout (768 channels, 1x1 head), narrow (tiny_models.small_default_net).
+SMALL = small_default_net().cfg
 
 
 @pytest.fixture(scope="module")
 def small() -> tuple[DefaultCodecModel, DefaultIntegerParams]:
-    torch.manual_seed(0)
-    net = DefaultCodecModel(SMALL).eval()
-    with torch.no_grad():
-        for p in net.h_s.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-        net.log_gain.copy_(torch.randn_like(net.log_gain) * 0.5)
+    net = small_default_net()
     g = torch.Generator().manual_seed(1)
     z = torch.randint(-6, 7, (2, 4, 3, 3), generator=g).float()
     return net, export_integer_params(net, z)
