@@ -491,7 +491,7 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
     panel_at.resize(static_cast<size_t>(units + 1), 0);
     for (int64_t u = 0; u < units; ++u) {
       panel_at[static_cast<size_t>(u + 1)] =
-          panel_at[static_cast<size_t>(u)] + phases[static_cast<size_t>(u % n_phases)].kpairs * nr * 2;
+          panel_at[static_cast<size_t>(u)] + phases[static_cast<size_t>(u / n_panels)].kpairs * nr * 2;
     }
     shared.resize(static_cast<size_t>(panel_at.back()));
   }
@@ -500,14 +500,15 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
     int32_t* outb = out + b * co * HW;
     if (blocks > 1) {
       parallel_for(units, threads, [&](int64_t unit) {
-        pack_panel(xp.data(), g, phases[static_cast<size_t>(unit % n_phases)], (unit / n_phases) * nr, nr,
+        pack_panel(xp.data(), g, phases[static_cast<size_t>(unit / n_panels)], (unit % n_panels) * nr, nr,
                    shared.data() + panel_at[static_cast<size_t>(unit)]);
       });
     }
     parallel_for(units * blocks, threads, [&](int64_t task) {
       const int64_t blk = task % blocks, unit = task / blocks;
-      const Phase& ph = phases[static_cast<size_t>(unit % n_phases)];
-      const int64_t p0 = (unit / n_phases) * nr;
+      // Units are phase-major: consecutive tasks share a phase's weights (kept in L2).
+      const Phase& ph = phases[static_cast<size_t>(unit / n_panels)];
+      const int64_t p0 = (unit % n_panels) * nr;
       // Per-thread scratch, reused across tasks and calls: allocating (and page-faulting) a fresh
       // panel and accumulator block per task cost more than a small layer's arithmetic.
       int16_t* panel = nullptr;
