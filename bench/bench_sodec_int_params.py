@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=0.3,
                     help="seconds of sleep before each timed run, so that the previous run's spinning "
                          "OpenMP workers (torch) go idle instead of competing with it (default 0.3)")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="time each contender as N calls back to back (after 3 unmeasured ones) per round, "
+                         "as a decoder calls it mid-stream, instead of one call after the pause (default 0: off)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -93,13 +96,25 @@ def main() -> None:
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             time.sleep(args.pause)
+            if args.warm:  # a round = the median of --warm calls back to back, after 3 unmeasured ones
+                for _ in range(3):
+                    runs[name]()
+                walls, cpus = [], []
+                for _ in range(args.warm):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    runs[name]()
+                    walls.append(time.perf_counter() - t0)
+                    cpus.append(time.process_time() - c0)
+                times[name].append(statistics.median(walls))
+                cpu[name].append(statistics.median(cpus))
+                continue
             t0, c0 = time.perf_counter(), time.process_time()
             runs[name]()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
 
     print(f"SODEC integer entropy parameters, FULL_SODEC, {args.size}x{args.size} (z {tuple(z.shape)}), "
-          f"median of {args.repeats} alternated rounds; {bench_common.machine_line()}; "
+          f"median of {args.repeats} alternated rounds{f' of {args.warm} back-to-back calls' if args.warm else ''}; {bench_common.machine_line()}; "
           f"load averages {bench_common.load_averages()}; C++ threads: one per CPU")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ref = med.get("reference")
