@@ -250,8 +250,10 @@ void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
 // Packs low-resolution positions [p0, p0 + nr) (flattened Y * w + X; those >= h*w are zero) of the
 // phase's im2col into panel [kpairs][nr][2]. Positions of one row are contiguous in the padded
 // input, so the panel is filled run by run, both taps of a pair in one loop (vectorisable).
+// Only pairs [pp0, pp1) are written (pp1 < 0: to the end), so several threads can pack one panel.
 void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p0, int nr,
-                int16_t* panel) {
+                int16_t* panel, int64_t pp0 = 0, int64_t pp1 = -1) {
+  if (pp1 < 0) pp1 = ph.kpairs;
   struct Run {
     int j0, len;
     int64_t base;
@@ -274,7 +276,7 @@ void pack_panel(const int16_t* xp, const Geometry& g, const Phase& ph, int64_t p
     const int64_t i = kidx / kk, t = kidx % kk;
     return xp + i * plane + (t / ph.ke_x) * g.wp + (t % ph.ke_x);
   };
-  for (int64_t pp = 0; pp < ph.kpairs; ++pp) {
+  for (int64_t pp = pp0; pp < pp1; ++pp) {
     int16_t* dst = panel + pp * nr * 2;
     const int16_t* s0 = tap(2 * pp);
     if (2 * pp + 1 < K) {
@@ -499,9 +501,17 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
     pad_input(a + b * ci * hw, g, xp.data());
     int32_t* outb = out + b * co * HW;
     if (blocks > 1) {
-      parallel_for(units, threads, [&](int64_t unit) {
-        pack_panel(xp.data(), g, phases[static_cast<size_t>(unit / n_panels)], (unit % n_panels) * nr, nr,
-                   shared.data() + panel_at[static_cast<size_t>(unit)]);
+      // Each panel in kPackSplit ranges of pairs (a small layer may have a single unit).
+      constexpr int64_t kPackSplit = 4;
+      parallel_for(units * kPackSplit, threads, [&](int64_t task) {
+        const int64_t unit = task / kPackSplit, part = task % kPackSplit;
+        const Phase& ph = phases[static_cast<size_t>(unit / n_panels)];
+        const int64_t per = (ph.kpairs + kPackSplit - 1) / kPackSplit;
+        const int64_t pp0 = std::min(ph.kpairs, part * per), pp1 = std::min(ph.kpairs, pp0 + per);
+        if (pp0 < pp1) {
+          pack_panel(xp.data(), g, ph, (unit % n_panels) * nr, nr,
+                     shared.data() + panel_at[static_cast<size_t>(unit)], pp0, pp1);
+        }
       });
     }
     parallel_for(units * blocks, threads, [&](int64_t task) {
