@@ -588,14 +588,14 @@ void count_above(const int32_t* s, size_t count, const int32_t* t, size_t n_t, i
   }
 }
 
-// Thresholds spanning at most this many values use a lookup table (1 MiB of int32 at most; the
+// Thresholds spanning at most this many values use a lookup table (256 KiB of uint8 at most; the
 // default scale table spans 28..65536 on the 2^-8 grid).
 constexpr int64_t kMaxLutRange = int64_t{1} << 18;
 
 #ifdef COD_FAST_X86
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void lookup_counts(const int32_t* s, size_t count, int32_t t_lo, int64_t range, const int32_t* lut,
+void lookup_counts(const int32_t* s, size_t count, int32_t t_lo, int64_t range, const uint8_t* lut,
                    int32_t always, int32_t* out) {
   for (size_t j = 0; j < count; ++j) {
     // lut has range + 2 entries: [0] for v <= t_lo (0), [range + 1] for v > t_hi (all); the
@@ -620,7 +620,8 @@ std::shared_ptr<ScaleIndexer> prepare_scale_index(const int64_t* thresholds, siz
     }
   }
   const std::vector<int32_t>& mid = idx->mid;
-  if (with_lut && !mid.empty() && static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
+  if (with_lut && !mid.empty() && mid.size() <= 255 &&
+      static_cast<int64_t>(mid.back()) - mid.front() <= kMaxLutRange) {
     // lut[i] = #{k : t_lo + i > T[k]} for i in [0, range + 1], range = t_hi - t_lo: i = 0 counts
     // nothing (v <= t_lo), i = range + 1 everything (v > t_hi). The thresholds are sorted, so one
     // merge pass builds it.
@@ -631,7 +632,7 @@ std::shared_ptr<ScaleIndexer> prepare_scale_index(const int64_t* thresholds, siz
     size_t k = 0;
     for (int64_t i = 0; i <= idx->range + 1; ++i) {
       while (k < mid.size() && mid[k] < idx->t_lo + i) ++k;
-      idx->lut[static_cast<size_t>(i)] = static_cast<int32_t>(k);
+      idx->lut[static_cast<size_t>(i)] = static_cast<uint8_t>(k);  // k <= mid.size() <= 255
     }
   }
   return idx;

@@ -59,10 +59,12 @@ struct Phase {
 struct ScaleIndexer {
   int32_t always = 0;          // thresholds below INT32_MIN
   std::vector<int32_t> mid;    // the others below INT32_MAX, as int32, sorted
-  bool has_lut = false;        // lut[i] = #{t in mid : t_lo + i > t} for i in [0, range + 1]
+  // lut[i] = #{t in mid : t_lo + i > t} for i in [0, range + 1]; uint8 (a quarter of int32's
+  // cache footprint: 64 KiB for the default table), so only when mid has at most 255 entries.
+  bool has_lut = false;
   int32_t t_lo = 0;
   int64_t range = 0;
-  std::vector<int32_t> lut;
+  std::vector<uint8_t> lut;
   // #{t : s > thresholds[t]}.
   int32_t index(int32_t s) const {
     if (has_lut) {
