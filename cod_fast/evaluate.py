@@ -13,7 +13,7 @@ Output: a JSON file in CompressAI's results layout, ``{"name", "description", "r
 an RD plot (PSNR against bpp) with ``--plot`` when matplotlib is installed.
 
 The figures of ``docs/kodak_default.md`` (model columns) come from the same measurement:
-``bench/eval_kodak.py`` calls :func:`measure` for the model and adds the JPEG/WebP anchors.
+``bench/eval_kodak.py`` calls :func:`measure` for the model and adds the Pillow anchors (JPEG, WebP, AVIF, JPEG XL, HEIC).
 
 This module imports no torch at import time (the CLI builds its parser from it).
 """
