@@ -36,8 +36,8 @@ another tool appended, see ``kodak_report.TAIL_MARKERS``) and ``kodak_default_rd
 
 The plot needs matplotlib, the optional anchors pillow-heif and pillow-jxl-plugin (``pip install
 .[bench]``) and Pillow built with libavif (or pillow-avif-plugin); ``--no-plot`` skips the plot.
-MS-SSIM (float64, about 1.3 s per Kodak file on one core, for every model file, bracketing
-anchor file and sweep point) takes most of the run: ``--no-msssim`` leaves it out. AVIF at
+MS-SSIM (float64, about 1.3 s per Kodak file on one core, for every model file and bracketing
+anchor file; the sweeps are PSNR only) takes most of the run: ``--no-msssim`` leaves it out. AVIF at
 speed 4 (about 1-3 s per Kodak encode) and the JPEG XL scan (100 encodes per image) come next.
 """
 from __future__ import annotations
@@ -292,7 +292,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"meta": meta, "summary": summary, "rows": [asdict(r) for r in rows],
                    "sweeps": {res.image: {k: [asdict(p) for p in v] for k, v in res.sweeps.items()} for res in results},
-                   "anchor_stats": {res.image: {k: asdict(v) for k, v in res.stats.items()} for res in results}}
+                   "anchor_stats": {res.image: {k: asdict(v) for k, v in res.stats.items()} for res in results},
+                   "image_wall_s": {res.image: res.wall_s for res in results}}
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     for e in summary["levels"]:
         parts = [f"level {e['level']:g}: {e['bpp']:.4f} bpp {e['psnr']:.2f} dB {_f(e['msssim'], '.4f')}"]

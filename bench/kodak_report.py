@@ -62,8 +62,8 @@ def summarize(rows: Sequence[Any], levels: Sequence[float], anchors: Sequence[Pi
     ``matched``, ``psnr``, ``msssim`` (means over the matched images), ``d_psnr``, ``d_msssim``
     (mean of model - anchor over the matched images); per anchor ``bd_rate_pct``, ``bd_psnr_db``
     over the images matched at every level, ``mean_d_psnr`` (mean of the per-level ``d_psnr``)
-    and ``images``; per anchor and sweep quality ``q``, ``n`` (images) and the mean ``bpp``,
-    ``psnr``, ``msssim``.
+    and ``images``; per anchor and sweep quality ``q``, ``n`` (images) and the mean ``bpp`` and
+    ``psnr``.
     """
     per_level = []
     for lv in levels:
@@ -113,8 +113,7 @@ def summarize(rows: Sequence[Any], levels: Sequence[float], anchors: Sequence[Pi
             for sp in per_image.get(a.name, ()):
                 by_q.setdefault(sp.q, []).append(sp)
         curves[a.name] = [{"q": q, "n": len(pts), "bpp": float(np.mean([p.bpp for p in pts])),
-                           "psnr": float(np.mean([p.psnr for p in pts])), "msssim": _mean([p.msssim for p in pts])}
-                          for q, pts in sorted(by_q.items())]
+                           "psnr": float(np.mean([p.psnr for p in pts]))} for q, pts in sorted(by_q.items())]
     return {"levels": per_level, "bd": bd, "sweeps": curves}
 
 
@@ -222,9 +221,10 @@ def markdown_report(summary: dict[str, Any], meta: dict[str, Any], png_name: Opt
                   "overlap. images: those the anchor matched at every level (the curves average them).", ""]
     if png_name:
         lines += [f"![RD curves]({png_name})", "",
-                  "The model's curve joins its per-level means (markers, labelled by level); each anchor's "
-                  "curve joins its own quality sweep (mean bpp and PSNR over the images at each sweep "
-                  "quality), drawn over the model's bpp range.", ""]
+                  "The model's curve joins its per-level means (markers, labelled by level); in the PSNR "
+                  "panel each anchor's curve joins its own quality sweep (mean bpp and PSNR over the images "
+                  "at each sweep quality), in the MS-SSIM panel (when measured) its per-level means at "
+                  "matched bpp; drawn over the model's bpp range.", ""]
     weights = meta.get("weights")
     model_src = (f"`load_default_codec_from('{weights}')` (the default model's files in that folder)" if weights
                  else "`cod_fast.load_model()` (the installed `DefaultCodec`)")
@@ -315,7 +315,7 @@ def _window(levels: Sequence[dict[str, Any]]) -> tuple[float, float]:
     return (min(bpps) / 1.3, max(bpps) * 1.3) if bpps else (0.0, 1.0)
 
 
-def _clip(pts: list[tuple[float, float, Optional[float]]], lo: float, hi: float) -> list[tuple[float, float, Optional[float]]]:
+def _clip(pts: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
     """The points of a sweep (in quality order) inside [lo, hi] and their neighbours just outside
     (so that the drawn line reaches the plot's edges)."""
     keep = [i for i, p in enumerate(pts) if lo <= p[0] <= hi]
@@ -326,9 +326,10 @@ def _clip(pts: list[tuple[float, float, Optional[float]]], lo: float, hi: float)
 
 
 def plot_rd(summary: dict[str, Any], path: Path, title: str, anchors: Sequence[PillowCodec] = ANCHORS) -> None:
-    """Two panels (bpp vs PSNR, bpp vs MS-SSIM; one without MS-SSIM): the model's per-level means
-    (markers) and each anchor's own quality sweep (mean over the images at each sweep quality;
-    its matched per-level points where the summary has no sweep), over the model's bpp range."""
+    """Two panels (bpp vs PSNR, bpp vs MS-SSIM; one without MS-SSIM) over the model's bpp range:
+    the model's per-level means (markers); in the PSNR panel each anchor's own quality sweep (mean
+    bpp and PSNR over the images at each sweep quality; its matched per-level points where the
+    summary has no sweep), in the MS-SSIM panel each anchor's matched per-level points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,27 +341,34 @@ def plot_rd(summary: dict[str, Any], path: Path, title: str, anchors: Sequence[P
                              squeeze=False)
     axes = axes[0]
     lo, hi = _window(levels)
-    model = [(e["bpp"], e["psnr"], e["msssim"]) for e in levels]
-    series: list[tuple[str, list[tuple[float, float, Optional[float]]], str]] = [("cod_fast default", model, "o-")]
     styles = ("s--", "^--", "v-.", "d-.", "P:", "X:")
-    for a, style in zip(anchors, styles * 2):
+    colors = [f"C{i + 1}" for i in range(len(anchors))]
+    Series = list[tuple[str, list[tuple[float, float]], str, str]]
+
+    def matched(a: PillowCodec, key: str) -> list[tuple[float, float]]:
+        return [(e["bpp"], e["anchors"][a.name][key]) for e in levels if e["anchors"][a.name][key] is not None]
+
+    psnr_series: Series = [("cod_fast default", [(e["bpp"], e["psnr"]) for e in levels], "o-", "C0")]
+    ssim_series: Series = [("cod_fast default", [(e["bpp"], e["msssim"]) for e in levels], "o-", "C0")]
+    for a, style, color in zip(anchors, styles * 2, colors):
         sweep = summary.get("sweeps", {}).get(a.name) or []
         if sweep:
-            pts = _clip([(s["bpp"], s["psnr"], s["msssim"]) for s in sweep], lo, hi)
-            series.append((f"{a.name} (quality sweep)", pts, style.replace(style[0], ".", 1)))
+            pts = _clip([(s["bpp"], s["psnr"]) for s in sweep], lo, hi)
+            psnr_series.append((f"{a.name} (quality sweep)", pts, "." + style[1:], color))
         else:
-            pts = [(e["bpp"], e["anchors"][a.name]["psnr"], e["anchors"][a.name]["msssim"]) for e in levels
-                   if e["anchors"][a.name]["psnr"] is not None]
-            series.append((f"{a.name} (at matched bpp)", pts, style))
-    panels = [(axes[0], 1, "PSNR (dB, RGB)")] + ([(axes[1], 2, "MS-SSIM (RGB)")] if with_msssim else [])
-    for ax, k, label in panels:
+            psnr_series.append((f"{a.name} (at matched bpp)", matched(a, "psnr"), style, color))
+        ssim_series.append((f"{a.name} (at matched bpp)", matched(a, "msssim"), style, color))
+    panels = [(axes[0], psnr_series, 1, "PSNR (dB, RGB)")]
+    if with_msssim:
+        panels.append((axes[1], ssim_series, 2, "MS-SSIM (RGB)"))
+    for ax, series, k, label in panels:
         visible: list[float] = []
-        for name, pts, style in series:
-            pts = [p for p in pts if p[k] is not None]
+        for name, pts, style, color in series:
             if pts:
-                ax.plot([p[0] for p in pts], [p[k] for p in pts], style, label=name,
-                        lw=2.0 if name.startswith("cod_fast") else 1.2, ms=7 if name.startswith("cod_fast") else 5)
-                visible += [float(p[k]) for p in pts if lo <= p[0] <= hi]  # type: ignore[arg-type]
+                main = name.startswith("cod_fast")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=name,
+                        lw=2.0 if main else 1.2, ms=7 if main else 5)
+                visible += [float(p[1]) for p in pts if lo <= p[0] <= hi]
         for e in levels:
             ax.annotate(f"{e['level']:g}", (e["bpp"], e["psnr"] if k == 1 else e["msssim"]),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)
