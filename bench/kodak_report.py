@@ -242,8 +242,10 @@ def markdown_report(summary: dict[str, Any], meta: dict[str, Any], png_name: Opt
         "- Matched file size: for each image and level, the two anchor files that bracket the model's "
         "file size; the anchor's PSNR and MS-SSIM are **linearly interpolated in bpp between those two "
         "files at exactly the model's bpp** (so all codecs share the bpp column). Where the size grows "
-        "with quality, bisection finds the largest quality whose file is no larger than the model's and "
-        "the next quality up; where it does not (JPEG XL), every quality is encoded and the bracket is "
+        "with quality (JPEG, WebP, AVIF, HEIC: full scans of Kodak found at most a few decreases of under "
+        "0.4 %), bisection finds the largest quality whose file is no larger than the model's and "
+        "the next quality up; where it does not (JPEG XL: at quality 19 the file is 2-17 % smaller "
+        "than at 18 and 0.3-3 dB better), every quality is encoded and the bracket is "
         "taken on the Pareto frontier of (bytes, PSNR) (a file is dropped when a file no larger has at "
         "least its PSNR): the best PSNR the encoder offers within the budget, whatever its quality setting.",
         "- Anchors (chroma 4:2:0 for JPEG, WebP, AVIF and HEIC, JPEG XL's own XYB; one encoder thread):",
