@@ -1,9 +1,10 @@
 """Kodak rate-distortion report of the default model against Pillow's JPEG and WebP and, where
 their plugins are installed, AVIF, JPEG XL and HEIC.
 
-For every image (default: the 24 Kodak PNGs in ``../shared/data/kodak``) and every rate level of
-the default codec (``cod_fast.load_model()``, or ``--weights DIR``: the files of a candidate
-release, loaded with ``cod_fast.codecs.default.load_default_codec_from`` before it is installed):
+For every image (default: the 24 Kodak PNGs in ``shared/data/kodak`` beside the checkout or a
+folder above it) and every rate level of the default codec (``cod_fast.load_model()``, or
+``--weights DIR``: the files of a candidate release, loaded with
+``cod_fast.codecs.default.load_default_codec_from`` before it is installed):
 
 * the model: ``codec.encode(image, quality=level)`` gives the container file; bpp is
   ``8 * len(file) / (H * W)`` (header, section lengths and CRCs included); ``codec.decode`` gives
@@ -79,6 +80,7 @@ from kodak_anchors import (  # noqa: E402,F401  (re-exported: the tests and othe
     frontier_bracket,
     grid_bisect,
     interp_at,
+    interpolation_search,
     make_anchor,
     pareto_frontier,
     psnr_msssim,
@@ -109,7 +111,18 @@ from kodak_report import (  # noqa: E402,F401
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
+
+
+def _default_data() -> Path:
+    """``shared/data/kodak`` next to the checkout or next to one of its parent folders (a git
+    worktree under another folder finds the main checkout's)."""
+    for parent in REPO.parents:
+        if (parent / "shared" / "data" / "kodak").is_dir():
+            return parent / "shared" / "data" / "kodak"
+    return REPO.parent / "shared" / "data" / "kodak"
+
+
+DEFAULT_DATA = _default_data()
 MD_NAME = "kodak_default.md"
 PNG_NAME = "kodak_default_rd.png"
 

@@ -21,9 +21,9 @@ PSNR / MS-SSIM interpolated linearly in bpp between them at exactly the target's
 
 * Codecs whose size grows with quality, closely enough (``monotone=True``): the qualities of the
   sweep grid are encoded, bisection over the grid finds the cell that brackets the target, and
-  bisection inside the cell the two adjacent qualities ``q_lo``, ``q_lo + 1`` with
-  ``size(q_lo) <= target < size(q_lo + 1)`` (an invariant of the bisection, so it holds even at a
-  local decrease). Full scans of every quality (Pillow 13.0, 2026-12) found: JPEG, 1 decrease in
+  an interpolation search (in log size) inside the cell the two adjacent qualities ``q_lo``,
+  ``q_lo + 1`` with ``size(q_lo) <= target < size(q_lo + 1)`` (an invariant of the search, so it
+  holds even at a local decrease; where the size is monotone, the bracket of plain bisection). Full scans of every quality (Pillow 13.0, 2026-12) found: JPEG, 1 decrease in
   24 images x 94 steps (2 bytes); WebP, 5 in 24 x 100 (at most 162 bytes, 0.4 %: a target in such
   a dip has two brackets a few qualities apart, whose PSNRs differ by hundredths of a dB); HEIC,
   none in 8 images x 100; AVIF (speed 4), none in 2 images x 100. Each run counts the decreases
@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -265,11 +266,40 @@ def bisect_quality(size_of: Callable[[int], int], target: int, q_min: int, q_max
     return lo, hi
 
 
+def interpolation_search(size_of: Callable[[int], int], target: int, lo: int, hi: int) -> tuple[int, int]:
+    """Narrow a bracket ``size(lo) <= target < size(hi)`` to adjacent qualities, probing where
+    the line through the ends (in log size) says the target lies, then on the other side of the
+    target's quality first (so a good guess ends in two probes). Keeps the invariant at every step
+    (like ``bisect_quality``, whose result it gives where the size is monotone); each probe lies
+    strictly inside the bracket, so it ends. Returns ``(q_lo, q_lo + 1)``."""
+    s_lo, s_hi = size_of(lo), size_of(hi)
+    if not s_lo <= target < s_hi:
+        raise ValueError(f"not a bracket: size({lo})={s_lo}, size({hi})={s_hi}, target {target}")
+    while hi - lo > 1:
+        frac = (math.log(target + 1) - math.log(s_lo + 1)) / (math.log(s_hi + 1) - math.log(s_lo + 1))
+        mid = min(max(lo + int(frac * (hi - lo)), lo + 1), hi - 1)
+        s_mid = size_of(mid)
+        if s_mid <= target:
+            lo, s_lo = mid, s_mid
+            nxt = mid + 1  # the guess rounded down: the bracket may be (mid, mid + 1)
+        else:
+            hi, s_hi = mid, s_mid
+            nxt = mid - 1
+        if lo < nxt < hi:
+            s_nxt = size_of(nxt)
+            if s_nxt <= target:
+                lo, s_lo = nxt, s_nxt
+            else:
+                hi, s_hi = nxt, s_nxt
+    return lo, hi
+
+
 def grid_bisect(size_of: Callable[[int], int], target: int, grid: Sequence[int]) -> tuple[Optional[int], Optional[int]]:
     """``bisect_quality`` seeded by a sorted quality grid (which holds both ends of the range):
     bisection over the grid's indices finds the cell whose ends bracket ``target``, then
-    ``bisect_quality`` inside that cell. Same result as ``bisect_quality`` over the whole range
-    where the size is monotone; fewer new encodes once the grid is encoded."""
+    ``interpolation_search`` inside that cell. Same result as ``bisect_quality`` over the whole
+    range where the size is monotone; fewer new encodes once the grid is encoded (on Kodak about
+    2 per level instead of 3.5)."""
     if not grid:
         raise ValueError("empty quality grid")
     i_lo, i_hi = bisect_quality(lambda i: size_of(grid[i]), target, 0, len(grid) - 1)
@@ -277,7 +307,7 @@ def grid_bisect(size_of: Callable[[int], int], target: int, grid: Sequence[int])
         return None, grid[0]
     if i_hi is None:
         return grid[-1], None
-    return bisect_quality(size_of, target, grid[i_lo], grid[i_hi])
+    return interpolation_search(size_of, target, grid[i_lo], grid[i_hi])
 
 
 def pareto_frontier(points: Sequence[tuple[int, int, float]]) -> list[tuple[int, int, float]]:

@@ -152,7 +152,7 @@ def _anchor_lines(anchors: Sequence[PillowCodec], meta: dict[str, Any]) -> list[
     out = []
     for a in anchors:
         s = stats.get(a.name)
-        how = ("size monotone in quality: bisection seeded by the sweep grid" if a.monotone else
+        how = ("size monotone in quality: search seeded by the sweep grid" if a.monotone else
                "size **not** monotone in quality: every quality encoded, bracket on the Pareto frontier")
         cost = ""
         if s:

@@ -265,6 +265,25 @@ def test_grid_bisect_equals_bisect_on_monotone_sizes() -> None:
         assert ek.grid_bisect(sizes.__getitem__, target, grid) == ek.bisect_quality(sizes.__getitem__, target, 0, 100)
 
 
+def test_interpolation_search_keeps_the_bisection_bracket() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        steps = rng.integers(0, 40, size=101) * (rng.random(101) < 0.8)  # plateaus (ties) included
+        sizes = (1000 + np.cumsum(steps)).tolist()
+        lo_q, hi_q = sorted(rng.choice(101, size=2, replace=False).tolist())
+        for target in rng.integers(sizes[lo_q], sizes[hi_q] + 1, size=5).tolist():
+            if not sizes[lo_q] <= target < sizes[hi_q]:
+                continue
+            got = ek.interpolation_search(sizes.__getitem__, target, lo_q, hi_q)
+            assert got == ek.bisect_quality(sizes.__getitem__, target, lo_q, hi_q)
+    bumpy = [10 * q + (40 if q % 7 == 3 else 0) for q in range(60)]  # not monotone: still a bracket
+    for target in range(0, 590, 7):
+        lo, hi = ek.interpolation_search(bumpy.__getitem__, target, 0, 59)
+        assert hi == lo + 1 and bumpy[lo] <= target < bumpy[hi]
+    with pytest.raises(ValueError):
+        ek.interpolation_search(bumpy.__getitem__, 5, 10, 20)
+
+
 def test_pareto_frontier_and_bracket() -> None:
     # q 0..4: a dominated branch (larger files than q 5..6, lower PSNR), like JPEG XL below 19
     pts = [(0, 100, 20.0), (1, 120, 20.5), (2, 140, 21.0), (3, 160, 21.5), (4, 180, 22.0),
