@@ -61,10 +61,12 @@ struct ScaleIndexer {
   std::vector<int32_t> mid;    // the others below INT32_MAX, as int32, sorted
   // lut[i] = #{t in mid : t_lo + i > t} for i in [0, range + 1]; uint8 (a quarter of int32's
   // cache footprint: 64 KiB for the default table), so only when mid has at most 255 entries.
+  // Followed by kLutPad bytes of padding, so that a SIMD 4-byte gather at any index stays inside.
   bool has_lut = false;
   int32_t t_lo = 0;
   int64_t range = 0;
   std::vector<uint8_t> lut;
+  static constexpr size_t kLutPad = 3;
   // #{t : s > thresholds[t]}.
   int32_t index(int32_t s) const {
     if (has_lut) {
@@ -101,6 +103,32 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
                            int64_t index_channels = 0);
 // With `index`, output channels o < index_channels hold index->index(value) instead of the value
 // (the scale index fused into the store: one pass over the output instead of two).
+
+// Where a layer writes its output: channel o < split at base0 + o * chan_stride, channel o >= split
+// at base1 + (o - split) * chan_stride; output row Y of a channel starts row_stride elements after
+// row Y - 1. Elements are int16_t when i16 (exact: hidden layers clamp into int16 range), else
+// int32_t. A plain [CO, H, W] output is {out, nullptr, CO, H * W, W, false}; the next layer's zero-
+// padded int16 input, or the head split into scale and mean planes, are views too.
+struct OutView {
+  void* base0 = nullptr;
+  void* base1 = nullptr;
+  int64_t split = 0;
+  int64_t chan_stride = 0, row_stride = 0;
+  bool i16 = false;
+};
+
+// One image of the layer on an already zero-padded int16 input xp [prep.ci][h + 2p][w + 2p] with
+// p = prep.k / 2 (|values| <= ACT_MAX), output through `out`; otherwise as conv_requant_prepared.
+void conv_requant_padded(const PreparedConv& prep, const int16_t* xp, int64_t h, int64_t w,
+                         const int64_t* bias, const int64_t* mult, const int64_t* shift, int64_t lo,
+                         int64_t hi, const OutView& out, int threads, Impl impl,
+                         const ScaleIndexer* index, int64_t index_channels);
+
+// Zero-padded (by pad) copy of one image a [ci][h][w] as int16 [ci][h + 2 pad][w + 2 pad], every
+// value clamped to [-ACT_MAX, ACT_MAX] (the spec's clamp of z; a no-op on checked activations).
+void pad_clamped(const int16_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
+void pad_clamped(const int32_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
+void pad_clamped(const int64_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
 
 // out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,
