@@ -22,6 +22,8 @@
 #include "sodec/requant_store.hpp"
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -75,10 +77,12 @@ void store_scalar(const int64_t* acc, int64_t acc_stride, int64_t o0, int64_t o1
   }
 }
 
-// A vector's worth of one run: `count` values from acc[j] to output elements off + up * t.
+// A vector's worth of one run: `count` values from acc[j] to output elements off + up * t; mask:
+// the store mask (AVX-512: the first count lanes, or for up = 2 their even elements).
 struct Item {
   int j, count;
   int64_t off;
+  uint32_t mask;
 };
 
 // The runs cut into items of at most `width` values (runs over kStoreMaxPositions positions give at
@@ -87,7 +91,9 @@ int plan_items(const StoreRun* runs, int n_runs, int64_t up, int width, Item* it
   int n = 0;
   for (int r = 0; r < n_runs; ++r) {
     for (int t = 0; t < runs[r].len; t += width) {
-      items[n++] = Item{runs[r].j0 + t, std::min(width, runs[r].len - t), runs[r].off + up * t};
+      const int count = std::min(width, runs[r].len - t);
+      const uint32_t lanes = (1u << count) - 1, pairs = 0x5555u & ((1u << (2 * count)) - 1);
+      items[n++] = Item{runs[r].j0 + t, count, runs[r].off + up * t, up == 1 ? lanes : pairs};
     }
   }
   return n;
@@ -106,13 +112,33 @@ bool cpu_has_store_avx2() { return __builtin_cpu_supports("avx2"); }
 // ---- AVX-512 --------------------------------------------------------------------------------
 #define COD_FAST_STORE512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 
+// Where channel row r's accumulators come from: int64 values (acc[r * stride + j]), or the three
+// int32 planes of the AMX kernel combined as c0 + 256 * c1 + 65536 * c2 (exact in int64).
+struct Acc64Source {
+  const int64_t* acc;
+  int64_t stride;
+  COD_FAST_STORE512 __m512i load(int64_t r, int j) const { return _mm512_loadu_si512(acc + r * stride + j); }
+};
+struct Split3Source {
+  const int32_t* c;
+  int64_t stride, plane;
+  COD_FAST_STORE512 __m512i load(int64_t r, int j) const {
+    const int32_t* p = c + r * stride + j;
+    const __m512i x0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i x1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + plane)));
+    const __m512i x2 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * plane)));
+    return _mm512_add_epi64(x0, _mm512_add_epi64(_mm512_slli_epi64(x1, 8), _mm512_slli_epi64(x2, 16)));
+  }
+};
+
 // Whole channels of one kind (index or not, int16 or int32, up 1 or 2): the loop the compiler
-// sees has no per-element branch.
-template <bool kIndex, bool kI16, int kUp>
-COD_FAST_STORE512 void store_channels_avx512(const int64_t* acc, int64_t acc_stride, int64_t o0, int64_t o1,
-                                             const Item* items, int n_items, const int64_t* bias,
-                                             const int64_t* mult, const int64_t* shift, int64_t lo, int64_t hi,
-                                             const ScaleIndexer* index, const OutView& out) {
+// sees has no per-element branch. Channel o reads source row o - o0.
+template <bool kIndex, bool kI16, int kUp, class Source>
+COD_FAST_STORE512 void store_channels_avx512(const Source& source, int64_t o0, int64_t o1, const Item* items,
+                                             int n_items, const int64_t* bias, const int64_t* mult,
+                                             const int64_t* shift, int64_t lo, int64_t hi, const ScaleIndexer* index,
+                                             const OutView& out) {
+  const Source src = source;  // a local copy: stores through dst cannot alias its fields
   const __m512i vlo = _mm512_set1_epi64(lo), vhi = _mm512_set1_epi64(hi);
   __m256i t_lo = _mm256_setzero_si256(), t_top = t_lo, always = t_lo;
   const int* table = nullptr;
@@ -123,54 +149,70 @@ COD_FAST_STORE512 void store_channels_avx512(const int64_t* acc, int64_t acc_str
     table = reinterpret_cast<const int*>(index->lut.data());
   }
   const __m256i byte = _mm256_set1_epi32(0xff);
+  using T = std::conditional_t<kI16, int16_t, int32_t>;
+  T* const base0 = static_cast<T*>(out.base0);
+  T* const base1 = static_cast<T*>(out.base1);
+  const int64_t split = out.split, chan_stride = out.chan_stride;
   for (int64_t o = o0; o < o1; ++o) {
     const __m512i vb = _mm512_set1_epi64(bias[o]), vm = _mm512_set1_epi64(mult[o]);
     const __m512i vh = _mm512_set1_epi64(int64_t{1} << (shift[o] - 1));
     const __m128i cnt = _mm_cvtsi64_si128(shift[o]);
-    const int64_t* a = acc + (o - o0) * acc_stride;
-    void* dst = channel_base(out, o);
+    T* const dst = o < split ? base0 + o * chan_stride : base1 + (o - split) * chan_stride;
+    const int64_t row = o - o0;
     for (int it = 0; it < n_items; ++it) {
-      const Item& item = items[it];
-      __m512i v = _mm512_loadu_si512(a + item.j);
+      const Item item = items[it];
+      __m512i v = src.load(row, item.j);
       v = _mm512_mullo_epi64(_mm512_add_epi64(v, vb), vm);
       v = _mm512_sra_epi64(_mm512_add_epi64(v, vh), cnt);
       v = _mm512_min_epi64(_mm512_max_epi64(v, vlo), vhi);
+      if (!kIndex && !kI16 && kUp == 2) {
+        // The clamped values are int32: lane t's low half is value t, i.e. 32-bit element 2t.
+        _mm512_mask_storeu_epi32(dst + item.off, static_cast<__mmask16>(item.mask), v);
+        continue;
+      }
       __m256i w = _mm512_cvtepi64_epi32(v);
       if (kIndex) {
         const __m256i i = _mm256_sub_epi32(_mm256_min_epi32(_mm256_max_epi32(w, t_lo), t_top), t_lo);
         w = _mm256_add_epi32(_mm256_and_si256(_mm256_i32gather_epi32(table, i, 1), byte), always);
       }
       if (kUp == 1) {
-        const __mmask8 m8 = static_cast<__mmask8>((1u << item.count) - 1);
         if (kI16) {
-          _mm_mask_storeu_epi16(static_cast<int16_t*>(dst) + item.off, m8, _mm256_cvtepi32_epi16(w));
+          _mm_mask_storeu_epi16(dst + item.off, static_cast<__mmask8>(item.mask), _mm256_cvtepi32_epi16(w));
         } else {
-          _mm256_mask_storeu_epi32(static_cast<int32_t*>(dst) + item.off, m8, w);
+          _mm256_mask_storeu_epi32(dst + item.off, static_cast<__mmask8>(item.mask), w);
         }
-      } else {  // value t to element 2t, the odd elements untouched
-        const __mmask16 m16 = static_cast<__mmask16>(0x5555u & ((1u << (2 * item.count)) - 1));
-        if (kI16) {
-          // The low 16 bits of 32-bit lane t hold the (int16-range) value: 16-bit lane 2t.
-          _mm256_mask_storeu_epi16(static_cast<int16_t*>(dst) + item.off, m16, w);
-        } else {
-          _mm512_mask_storeu_epi32(static_cast<int32_t*>(dst) + item.off, m16, _mm512_cvtepu32_epi64(w));
-        }
+      } else if (kI16) {
+        // The low 16 bits of 32-bit lane t hold the (int16-range) value: 16-bit element 2t.
+        _mm256_mask_storeu_epi16(dst + item.off, static_cast<__mmask16>(item.mask), w);
+      } else {
+        _mm512_mask_storeu_epi32(dst + item.off, static_cast<__mmask16>(item.mask), _mm512_cvtepu32_epi64(w));
       }
     }
   }
 }
 
-template <bool kIndex>
-void store_kind_avx512(const int64_t* acc, int64_t acc_stride, int64_t o0, int64_t o1, const Item* items,
-                       int n_items, int64_t up, const int64_t* bias, const int64_t* mult, const int64_t* shift,
-                       int64_t lo, int64_t hi, const ScaleIndexer* index, const OutView& out) {
+template <bool kIndex, class Source>
+void store_kind_avx512(const Source& src, int64_t o0, int64_t o1, const Item* items, int n_items, int64_t up,
+                       const int64_t* bias, const int64_t* mult, const int64_t* shift, int64_t lo, int64_t hi,
+                       const ScaleIndexer* index, const OutView& out) {
   if (out.i16) {
-    (up == 1 ? store_channels_avx512<kIndex, true, 1> : store_channels_avx512<kIndex, true, 2>)(
-        acc, acc_stride, o0, o1, items, n_items, bias, mult, shift, lo, hi, index, out);
+    (up == 1 ? store_channels_avx512<kIndex, true, 1, Source> : store_channels_avx512<kIndex, true, 2, Source>)(
+        src, o0, o1, items, n_items, bias, mult, shift, lo, hi, index, out);
   } else {
-    (up == 1 ? store_channels_avx512<kIndex, false, 1> : store_channels_avx512<kIndex, false, 2>)(
-        acc, acc_stride, o0, o1, items, n_items, bias, mult, shift, lo, hi, index, out);
+    (up == 1 ? store_channels_avx512<kIndex, false, 1, Source> : store_channels_avx512<kIndex, false, 2, Source>)(
+        src, o0, o1, items, n_items, bias, mult, shift, lo, hi, index, out);
   }
+}
+
+// Channels [o0, o1) from `src` (row o - o0), the first (< index_channels) through the index.
+template <class Source>
+void store_avx512(const Source& src, Source rest, int64_t o0, int64_t ox, int64_t o1, const StoreRun* runs, int n_runs,
+                  int64_t up, const int64_t* bias, const int64_t* mult, const int64_t* shift, int64_t lo, int64_t hi,
+                  const ScaleIndexer* index, const OutView& out) {
+  Item items[kMaxItems];
+  const int n_items = plan_items(runs, n_runs, up, 8, items);
+  if (ox > o0) store_kind_avx512<true>(src, o0, ox, items, n_items, up, bias, mult, shift, lo, hi, index, out);
+  if (o1 > ox) store_kind_avx512<false>(rest, ox, o1, items, n_items, up, bias, mult, shift, lo, hi, nullptr, out);
 }
 
 // ---- AVX2 -----------------------------------------------------------------------------------
@@ -271,20 +313,18 @@ void store_block(StoreIsa isa, const int64_t* acc, int64_t acc_stride, int64_t o
   const int64_t ox = std::clamp(index_channels, o0, o1);
   const bool lut_index = index != nullptr && index->has_lut;
 #ifdef COD_FAST_X86
-  Item items[kMaxItems];
   if (isa == StoreIsa::kAvx512) {
-    const int n_items = plan_items(runs, n_runs, up, 8, items);
+    int64_t from = o0;
     if (ox > o0 && !lut_index) {  // binary-search index: scalar
       store_scalar(acc, acc_stride, o0, ox, runs, n_runs, up, bias, mult, shift, lo, hi, index, index_channels, out);
-    } else if (ox > o0) {
-      store_kind_avx512<true>(acc, acc_stride, o0, ox, items, n_items, up, bias, mult, shift, lo, hi, index, out);
+      from = ox;
     }
-    if (o1 > ox) {
-      store_kind_avx512<false>(acc + (ox - o0) * acc_stride, acc_stride, ox, o1, items, n_items, up, bias, mult,
-                               shift, lo, hi, nullptr, out);
-    }
+    store_avx512(Acc64Source{acc + (from - o0) * acc_stride, acc_stride},
+                 Acc64Source{acc + (ox - o0) * acc_stride, acc_stride}, from, ox, o1, runs, n_runs, up, bias, mult,
+                 shift, lo, hi, index, out);
     return;
   }
+  Item items[kMaxItems];
   if (isa == StoreIsa::kAvx2 && !out.i16) {
     const int n_items = plan_items(runs, n_runs, up, 4, items);
     if (ox > o0 && !lut_index) {
@@ -304,6 +344,29 @@ void store_block(StoreIsa isa, const int64_t* acc, int64_t acc_stride, int64_t o
   (void)lut_index;
 #endif
   store_scalar(acc, acc_stride, o0, o1, runs, n_runs, up, bias, mult, shift, lo, hi, index, index_channels, out);
+}
+
+void store_block_split3(StoreIsa isa, const int32_t* c, int64_t stride, int64_t plane, int64_t o0, int64_t o1,
+                        const StoreRun* runs, int n_runs, int64_t up, const int64_t* bias, const int64_t* mult,
+                        const int64_t* shift, int64_t lo, int64_t hi, const ScaleIndexer* index,
+                        int64_t index_channels, const OutView& out) {
+  if (index == nullptr) index_channels = 0;
+  const int64_t ox = std::clamp(index_channels, o0, o1);
+#ifdef COD_FAST_X86
+  if (isa == StoreIsa::kAvx512 && (ox == o0 || index->has_lut)) {
+    store_avx512(Split3Source{c, stride, plane}, Split3Source{c + (ox - o0) * stride, stride, plane}, o0, ox, o1, runs,
+                 n_runs, up, bias, mult, shift, lo, hi, index, out);
+    return;
+  }
+#endif
+  // Other stores: the combined int64 values first.
+  std::vector<int64_t> acc(static_cast<size_t>((o1 - o0) * stride + 8));
+  for (int64_t r = 0; r < o1 - o0; ++r)
+    for (int64_t j = 0; j < stride; ++j) {
+      const int32_t* p = c + r * stride + j;
+      acc[static_cast<size_t>(r * stride + j)] = int64_t{p[0]} + int64_t{p[plane]} * 256 + int64_t{p[2 * plane]} * 65536;
+    }
+  store_block(isa, acc.data(), stride, o0, o1, runs, n_runs, up, bias, mult, shift, lo, hi, index, index_channels, out);
 }
 
 }  // namespace cod_fast::sodec

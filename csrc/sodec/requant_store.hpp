@@ -49,4 +49,13 @@ void store_block(StoreIsa isa, const int64_t* acc, int64_t acc_stride, int64_t o
                  const int64_t* shift, int64_t lo, int64_t hi, const ScaleIndexer* index,
                  int64_t index_channels, const OutView& out);
 
+// store_block for the AMX kernel's three int32 planes: channel row r's accumulator at position j
+// is c[r * stride + j] + 256 * c[plane + r * stride + j] + 65536 * c[2 * plane + r * stride + j],
+// combined in int64 inside the store (exact). c must stay readable 8 int32 past the last plane's
+// last row end.
+void store_block_split3(StoreIsa isa, const int32_t* c, int64_t stride, int64_t plane, int64_t o0, int64_t o1,
+                        const StoreRun* runs, int n_runs, int64_t up, const int64_t* bias, const int64_t* mult,
+                        const int64_t* shift, int64_t lo, int64_t hi, const ScaleIndexer* index,
+                        int64_t index_channels, const OutView& out);
+
 }  // namespace cod_fast::sodec
