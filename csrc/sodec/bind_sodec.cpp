@@ -45,7 +45,8 @@ Impl parse_impl(const std::string& name) {
   if (name == "portable") return Impl::kPortable;
   if (name == "avx2") return Impl::kAvx2;
   if (name == "avx512") return Impl::kAvx512;
-  throw py::value_error("impl must be 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+  if (name == "amx") return Impl::kAmx;
+  throw py::value_error("impl must be 'auto', 'portable', 'avx2', 'avx512' or 'amx', got '" + name + "'");
 }
 
 void check_requant(const I64& bias, const I64& mult, const I64& shift, int64_t co, int64_t lo, int64_t hi) {

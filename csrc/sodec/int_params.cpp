@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/parallel.hpp"
+#include "sodec/amx_conv.hpp"
 #include "sodec/profile.hpp"
 #include "sodec/requant_store.hpp"
 
@@ -205,8 +206,16 @@ struct KernelChoice {
   int nr;
 };
 
+// kAuto: the fastest kernel this CPU runs (AMX where the OS allows it).
+Impl resolve(Impl impl) {
+  if (impl != Impl::kAuto) return impl;
+  if (amx_available()) return Impl::kAmx;
+  return cpu_has_avx512() ? Impl::kAvx512 : cpu_has_avx2() ? Impl::kAvx2 : Impl::kPortable;
+}
+
+// The VNNI / pmaddwd / portable GEMM kernel (the AMX kernel has its own task loop, amx_conv.cpp).
 KernelChoice choose(Impl impl) {
-  if (impl == Impl::kAuto) impl = cpu_has_avx512() ? Impl::kAvx512 : cpu_has_avx2() ? Impl::kAvx2 : Impl::kPortable;
+  impl = resolve(impl);
 #ifdef COD_FAST_X86
   if (impl == Impl::kAvx512) {
     if (!cpu_has_avx512()) throw std::invalid_argument("this CPU lacks AVX-512 VNNI");
@@ -405,6 +414,8 @@ bool impl_supported(Impl impl) {
       return cpu_has_avx2();
     case Impl::kAvx512:
       return cpu_has_avx512();
+    case Impl::kAmx:
+      return amx_available();
   }
   return false;
 }
@@ -461,6 +472,10 @@ std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, in
       }
     }
   }
+  // The same weights as AMX tiles where the AMX kernel runs (and is the default).
+  if (amx_available()) {
+    parallel_for(n_phases, threads, [&](int64_t ip) { amx_prepare_phase(phases[static_cast<size_t>(ip)], ci, co); });
+  }
   return prep;
 }
 
@@ -501,6 +516,9 @@ void conv_requant_padded(const PreparedConv& prep, const int16_t* xp, int64_t h,
                          const ScaleIndexer* index, int64_t index_channels) {
   SODEC_PROFILE(kCall);
   if (index == nullptr) index_channels = 0;
+  if (resolve(impl) == Impl::kAmx) {
+    return conv_amx(prep, xp, h, w, bias, mult, shift, lo, hi, out, threads, index, index_channels);
+  }
   const KernelChoice kc = choose(impl);
   const StoreIsa store_isa = store_isa_for(impl);
   const int nr = kc.nr;

@@ -32,7 +32,8 @@ inline int64_t floor_shift(int64_t v, int s) {
 // Computed as a blocked int16 x int16 -> int32 (chunked) -> int64 GEMM (int_params.cpp), on up to
 // `threads` threads (<= 0: one per CPU), with the kernel `impl` (kAuto: the best this CPU runs).
 // Every kernel gives the same integers. Throws std::invalid_argument for an unsupported impl.
-enum class Impl { kAuto, kPortable, kAvx2, kAvx512 };
+// kAmx: Intel AMX-INT8 tiles (amx_conv.cpp; needs the OS's permission, requested on first use).
+enum class Impl { kAuto, kPortable, kAvx2, kAvx512, kAmx };
 bool impl_supported(Impl impl);
 void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int32_t* weight, int64_t co, int64_t k,
@@ -46,11 +47,36 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
 // (exact integer algebra: sum_t w_t * a = (sum_t w_t) * a), so the GEMM runs on the low-resolution
 // grid with K = ci * ke_y * ke_x (for k = 3, up = 2: 4 * ci instead of 9 * ci). up = 1 is a single
 // phase with the kernel itself.
+// Bytes at a 64-byte aligned address (AMX tile rows are whole cache lines; a tile load from a
+// misaligned row splits every row over two lines and ran 3x slower). Copyable: the aligned start
+// is recomputed from the storage on every access.
+class Aligned64Bytes {
+ public:
+  void assign(size_t n) {
+    raw_.assign(n + 63, 0);
+    size_ = n;
+  }
+  size_t size() const { return size_; }
+  int8_t* data() { return raw_.data() + pad(raw_.data()); }
+  const int8_t* data() const { return raw_.data() + pad(raw_.data()); }
+
+ private:
+  static size_t pad(const int8_t* p) { return (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64; }
+  std::vector<int8_t> raw_;
+  size_t size_ = 0;
+};
+
 struct Phase {
   // (dy, dx): output phase; (ey0, ex0): first input offset; ke_y x ke_x: effective kernel;
   // chunk: pairs per exact int32 partial sum (from the largest effective weight).
   int64_t dy, dx, ey0, ex0, ke_y, ke_x, kpairs, chunk;
   std::vector<int32_t> wpair;  // [co_pad][kpairs] int16 pairs
+  // The same effective weights as AMX tiles (filled by prepare_conv where AMX runs, see
+  // amx_conv.cpp): taps in cell-major order (t, i), K padded to ksteps * 64, each weight split
+  // w = 256 * hi + lo with lo in [-128, 127] and hi in [-2, 2]; [row block of 16][kstep][16][64].
+  int64_t amx_ksteps = 0;
+  Aligned64Bytes amx_lo, amx_hi;
+  std::vector<uint8_t> amx_hi_used;  // [row block][kstep]: 0 when that hi tile is all zero
 };
 
 // The scale-index rule out = #{t : s > thresholds[t]} (thresholds sorted non-decreasing) prepared

@@ -4,8 +4,10 @@
 z read in its own dtype and clamped while padding, hidden layers requantised straight into the next
 layer's padded int16 input (vectorised store, masked 16-bit stores interleaving the up = 2
 phases), the last layer split into index and mean planes. Every kernel (forced with ``impl=``, which
-also picks the store: portable -> scalar, avx2 -> AVX2, avx512 -> AVX-512), on 1 and 3 threads,
-must give the torch int64 reference's integers, including at the edges of the spec's bounds.
+also picks the store: portable -> scalar, avx2 -> AVX2, avx512 and amx -> AVX-512), on 1 and 3
+threads, must give the torch int64 reference's integers, including at the edges of the spec's
+bounds. The AMX kernel (byte-split operands, int32 tile sums combined in int64; runs where the CPU
+has AMX-INT8 and the OS grants it) is also checked layer by layer at the extremes of its split.
 """
 import pytest
 import torch
@@ -26,7 +28,7 @@ from cod_fast.models.sodec.integer_params import (
 
 HAS_PLAN = cpu_ext() is not None and hasattr(cpu_ext(), "sodec") and hasattr(cpu_ext().sodec, "entropy_parameters")
 pytestmark = pytest.mark.skipif(not HAS_PLAN, reason="cod_fast._C built without the one-call SODEC entry point")
-IMPLS = ["portable", "avx2", "avx512"]
+IMPLS = ["portable", "avx2", "avx512", "amx"]
 
 
 def _impls() -> list[str]:
@@ -225,3 +227,71 @@ def test_full_config_shapes_against_the_layer_by_layer_path():
     for layer in params.layers:
         a = backends.conv_cpp(a, layer)
     assert torch.equal(a, per_layer)
+
+
+AMX_CASES = [
+    # (n, ci, co, k, up, h, w): channels not multiples of 16, K not a multiple of 64, partial panels
+    (1, 1, 1, 1, 1, 1, 1),
+    (2, 3, 5, 3, 1, 7, 9),
+    (1, 8, 17, 5, 2, 5, 3),
+    (1, 65, 6, 3, 1, 9, 8),
+    (1, 130, 33, 3, 2, 4, 5),
+    (1, 16, 40, 1, 1, 13, 11),
+    (1, 64, 20, 3, 2, 9, 10),     # ci a multiple of 64: single-tap cells skip the hi tiles
+]
+
+
+def _amx_run(a, layer, threads):
+    return torch.from_numpy(cpu_ext().sodec.conv_requant(
+        a.to(torch.int32).contiguous().numpy(), layer.weight.numpy(), layer.bias.numpy(), layer.mult.numpy(),
+        layer.shift.numpy(), layer.up, layer.lo, layer.hi, threads, "amx"))
+
+
+needs_amx = pytest.mark.skipif(not (HAS_PLAN and cpu_ext().sodec.impl_supported("amx")),
+                               reason="no AMX-INT8 (or the OS does not grant it)")
+
+
+@needs_amx
+@pytest.mark.parametrize("case", AMX_CASES, ids=[str(c) for c in AMX_CASES])
+def test_amx_layer_matches_reference(case):
+    """Random values, and the split's extremes: activations -32767 / -1 / 0 / 255 / 256 / 32767 (high
+    byte -128 .. 127, low byte 0 .. 255), weights +-127 so that merged up = 2 weights reach +-508
+    (high part +-2)."""
+    from cod_fast.models.sodec.integer_params import integer_conv_reference
+
+    n, ci, co, k, up, h, w = case
+    gen = torch.Generator().manual_seed(hash(case) % (1 << 31))
+    vals_a = torch.tensor([-ACT_MAX, -32512, -257, -256, -1, 0, 1, 255, 256, 32512, ACT_MAX])
+    for extreme in (False, True):
+        if extreme:
+            a = vals_a[torch.randint(0, vals_a.numel(), (n, ci, h, w), generator=gen)]
+            wt = torch.tensor([-127, 127, -1, 0, 127, 127], dtype=torch.int32)[
+                torch.randint(0, 6, (co, ci, k, k), generator=gen)]
+        else:
+            a = torch.randint(-ACT_MAX, ACT_MAX + 1, (n, ci, h, w), generator=gen)
+            wt = None
+        for lo, hi, shift in ((INT32_MIN, INT32_MAX, (20, 40)), (0, ACT_MAX, (1, 63))):
+            layer = _layer(gen, ci, co, k, up, lo, hi, shift=shift, bias_bits=40, weights=wt)
+            want = integer_conv_reference(a, layer).to(torch.int32)
+            for threads in (1, 3):
+                assert torch.equal(_amx_run(a, layer, threads), want), (extreme, lo, threads)
+
+
+@needs_amx
+def test_amx_at_overflow_adjacent_magnitudes():
+    """Every product at +-127 * 32767 of one sign over K = 2700 (int32 tile sums far from wrapping,
+    the int64 combine exact), merged up = 2 weights at 508."""
+    from cod_fast.models.sodec.integer_params import integer_conv_reference
+
+    ci, k, co = 300, 3, 18
+    for up in (1, 2):
+        w = torch.full((co, ci, k, k), 127, dtype=torch.int32)
+        w[1::2] = -127
+        a = torch.full((1, ci, 4, 5), -ACT_MAX, dtype=torch.int64)
+        a[:, :, 0, 0] = ACT_MAX
+        bias = torch.tensor([MAX_ABS_BIAS, -MAX_ABS_BIAS, 0] * 6)
+        layer = IntegerConv(w, bias, torch.full((co,), MAX_MULT - 1), torch.tensor([1, 62, 30, 20, 45, 14] * 3), up,
+                            INT32_MIN, INT32_MAX)
+        want = integer_conv_reference(a, layer).to(torch.int32)
+        assert want.abs().max() > 0
+        assert torch.equal(_amx_run(a, layer, 2), want), up

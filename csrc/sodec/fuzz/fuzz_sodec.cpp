@@ -1,7 +1,8 @@
 // Standalone fuzz driver of the SODEC fixed-point layer (csrc/sodec): random shapes and random,
 // extreme and overflow-adjacent values within the spec's bounds (the bounds the Python binding
 // enforces), every kernel this CPU runs (portable, AVX2, AVX-512 VNNI; each with its requantising
-// store: scalar, AVX2, AVX-512), 1-4 threads, the scale index with random thresholds, and the
+// store: scalar, AVX2, AVX-512; and AMX-INT8 where the CPU and OS run it, with the int32 chunk
+// sometimes shortened to reach its int64 path), 1-4 threads, the scale index with random thresholds, and the
 // one-call entry point (entropy_plan.cpp: random networks of 1-3 layers, z as int16/int32/int64
 // with values beyond the clamp), each against a naive int64 oracle written from the spec.
 // Any mismatch, sanitizer report or crash is a bug. Usage: ./sodec_fuzz SECONDS [SEED]
@@ -15,6 +16,7 @@
 
 #include "common/fuzz_util.hpp"
 
+#include "sodec/amx_conv.hpp"
 #include "sodec/entropy_plan.hpp"
 #include "sodec/int_params.hpp"
 
@@ -75,6 +77,8 @@ std::vector<int64_t> thresholds(std::mt19937_64& rng) {
 }
 
 bool run_conv(std::mt19937_64& rng) {
+  // The AMX kernel's multi-chunk int64 path with small layers: 1-3 tile steps per int32 chunk.
+  amx_chunk_steps().store(rng() % 3 == 0 ? pick(rng, 1, 3) : 1024);
   const int64_t n = pick(rng, rng() % 16 == 0 ? 0 : 1, 2), ci = pick(rng, 1, rng() % 4 == 0 ? 80 : 12);
   const int64_t co = pick(rng, 1, 11), k = 2 * pick(rng, 0, 2) + 1, up = pick(rng, 1, 2);
   // Occasionally an empty batch or plane (the binding accepts them: empty output).
@@ -100,7 +104,7 @@ bool run_conv(std::mt19937_64& rng) {
   }
   std::vector<int32_t> want, got(static_cast<size_t>(n * co * h * up * w * up));
   oracle(a, n, ci, h, w, wt, co, k, bias, mult, shift, up, lo, hi, want);
-  for (Impl impl : {Impl::kPortable, Impl::kAvx2, Impl::kAvx512, Impl::kAuto}) {
+  for (Impl impl : {Impl::kPortable, Impl::kAvx2, Impl::kAvx512, Impl::kAmx, Impl::kAuto}) {
     if (!impl_supported(impl)) continue;
     std::fill(got.begin(), got.end(), 0x5a5a5a5a);
     conv_requant(a.data(), n, ci, h, w, wt.data(), co, k, bias.data(), mult.data(), shift.data(), up, lo,
@@ -170,6 +174,7 @@ void random_requant(std::mt19937_64& rng, int64_t co, std::vector<int64_t>& bias
 // A random network of 1-3 layers through entropy_parameters (both modes) against the oracle chained
 // layer by layer.
 bool run_plan(std::mt19937_64& rng) {
+  amx_chunk_steps().store(rng() % 3 == 0 ? pick(rng, 1, 3) : 1024);
   const int n_layers = static_cast<int>(pick(rng, 1, 3));
   const int64_t m = pick(rng, 1, 5), cz = pick(rng, 1, rng() % 4 == 0 ? 40 : 9);
   const int64_t n = pick(rng, rng() % 16 == 0 ? 0 : 1, 2);
@@ -253,7 +258,7 @@ bool run_plan(std::mt19937_64& rng) {
                                                                             : static_cast<const void*>(z64.data());
   const ZType ztype = zt == 0 ? ZType::kInt16 : zt == 1 ? ZType::kInt32 : ZType::kInt64;
   std::vector<int32_t> idx(want_idx.size()), means(want_idx.size()), head(cur.size());
-  for (Impl impl : {Impl::kPortable, Impl::kAvx2, Impl::kAvx512, Impl::kAuto}) {
+  for (Impl impl : {Impl::kPortable, Impl::kAvx2, Impl::kAvx512, Impl::kAmx, Impl::kAuto}) {
     if (!impl_supported(impl)) continue;
     const int threads = static_cast<int>(pick(rng, 1, 4));
     std::fill(idx.begin(), idx.end(), 0x5a5a5a5a);

@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   const int reps = argc > 3 ? std::atoi(argv[3]) : 200;
   const std::string impl_name = argc > 4 ? argv[4] : "auto";
   const Impl impl = impl_name == "portable" ? Impl::kPortable : impl_name == "avx2" ? Impl::kAvx2
-                    : impl_name == "avx512" ? Impl::kAvx512 : Impl::kAuto;
+                    : impl_name == "avx512" ? Impl::kAvx512 : impl_name == "amx" ? Impl::kAmx : Impl::kAuto;
   std::ifstream f(argv[1], std::ios::binary);
   int64_t head[3];
   read(f, head, 3);
