@@ -7,7 +7,7 @@ Full config (``FULL_SODEC``: n 192, m 320, cz 192), random seeded weights, one 5
 * ``reference``  ``entropy_parameters(params, z, "reference")`` (torch int64, the spec)
 * ``cpp``        the same on ``backend="cpp"`` (``cod_fast._C.sodec``; kernel chosen at run time)
 * ``cpp[impl]``  the same with the GEMM kernel forced, for every kernel this CPU runs (portable,
-                 avx2, avx512)
+                 avx2, avx512, amx)
 * ``g_a``        the float analysis transform on the image, and the whole hyperprior
                  ``compress(backend="cpp")`` (g_a, h_a, the integer parameters, rANS), for the
                  issue's "encode at most 1.5x g_a" ratio.
@@ -66,7 +66,7 @@ def main() -> None:
     if not args.skip_reference:
         runs["reference"] = lambda: entropy_parameters(params, z, "reference")
     runs["cpp"] = lambda: entropy_parameters(params, z, "cpp")
-    for impl in ("portable", "avx2", "avx512"):
+    for impl in ("portable", "avx2", "avx512", "amx"):
         if require_cpu_ext().sodec.impl_supported(impl):
             runs[f"cpp[{impl}]"] = cpp_impl(impl)
 

@@ -115,6 +115,8 @@ def entropy_head(params: IntegerEntropyParams, z_hat: torch.Tensor, backend: str
     (channels [0, M)) then mean codes ([M, 2M)), before the table lookup."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if resolve_backend(backend, z_hat) == "cpp":
+        return backends.entropy_head_cpp(params, z_hat)  # every layer in one native call
     a = check_z(z_hat, params)
     for layer in params.layers:
         a = backend_conv(a, layer, backend)

@@ -13,10 +13,11 @@ import torch
 
 from .._ext import require_cpu_ext
 from ..errors import ExtensionUnavailableError
-from .reference import IntegerConv, IntegerEntropyParams, check_z
+from .reference import IntegerConv, IntegerEntropyParams, validate_z
 
 __all__ = [
     "conv_cpp",
+    "entropy_head_cpp",
     "conv_triton",
     "entropy_parameters_cpp",
     "entropy_parameters_triton",
@@ -38,10 +39,6 @@ def _sodec_ext():
 #: layer on a 512x512 image's grid, and a codec runs the same layers on every image. Kept outside
 #: the frozen dataclass so that layers stay deep-copyable and picklable.
 _CPP_PREPARED: dict[int, tuple[Any, tuple, Any]] = {}
-
-
-#: Prepared scale indexers (thresholds -> lookup table) per thresholds tensor, cached as above.
-_CPP_INDEXERS: dict[int, tuple[Any, tuple, Any]] = {}
 
 
 def _cached(cache: dict[int, tuple[Any, tuple, Any]], owner: Any, t: torch.Tensor, extra: Any, make: Any) -> Any:
@@ -77,24 +74,79 @@ def _cpp_conv_numpy(native: Any, a: Any, layer: IntegerConv, **options: Any) -> 
                                         layer.lo, layer.hi, **options)
 
 
-def entropy_parameters_cpp(
-    params: IntegerEntropyParams, z_hat: torch.Tensor, *, impl: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spec on ``cod_fast._C.sodec`` (C++, int64, csrc/sodec): same outputs as the reference.
+#: Prepared whole-network plans per IntegerEntropyParams object, cached as above while none of its
+#: tensors changes (key: every layer tensor's and the thresholds' storage, version and shape).
+_CPP_PLANS: dict[int, tuple[Any, tuple, Any]] = {}
 
-    The last layer stores the table indexes of its first M channels directly (scale index fused).
-    impl: the GEMM kernel ("auto", "portable", "avx2", "avx512"; all give the same integers).
+#: z dtypes the native entry point reads directly (it clamps while padding: no widening copy).
+_Z_NATIVE = (torch.int16, torch.int32, torch.int64)
+
+
+def _plan_key(params: IntegerEntropyParams) -> tuple | None:
+    """Identity of every tensor a plan is built from; None for inference tensors (not cached)."""
+    try:
+        key: list = [params.n_channels, params.thresholds.data_ptr(), params.thresholds._version,
+                     tuple(params.thresholds.shape)]
+        for layer in params.layers:
+            key.append((layer.up, layer.lo, layer.hi))
+            for t in (layer.weight, layer.bias, layer.mult, layer.shift):
+                key.append((t.data_ptr(), t._version, tuple(t.shape)))
+    except RuntimeError:
+        return None
+    return tuple(key)
+
+
+def _cpp_plan(native: Any, params: IntegerEntropyParams) -> Any:
+    """``native.prepare_entropy_plan`` of ``params`` (every layer's weights prepared once and the
+    scale thresholds' lookup table), cached while none of its tensors changes."""
+    key = _plan_key(params)
+    hit = _CPP_PLANS.get(id(params))
+    if key is not None and hit is not None and hit[0]() is params and hit[1] == key:
+        return hit[2]
+    layers = [(layer.weight.contiguous().numpy(), layer.bias.contiguous().numpy(), layer.mult.contiguous().numpy(),
+               layer.shift.contiguous().numpy(), layer.up, layer.lo, layer.hi) for layer in params.layers]
+    plan = native.prepare_entropy_plan(layers, params.thresholds.contiguous().numpy(), params.n_channels)
+    if key is not None:
+        if len(_CPP_PLANS) >= 64:
+            _CPP_PLANS.clear()
+        _CPP_PLANS[id(params)] = (weakref.ref(params), key, plan)
+    return plan
+
+
+def _z_numpy(z_hat: torch.Tensor, params: IntegerEntropyParams) -> Any:
+    """z as a C-contiguous int16/int32/int64 numpy array for the native entry point: no copy for
+    a contiguous CPU tensor of those dtypes (the C++ clamps to [-32767, 32767] while reading)."""
+    validate_z(z_hat, params)
+    z = z_hat if z_hat.device.type == "cpu" else z_hat.cpu()
+    if z.dtype not in _Z_NATIVE:
+        z = z.to(torch.int32)  # int8 / uint8 / ...: exact in int32
+    return z.contiguous().numpy()
+
+
+def entropy_parameters_cpp(
+    params: IntegerEntropyParams, z_hat: torch.Tensor, *, impl: str = "auto", threads: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spec on ``cod_fast._C.sodec`` (C++, csrc/sodec): same outputs as the reference.
+
+    One native call runs every layer and the scale index (``entropy_plan.cpp``): prepared weights
+    (cached per ``params``), hidden activations stored as int16 straight into the next layer's
+    padded input, the table index fused into the last layer's store.
+    impl: the GEMM kernel ("auto", "portable", "avx2", "avx512"; all give the same integers);
+    threads: 0 = one per CPU.
     """
     native = _sodec_ext()
-    a = check_z(z_hat, params).cpu().to(torch.int32).contiguous().numpy()
-    for layer in params.layers[:-1]:
-        a = _cpp_conv_numpy(native, a, layer, impl=impl)
-    m = params.n_channels
-    indexer = _cached(_CPP_INDEXERS, params, params.thresholds, None,
-                      lambda: native.prepare_scale_index(params.thresholds.contiguous().numpy()))
-    out = torch.from_numpy(_cpp_conv_numpy(native, a, params.layers[-1], impl=impl, index=indexer,
-                                           index_channels=m))
-    return out[:, :m].contiguous(), out[:, m:].contiguous()
+    indexes, means = native.entropy_parameters(_cpp_plan(native, params), _z_numpy(z_hat, params),
+                                               threads=threads, impl=impl)
+    return torch.from_numpy(indexes), torch.from_numpy(means)
+
+
+def entropy_head_cpp(params: IntegerEntropyParams, z_hat: torch.Tensor, *, impl: str = "auto",
+                     threads: int = 0) -> torch.Tensor:
+    """The last layer's raw integer output, int32 CPU [N, 2M, H, W] (``api.entropy_head``), in one
+    native call as ``entropy_parameters_cpp``."""
+    native = _sodec_ext()
+    return torch.from_numpy(native.entropy_parameters(_cpp_plan(native, params), _z_numpy(z_hat, params),
+                                                      threads=threads, impl=impl, head=True))
 
 
 def conv_cpp(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:

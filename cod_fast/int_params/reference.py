@@ -81,6 +81,7 @@ __all__ = [
     "round_shift",
     "scale_index_reference",
     "thresholds_from_table",
+    "validate_z",
 ]
 
 #: Largest |activation| entering a layer (int16 range without -32768).
@@ -256,6 +257,13 @@ class IntegerEntropyParams:
 
 def check_z(z_hat: torch.Tensor, params: IntegerEntropyParams) -> torch.Tensor:
     """Validate integer z symbols [N, Cz, h, w]; returns them clamped to int16 range, int64 CPU."""
+    validate_z(z_hat, params)
+    return z_hat.to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
+
+
+def validate_z(z_hat: torch.Tensor, params: IntegerEntropyParams) -> None:
+    """Raise TypeError/ValueError unless z_hat is an integer tensor [N, Cz, h, w] of an accepted size
+    (``check_z`` without the clamp: backends that clamp while reading z skip the int64 copy)."""
     if not isinstance(z_hat, torch.Tensor):
         raise TypeError(f"z_hat must be a torch.Tensor, got {type(z_hat).__name__}")
     if z_hat.dtype.is_floating_point or z_hat.dtype.is_complex or z_hat.dtype == torch.bool:
@@ -264,7 +272,6 @@ def check_z(z_hat: torch.Tensor, params: IntegerEntropyParams) -> torch.Tensor:
         raise ValueError(f"z_hat must be [N, {params.in_channels}, h, w], got {tuple(z_hat.shape)}")
     if z_hat.shape[2] * z_hat.shape[3] * params.upsampling**2 > 1 << 26:
         raise ValueError(f"z_hat of shape {tuple(z_hat.shape)} is too large")
-    return z_hat.to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
 
 
 def integer_conv_reference(a: torch.Tensor, layer: IntegerConv) -> torch.Tensor:

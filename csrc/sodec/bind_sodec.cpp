@@ -8,7 +8,9 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "sodec/entropy_plan.hpp"
 #include "sodec/int_params.hpp"
 
 namespace py = pybind11;
@@ -43,7 +45,8 @@ Impl parse_impl(const std::string& name) {
   if (name == "portable") return Impl::kPortable;
   if (name == "avx2") return Impl::kAvx2;
   if (name == "avx512") return Impl::kAvx512;
-  throw py::value_error("impl must be 'auto', 'portable', 'avx2' or 'avx512', got '" + name + "'");
+  if (name == "amx") return Impl::kAmx;
+  throw py::value_error("impl must be 'auto', 'portable', 'avx2', 'avx512' or 'amx', got '" + name + "'");
 }
 
 void check_requant(const I64& bias, const I64& mult, const I64& shift, int64_t co, int64_t lo, int64_t hi) {
@@ -164,6 +167,94 @@ I32 scale_index_py(const I32& s, const I64& thresholds) {
   return out;
 }
 
+// One layer of prepare_entropy_plan: (weight int32 [CO, CI, k, k], bias, mult, shift int64 [CO],
+// up, lo, hi), every bound checked as conv_requant does.
+EntropyLayer entropy_layer_py(const py::tuple& t, int threads) {
+  require(t.size() == 7, "each layer must be (weight, bias, mult, shift, up, lo, hi)");
+  const auto weight = t[0].cast<I32>();
+  const auto bias = t[1].cast<I64>(), mult = t[2].cast<I64>(), shift = t[3].cast<I64>();
+  const auto up = t[4].cast<int64_t>(), lo = t[5].cast<int64_t>(), hi = t[6].cast<int64_t>();
+  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
+  const int64_t co = weight.shape(0), ci = weight.shape(1), k = weight.shape(2);
+  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
+  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
+  require(co <= MAX_REDUCTION, "more than 2^20 output channels");
+  require(up == 1 || up == 2, "up must be 1 or 2");
+  check_requant(bias, mult, shift, co, lo, hi);
+  check_weights(weight);
+  EntropyLayer L;
+  {
+    py::gil_scoped_release release;
+    L.prep = prepare_conv(weight.data(), co, ci, k, up, threads);
+  }
+  L.bias.assign(bias.data(), bias.data() + co);
+  L.mult.assign(mult.data(), mult.data() + co);
+  L.shift.assign(shift.data(), shift.data() + co);
+  L.lo = lo;
+  L.hi = hi;
+  return L;
+}
+
+std::shared_ptr<EntropyPlan> prepare_entropy_plan_py(const py::list& layers, const I64& thresholds,
+                                                     int64_t n_channels, int threads) {
+  require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
+  require(layers.size() >= 1, "at least one layer is needed");
+  check_thresholds(thresholds);
+  std::vector<EntropyLayer> ls;
+  for (const auto& item : layers) ls.push_back(entropy_layer_py(item.cast<py::tuple>(), threads));
+  for (size_t l = 0; l + 1 < ls.size(); ++l) {
+    require(ls[l].lo >= -ACT_MAX && ls[l].hi <= ACT_MAX, "hidden layers must clamp into [-32767, 32767]");
+    require(ls[l + 1].prep->ci == ls[l].prep->co, "layer input channels do not match the previous layer's outputs");
+  }
+  require(n_channels >= 1 && ls.back().prep->co == 2 * n_channels,
+          "the last layer must output 2 * n_channels channels");
+  auto index = prepare_scale_index(thresholds.data(), static_cast<size_t>(thresholds.size()));
+  return make_entropy_plan(std::move(ls), std::move(index), n_channels);
+}
+
+// z: C-contiguous int16, int32 or int64 [N, CI, h, w] (no cast: the C++ reads each dtype and clamps).
+py::object entropy_parameters_py(const EntropyPlan& plan, const py::array& z, int threads,
+                                 const std::string& impl, bool head) {
+  require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
+  const Impl im = parse_impl(impl);
+  require(impl_supported(im), "this CPU cannot run the '" + impl + "' kernel");
+  require(z.ndim() == 4, "z must be [N, CI, h, w]");
+  require((z.flags() & py::array::c_style) != 0, "z must be C-contiguous");
+  ZType zt;
+  if (py::isinstance<py::array_t<int16_t>>(z)) {
+    zt = ZType::kInt16;
+  } else if (py::isinstance<py::array_t<int32_t>>(z)) {
+    zt = ZType::kInt32;
+  } else if (py::isinstance<py::array_t<int64_t>>(z)) {
+    zt = ZType::kInt64;
+  } else {
+    throw py::type_error("z must be an int16, int32 or int64 array");
+  }
+  const int64_t n = z.shape(0), h = z.shape(2), w = z.shape(3), f = plan.upsampling();
+  require(z.shape(1) == plan.in_channels(), "z's channels differ from the plan's input channels");
+  require(h <= (int64_t{1} << 20) && w <= (int64_t{1} << 20) && h * f * w * f <= (int64_t{1} << 28),
+          "output plane too large");
+  const int64_t m = plan.n_channels, H = h * f, W = w * f;
+  const void* zp = z.data();
+  if (head) {
+    I32 out({n, 2 * m, H, W});
+    int32_t* po = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      entropy_parameters(plan, zp, zt, n, h, w, nullptr, po, threads, im);
+    }
+    return std::move(out);
+  }
+  I32 indexes({n, m, H, W}), means({n, m, H, W});
+  int32_t* pi = indexes.mutable_data();
+  int32_t* pm = means.mutable_data();
+  {
+    py::gil_scoped_release release;
+    entropy_parameters(plan, zp, zt, n, h, w, pi, pm, threads, im);
+  }
+  return py::make_tuple(std::move(indexes), std::move(means));
+}
+
 }  // namespace
 
 void init_sodec(py::module_& m) {
@@ -195,6 +286,20 @@ void init_sodec(py::module_& m) {
         py::arg("index_channels") = 0,
         "conv_requant with prepared weights: int32 [N,CI,h,w] -> int32 [N,CO,h*up,w*up], same integers. "
         "With index (prepare_scale_index), channels < index_channels hold scale_index of the value.");
+  py::class_<EntropyPlan, std::shared_ptr<EntropyPlan>>(
+      m, "EntropyPlan", "A whole integer hyper synthesis prepared for entropy_parameters (opaque).")
+      .def_property_readonly("in_channels", &EntropyPlan::in_channels)
+      .def_property_readonly("n_channels", [](const EntropyPlan& p) { return p.n_channels; })
+      .def_property_readonly("upsampling", &EntropyPlan::upsampling)
+      .def_property_readonly("n_layers", [](const EntropyPlan& p) { return p.layers.size(); });
+  m.def("prepare_entropy_plan", &prepare_entropy_plan_py, py::arg("layers"), py::arg("thresholds"),
+        py::arg("n_channels"), py::arg("threads") = 0,
+        "Prepare every layer (weight int32 [CO,CI,k,k], bias, mult, shift int64 [CO], up, lo, hi) and the "
+        "sorted int64 scale thresholds once, for entropy_parameters.");
+  m.def("entropy_parameters", &entropy_parameters_py, py::arg("plan"), py::arg("z"), py::arg("threads") = 0,
+        py::arg("impl") = "auto", py::arg("head") = false,
+        "All layers and the scale index in one call: z int16/int32/int64 [N,CI,h,w] (clamped to +-32767) -> "
+        "(indexes, means) int32 [N,M,H,W]; head=True: the raw head int32 [N,2M,H,W] instead.");
   m.def("scale_index", &scale_index_py, py::arg("s"), py::arg("thresholds"),
         "#{k : s > thresholds[k]} for int32 scale codes (any shape) -> int32.");
 }

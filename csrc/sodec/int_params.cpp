@@ -29,6 +29,9 @@
 #include <vector>
 
 #include "common/parallel.hpp"
+#include "sodec/amx_conv.hpp"
+#include "sodec/profile.hpp"
+#include "sodec/requant_store.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -45,6 +48,7 @@ constexpr int kMaxNR = 64;            // positions per panel (AVX-512: 4 vectors
 // Positions per panel of each kernel; stack arrays in pack_panel and the store hold kMaxNR.
 constexpr int kNrAvx512 = 64, kNrAvx2 = 24, kNrPortable = 16;
 static_assert(kNrAvx512 <= kMaxNR && kNrAvx2 <= kMaxNR && kNrPortable <= kMaxNR, "panel wider than kMaxNR");
+static_assert(kMaxNR <= kStoreMaxPositions, "a panel's store exceeds store_block's limit");
 // Pairs per K slice (<= kChunkPairs): 128 x 64 positions x 4 bytes = 32 KiB of panel in L1.
 constexpr int64_t kSlicePairs = 128;
 static_assert(kSlicePairs <= kChunkPairs, "a slice is summed in one int32 chunk");
@@ -202,8 +206,16 @@ struct KernelChoice {
   int nr;
 };
 
+// kAuto: the fastest kernel this CPU runs (AMX where the OS allows it).
+Impl resolve(Impl impl) {
+  if (impl != Impl::kAuto) return impl;
+  if (amx_available()) return Impl::kAmx;
+  return cpu_has_avx512() ? Impl::kAvx512 : cpu_has_avx2() ? Impl::kAvx2 : Impl::kPortable;
+}
+
+// The VNNI / pmaddwd / portable GEMM kernel (the AMX kernel has its own task loop, amx_conv.cpp).
 KernelChoice choose(Impl impl) {
-  if (impl == Impl::kAuto) impl = cpu_has_avx512() ? Impl::kAvx512 : cpu_has_avx2() ? Impl::kAvx2 : Impl::kPortable;
+  impl = resolve(impl);
 #ifdef COD_FAST_X86
   if (impl == Impl::kAvx512) {
     if (!cpu_has_avx512()) throw std::invalid_argument("this CPU lacks AVX-512 VNNI");
@@ -227,23 +239,33 @@ int16_t* scratch_panel(size_t n) {
   return buf.data();
 }
 
-// This thread's accumulator buffer: n int64, zeroed.
+// This thread's accumulator buffer: n int64, zeroed, followed by kAccSlack readable int64 (the
+// vector store reads whole vectors past a run's end).
+constexpr size_t kAccSlack = 8;
 int64_t* scratch_acc(size_t n) {
   thread_local std::vector<int64_t> buf;
-  if (buf.size() < n) buf.resize(n);
+  if (buf.size() < n + kAccSlack) buf.resize(n + kAccSlack);
   std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n), int64_t{0});
   return buf.data();
 }
 
-// Zero-padded (by g.pad) low-resolution input of one image as int16 [ci][hp][wp].
-void pad_input(const int32_t* a, const Geometry& g, int16_t* xp) {
-  std::fill(xp, xp + g.ci * g.hp * g.wp, int16_t{0});
-  for (int64_t i = 0; i < g.ci; ++i) {
-    for (int64_t y = 0; y < g.h; ++y) {
-      const int32_t* row = a + (i * g.h + y) * g.w;
-      int16_t* d = xp + (i * g.hp + y + g.pad) * g.wp + g.pad;
-      for (int64_t x = 0; x < g.w; ++x) d[x] = static_cast<int16_t>(row[x]);
+template <class T>
+void pad_clamped_t(const T* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp) {
+  const int64_t hp = h + 2 * pad, wp = w + 2 * pad;
+  for (int64_t i = 0; i < ci; ++i) {
+    int16_t* plane = xp + i * hp * wp;
+    std::fill(plane, plane + pad * wp, int16_t{0});
+    for (int64_t y = 0; y < h; ++y) {
+      const T* row = a + (i * h + y) * w;
+      int16_t* d = plane + (y + pad) * wp;
+      std::fill(d, d + pad, int16_t{0});
+      for (int64_t x = 0; x < w; ++x) {
+        const T v = row[x];
+        d[pad + x] = static_cast<int16_t>(v < -ACT_MAX ? -ACT_MAX : v > ACT_MAX ? ACT_MAX : v);
+      }
+      std::fill(d + pad + w, d + wp, int16_t{0});
     }
+    std::fill(plane + (h + pad) * wp, plane + hp * wp, int16_t{0});
   }
 }
 
@@ -392,10 +414,21 @@ bool impl_supported(Impl impl) {
       return cpu_has_avx2();
     case Impl::kAvx512:
       return cpu_has_avx512();
+    case Impl::kAmx:
+      return amx_available();
   }
   return false;
 }
 
+void pad_clamped(const int16_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp) {
+  pad_clamped_t(a, ci, h, w, pad, xp);
+}
+void pad_clamped(const int32_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp) {
+  pad_clamped_t(a, ci, h, w, pad, xp);
+}
+void pad_clamped(const int64_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp) {
+  pad_clamped_t(a, ci, h, w, pad, xp);
+}
 
 std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, int64_t ci, int64_t k,
                                            int64_t up, int threads) {
@@ -439,6 +472,10 @@ std::shared_ptr<PreparedConv> prepare_conv(const int32_t* weight, int64_t co, in
       }
     }
   }
+  // The same weights as AMX tiles where the AMX kernel runs (and is the default).
+  if (amx_available()) {
+    parallel_for(n_phases, threads, [&](int64_t ip) { amx_prepare_phase(phases[static_cast<size_t>(ip)], ci, co); });
+  }
   return prep;
 }
 
@@ -454,8 +491,36 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
                            const int64_t* bias, const int64_t* mult, const int64_t* shift,
                            int64_t lo, int64_t hi, int32_t* out, int threads, Impl impl,
                            const ScaleIndexer* index, int64_t index_channels) {
+  if (n <= 0 || h <= 0 || w <= 0) return;  // empty output: nothing to compute
+  const int64_t pad = prep.k / 2, hp = h + 2 * pad, wp = w + 2 * pad;
+  const int64_t HW = h * prep.up * w * prep.up;
+  std::vector<int16_t> xp(static_cast<size_t>(prep.ci * hp * wp));
+  for (int64_t b = 0; b < n; ++b) {
+    {
+      SODEC_PROFILE(kPad);
+      pad_clamped(a + b * prep.ci * h * w, prep.ci, h, w, pad, xp.data());
+    }
+    OutView view;
+    view.base0 = out + b * prep.co * HW;
+    view.split = prep.co;
+    view.chan_stride = HW;
+    view.row_stride = w * prep.up;
+    conv_requant_padded(prep, xp.data(), h, w, bias, mult, shift, lo, hi, view, threads, impl, index,
+                        index_channels);
+  }
+}
+
+void conv_requant_padded(const PreparedConv& prep, const int16_t* xp, int64_t h, int64_t w,
+                         const int64_t* bias, const int64_t* mult, const int64_t* shift, int64_t lo,
+                         int64_t hi, const OutView& out, int threads, Impl impl,
+                         const ScaleIndexer* index, int64_t index_channels) {
+  SODEC_PROFILE(kCall);
   if (index == nullptr) index_channels = 0;
+  if (resolve(impl) == Impl::kAmx) {
+    return conv_amx(prep, xp, h, w, bias, mult, shift, lo, hi, out, threads, index, index_channels);
+  }
   const KernelChoice kc = choose(impl);
+  const StoreIsa store_isa = store_isa_for(impl);
   const int nr = kc.nr;
   const int64_t ci = prep.ci, co = prep.co, k = prep.k, up = prep.up, co_pad = prep.co_pad;
   threads = resolve_threads(threads);
@@ -469,10 +534,10 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
   g.up = up;
   g.H = h * up;
   g.W = w * up;
-  const int64_t HW = g.H * g.W, hw = h * w;
+  const int64_t hw = h * w;
   const std::vector<Phase>& phases = prep.phases;
   const int64_t n_phases = static_cast<int64_t>(phases.size());
-  if (n <= 0 || hw <= 0) return;  // empty output: nothing to compute (and no task to size)
+  if (hw <= 0) return;  // empty output: nothing to compute (and no task to size)
   const int64_t n_panels = (hw + nr - 1) / nr;
   // Channel blocks: whole rows of MR; split the channels when there are too few panels to keep
   // every thread busy (small early layers).
@@ -484,7 +549,6 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
   const int64_t groups_per_block = (mr_groups + blocks - 1) / blocks;
   blocks = (mr_groups + groups_per_block - 1) / groups_per_block;
 
-  std::vector<int16_t> xp(static_cast<size_t>(ci * g.hp * g.wp));
   // With channel blocks (a small layer: fewer than 4 units per thread), every unit's panel is
   // packed once, up front, and read by all its blocks; units < 4 * threads bounds this buffer.
   std::vector<int64_t> panel_at;
@@ -496,43 +560,42 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
           panel_at[static_cast<size_t>(u)] + phases[static_cast<size_t>(u / n_panels)].kpairs * nr * 2;
     }
     shared.resize(static_cast<size_t>(panel_at.back()));
-  }
-  for (int64_t b = 0; b < n; ++b) {
-    pad_input(a + b * ci * hw, g, xp.data());
-    int32_t* outb = out + b * co * HW;
-    if (blocks > 1) {
-      // Each panel in kPackSplit ranges of pairs (a small layer may have a single unit).
-      constexpr int64_t kPackSplit = 4;
-      parallel_for(units * kPackSplit, threads, [&](int64_t task) {
-        const int64_t unit = task / kPackSplit, part = task % kPackSplit;
-        const Phase& ph = phases[static_cast<size_t>(unit / n_panels)];
-        const int64_t per = (ph.kpairs + kPackSplit - 1) / kPackSplit;
-        const int64_t pp0 = std::min(ph.kpairs, part * per), pp1 = std::min(ph.kpairs, pp0 + per);
-        if (pp0 < pp1) {
-          pack_panel(xp.data(), g, ph, (unit % n_panels) * nr, nr,
-                     shared.data() + panel_at[static_cast<size_t>(unit)], pp0, pp1);
-        }
-      });
-    }
-    parallel_for(units * blocks, threads, [&](int64_t task) {
-      const int64_t blk = task % blocks, unit = task / blocks;
-      // Units are phase-major: consecutive tasks share a phase's weights (kept in L2).
+    // Each panel in kPackSplit ranges of pairs (a small layer may have a single unit).
+    constexpr int64_t kPackSplit = 4;
+    parallel_for(units * kPackSplit, threads, [&](int64_t task) {
+      const int64_t unit = task / kPackSplit, part = task % kPackSplit;
       const Phase& ph = phases[static_cast<size_t>(unit / n_panels)];
-      const int64_t p0 = (unit % n_panels) * nr;
-      // Per-thread scratch, reused across tasks and calls: allocating (and page-faulting) a fresh
-      // panel and accumulator block per task cost more than a small layer's arithmetic.
-      int16_t* panel = nullptr;
-      if (blocks > 1) {
-        panel = shared.data() + panel_at[static_cast<size_t>(unit)];
-      } else {
-        panel = scratch_panel(static_cast<size_t>(ph.kpairs * nr * 2));
-        pack_panel(xp.data(), g, ph, p0, nr, panel);
+      const int64_t per = (ph.kpairs + kPackSplit - 1) / kPackSplit;
+      const int64_t pp0 = std::min(ph.kpairs, part * per), pp1 = std::min(ph.kpairs, pp0 + per);
+      if (pp0 < pp1) {
+        SODEC_PROFILE(kPack);
+        pack_panel(xp, g, ph, (unit % n_panels) * nr, nr, shared.data() + panel_at[static_cast<size_t>(unit)],
+                   pp0, pp1);
       }
-      const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
-      int64_t* acc = scratch_acc(static_cast<size_t>((g1 - g0) * kMR * nr));
-      // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays
-      // in L1 while every channel group of the block passes over it.
-      const int64_t slice = std::min(kSlicePairs, ph.chunk);
+    });
+  }
+  parallel_for(units * blocks, threads, [&](int64_t task) {
+    const int64_t blk = task % blocks, unit = task / blocks;
+    // Units are phase-major: consecutive tasks share a phase's weights (kept in L2).
+    const Phase& ph = phases[static_cast<size_t>(unit / n_panels)];
+    const int64_t p0 = (unit % n_panels) * nr;
+    // Per-thread scratch, reused across tasks and calls: allocating (and page-faulting) a fresh
+    // panel and accumulator block per task cost more than a small layer's arithmetic.
+    int16_t* panel = nullptr;
+    if (blocks > 1) {
+      panel = shared.data() + panel_at[static_cast<size_t>(unit)];
+    } else {
+      SODEC_PROFILE(kPack);
+      panel = scratch_panel(static_cast<size_t>(ph.kpairs * nr * 2));
+      pack_panel(xp, g, ph, p0, nr, panel);
+    }
+    const int64_t g0 = blk * groups_per_block, g1 = std::min(mr_groups, g0 + groups_per_block);
+    int64_t* acc = scratch_acc(static_cast<size_t>((g1 - g0) * kMR * nr));
+    // K in slices of at most kSlicePairs (and one exact int32 chunk): the panel's slice stays
+    // in L1 while every channel group of the block passes over it.
+    const int64_t slice = std::min(kSlicePairs, ph.chunk);
+    {
+      SODEC_PROFILE(kGemm);
       for (int64_t s0 = 0; s0 < ph.kpairs; s0 += slice) {
         const int64_t len = std::min(slice, ph.kpairs - s0);
         const int16_t* bslice = panel + s0 * nr * 2;
@@ -541,36 +604,21 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
                 acc + (grp - g0) * kMR * nr);
         }
       }
-      const int64_t cnt = std::min<int64_t>(nr, hw - p0);
-      int64_t dst_off[kMaxNR];  // output offset of every position of the panel (no division below)
-      for (int64_t j = 0; j < cnt; ++j) {
-        const int64_t p = p0 + j, Y = p / w, X = p % w;
-        dst_off[j] = (up * Y + ph.dy) * g.W + up * X + ph.dx;
-      }
-      for (int64_t grp = g0; grp < g1; ++grp) {
-        const int64_t* acc64 = acc + (grp - g0) * kMR * nr;
-        for (int m = 0; m < kMR; ++m) {
-          const int64_t o = grp * kMR + m;
-          if (o >= co) break;
-          const int64_t bo = bias[o], mo = mult[o];
-          const int s = static_cast<int>(shift[o]);
-          const int64_t half = int64_t{1} << (s - 1);  // shift >= 1
-          int32_t* dst = outb + o * HW;
-          if (o < index_channels) {
-            for (int64_t j = 0; j < cnt; ++j) {
-              const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
-              dst[dst_off[j]] = index->index(static_cast<int32_t>(std::clamp(q, lo, hi)));
-            }
-            continue;
-          }
-          for (int64_t j = 0; j < cnt; ++j) {
-            const int64_t q = floor_shift((acc64[m * nr + j] + bo) * mo + half, s);
-            dst[dst_off[j]] = static_cast<int32_t>(std::clamp(q, lo, hi));  // lo, hi are int32 values
-          }
-        }
-      }
-    });
-  }
+    }
+    SODEC_PROFILE(kStore);
+    // The panel's positions as runs along output rows (no division per element below).
+    StoreRun runs[kMaxNR];
+    int n_runs = 0;
+    const int64_t cnt = std::min<int64_t>(nr, hw - p0);
+    for (int64_t j = 0; j < cnt;) {
+      const int64_t p = p0 + j, Y = p / w, X = p % w;
+      const int len = static_cast<int>(std::min<int64_t>(cnt - j, w - X));
+      runs[n_runs++] = StoreRun{static_cast<int>(j), len, (up * Y + ph.dy) * out.row_stride + up * X + ph.dx};
+      j += len;
+    }
+    store_block(store_isa, acc, nr, g0 * kMR, std::min(co, g1 * kMR), runs, n_runs, up, bias, mult, shift, lo, hi,
+                index, index_channels, out);
+  });
 }
 
 namespace {
@@ -628,7 +676,7 @@ std::shared_ptr<ScaleIndexer> prepare_scale_index(const int64_t* thresholds, siz
     idx->has_lut = true;
     idx->t_lo = mid.front();
     idx->range = static_cast<int64_t>(mid.back()) - idx->t_lo;
-    idx->lut.resize(static_cast<size_t>(idx->range + 2));
+    idx->lut.assign(static_cast<size_t>(idx->range + 2) + ScaleIndexer::kLutPad, 0);
     size_t k = 0;
     for (int64_t i = 0; i <= idx->range + 1; ++i) {
       while (k < mid.size() && mid[k] < idx->t_lo + i) ++k;

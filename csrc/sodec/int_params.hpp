@@ -32,7 +32,8 @@ inline int64_t floor_shift(int64_t v, int s) {
 // Computed as a blocked int16 x int16 -> int32 (chunked) -> int64 GEMM (int_params.cpp), on up to
 // `threads` threads (<= 0: one per CPU), with the kernel `impl` (kAuto: the best this CPU runs).
 // Every kernel gives the same integers. Throws std::invalid_argument for an unsupported impl.
-enum class Impl { kAuto, kPortable, kAvx2, kAvx512 };
+// kAmx: Intel AMX-INT8 tiles (amx_conv.cpp; needs the OS's permission, requested on first use).
+enum class Impl { kAuto, kPortable, kAvx2, kAvx512, kAmx };
 bool impl_supported(Impl impl);
 void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
                   const int32_t* weight, int64_t co, int64_t k,
@@ -46,11 +47,36 @@ void conv_requant(const int32_t* a, int64_t n, int64_t ci, int64_t h, int64_t w,
 // (exact integer algebra: sum_t w_t * a = (sum_t w_t) * a), so the GEMM runs on the low-resolution
 // grid with K = ci * ke_y * ke_x (for k = 3, up = 2: 4 * ci instead of 9 * ci). up = 1 is a single
 // phase with the kernel itself.
+// Bytes at a 64-byte aligned address (AMX tile rows are whole cache lines; a tile load from a
+// misaligned row splits every row over two lines and ran 3x slower). Copyable: the aligned start
+// is recomputed from the storage on every access.
+class Aligned64Bytes {
+ public:
+  void assign(size_t n) {
+    raw_.assign(n + 63, 0);
+    size_ = n;
+  }
+  size_t size() const { return size_; }
+  int8_t* data() { return raw_.data() + pad(raw_.data()); }
+  const int8_t* data() const { return raw_.data() + pad(raw_.data()); }
+
+ private:
+  static size_t pad(const int8_t* p) { return (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64; }
+  std::vector<int8_t> raw_;
+  size_t size_ = 0;
+};
+
 struct Phase {
   // (dy, dx): output phase; (ey0, ex0): first input offset; ke_y x ke_x: effective kernel;
   // chunk: pairs per exact int32 partial sum (from the largest effective weight).
   int64_t dy, dx, ey0, ex0, ke_y, ke_x, kpairs, chunk;
   std::vector<int32_t> wpair;  // [co_pad][kpairs] int16 pairs
+  // The same effective weights as AMX tiles (filled by prepare_conv where AMX runs, see
+  // amx_conv.cpp): taps in cell-major order (t, i), K padded to ksteps * 64, each weight split
+  // w = 256 * hi + lo with lo in [-128, 127] and hi in [-2, 2]; [row block of 16][kstep][16][64].
+  int64_t amx_ksteps = 0;
+  Aligned64Bytes amx_lo, amx_hi;
+  std::vector<uint8_t> amx_hi_used;  // [row block][kstep]: 0 when that hi tile is all zero
 };
 
 // The scale-index rule out = #{t : s > thresholds[t]} (thresholds sorted non-decreasing) prepared
@@ -61,10 +87,12 @@ struct ScaleIndexer {
   std::vector<int32_t> mid;    // the others below INT32_MAX, as int32, sorted
   // lut[i] = #{t in mid : t_lo + i > t} for i in [0, range + 1]; uint8 (a quarter of int32's
   // cache footprint: 64 KiB for the default table), so only when mid has at most 255 entries.
+  // Followed by kLutPad bytes of padding, so that a SIMD 4-byte gather at any index stays inside.
   bool has_lut = false;
   int32_t t_lo = 0;
   int64_t range = 0;
   std::vector<uint8_t> lut;
+  static constexpr size_t kLutPad = 3;
   // #{t : s > thresholds[t]}.
   int32_t index(int32_t s) const {
     if (has_lut) {
@@ -101,6 +129,32 @@ void conv_requant_prepared(const PreparedConv& prep, const int32_t* a, int64_t n
                            int64_t index_channels = 0);
 // With `index`, output channels o < index_channels hold index->index(value) instead of the value
 // (the scale index fused into the store: one pass over the output instead of two).
+
+// Where a layer writes its output: channel o < split at base0 + o * chan_stride, channel o >= split
+// at base1 + (o - split) * chan_stride; output row Y of a channel starts row_stride elements after
+// row Y - 1. Elements are int16_t when i16 (exact: hidden layers clamp into int16 range), else
+// int32_t. A plain [CO, H, W] output is {out, nullptr, CO, H * W, W, false}; the next layer's zero-
+// padded int16 input, or the head split into scale and mean planes, are views too.
+struct OutView {
+  void* base0 = nullptr;
+  void* base1 = nullptr;
+  int64_t split = 0;
+  int64_t chan_stride = 0, row_stride = 0;
+  bool i16 = false;
+};
+
+// One image of the layer on an already zero-padded int16 input xp [prep.ci][h + 2p][w + 2p] with
+// p = prep.k / 2 (|values| <= ACT_MAX), output through `out`; otherwise as conv_requant_prepared.
+void conv_requant_padded(const PreparedConv& prep, const int16_t* xp, int64_t h, int64_t w,
+                         const int64_t* bias, const int64_t* mult, const int64_t* shift, int64_t lo,
+                         int64_t hi, const OutView& out, int threads, Impl impl,
+                         const ScaleIndexer* index, int64_t index_channels);
+
+// Zero-padded (by pad) copy of one image a [ci][h][w] as int16 [ci][h + 2 pad][w + 2 pad], every
+// value clamped to [-ACT_MAX, ACT_MAX] (the spec's clamp of z; a no-op on checked activations).
+void pad_clamped(const int16_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
+void pad_clamped(const int32_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
+void pad_clamped(const int64_t* a, int64_t ci, int64_t h, int64_t w, int64_t pad, int16_t* xp);
 
 // out[j] = #{t : s[j] > thresholds[t]} (thresholds sorted non-decreasing).
 void scale_index(const int32_t* s, size_t count, const int64_t* thresholds, size_t n_thresholds,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ...entropy import CdfTables, GaussianConditionalTables, default_scale_table
 from ...errors import BitstreamError
-from ...int_params.api import context_parameters, entropy_head, head_parameters
+from ...int_params.api import context_parameters, entropy_head, entropy_parameters, head_parameters
 from ...int_params.reference import (
     ACT_MAX,
     INT32_MAX,
@@ -360,11 +360,13 @@ class SodecHyperprior(nn.Module):
         z_sym = torch.round(self.h_a(y)).clamp(-ACT_MAX, ACT_MAX).to(torch.int32).cpu()
         n, _, h, w = z_sym.shape
         z_bytes = z_tables.encode(z_sym, self._z_indexes(n, h, w))
+        if params.context is None:  # no second pass: indexes and means in one call, no head kept
+            indexes, means = entropy_parameters(params, z_sym, backend)
+            symbols = quantize_y(y, means, params.mean_frac_bits)
+            return [z_bytes, y_tables.encode(symbols, indexes)], (n, h, w)
         head = entropy_head(params, z_sym, backend)
         indexes, means = head_parameters(params, head, backend)
         symbols = quantize_y(y, means, params.mean_frac_bits)
-        if params.context is None:
-            return [z_bytes, y_tables.encode(symbols, indexes)], (n, h, w)
         anchors = self._anchor_index(symbols)
         a_bytes = y_tables.encode(symbols[anchors], indexes[anchors])
         idx2, means2 = context_parameters(params, head, context_input(symbols, means, params.mean_frac_bits),
@@ -395,11 +397,12 @@ class SodecHyperprior(nn.Module):
         z_sym = z_tables.decode(strings[0], self._z_indexes(n, h, w))
         if bool((z_sym.abs() > ACT_MAX).any()):
             raise BitstreamError("z symbol outside the int16 range the encoder writes")
-        head = entropy_head(params, z_sym, backend)
-        indexes, means = head_parameters(params, head, backend)
-        if params.context is None:
+        if params.context is None:  # no second pass: indexes and means in one call, no head kept
+            indexes, means = entropy_parameters(params, z_sym, backend)
             symbols = y_tables.decode(strings[1], indexes)
             return dequantize_y(symbols, means, params.mean_frac_bits), z_sym
+        head = entropy_head(params, z_sym, backend)
+        indexes, means = head_parameters(params, head, backend)
         anchors = self._anchor_index(indexes)
         symbols = torch.zeros(indexes.shape, dtype=torch.int32)
         symbols[anchors] = y_tables.decode(strings[1], indexes[anchors])
