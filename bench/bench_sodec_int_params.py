@@ -32,8 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common
 
-from cod_fast._ext import require_cpu_ext
-from cod_fast.int_params.backends import entropy_parameters_cpp
+from cod_fast.int_params.backends import cpu_impls, entropy_parameters_cpp
 from cod_fast.models.sodec.hyperprior import SodecHyperprior
 from cod_fast.models.sodec.integer_params import entropy_parameters
 from cod_fast.models.sodec.model import FULL_SODEC
@@ -66,9 +65,8 @@ def main() -> None:
     if not args.skip_reference:
         runs["reference"] = lambda: entropy_parameters(params, z, "reference")
     runs["cpp"] = lambda: entropy_parameters(params, z, "cpp")
-    for impl in ("portable", "avx2", "avx512", "amx"):
-        if require_cpu_ext().sodec.impl_supported(impl):
-            runs[f"cpp[{impl}]"] = cpp_impl(impl)
+    for impl in cpu_impls():
+        runs[f"cpp[{impl}]"] = cpp_impl(impl)
 
     def g_a() -> object:
         with torch.inference_mode():

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .._ext import require_cpu_ext
+from .._ext import cpu_ext, require_cpu_ext
 from ..errors import ExtensionUnavailableError
 from .reference import IntegerConv, IntegerEntropyParams, validate_z
 
@@ -24,7 +24,11 @@ __all__ = [
     "scale_index_cpp",
     "scale_index_triton",
     "triton_device",
+    "cpu_impls",
 ]
+
+#: The C++ kernels of the integer convolutions, slowest first (``impl=`` of the ``*_cpp`` calls).
+CPU_IMPLS = ("portable", "avx2", "avx512", "amx")
 
 
 def _sodec_ext():
@@ -32,6 +36,15 @@ def _sodec_ext():
     if not hasattr(ext, "sodec"):
         raise ExtensionUnavailableError("cod_fast._C was built without the sodec component; rebuild it")
     return ext.sodec
+
+
+def cpu_impls(candidates: tuple[str, ...] = CPU_IMPLS) -> list[str]:
+    """The kernels among ``candidates`` that this CPU runs (AMX also needs the OS to grant its tile
+    state), in the given order; empty when cod_fast._C lacks the sodec kernels."""
+    ext = cpu_ext()
+    if ext is None or not hasattr(ext, "sodec"):
+        return []
+    return [i for i in candidates if ext.sodec.impl_supported(i)]
 
 
 #: Prepared C++ weights per IntegerConv object: id -> (weakref to the layer, weight key, prepared).

@@ -78,6 +78,24 @@ void check_plane(int64_t h, int64_t w, int64_t up) {
           "output plane too large");
 }
 
+struct ConvShape {
+  int64_t co, ci, k;
+};
+
+// The weights every entry point accepts: [CO, CI, k, k] with k odd, 1 <= CI*k*k <= 2^20 (the
+// kernels' int64 accumulators cannot overflow below that), 1 <= CO <= 2^20, entries in [-127, 127];
+// up in {1, 2}.
+ConvShape check_conv(const I32& weight, int64_t up) {
+  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
+  const int64_t co = weight.shape(0), ci = weight.shape(1), k = weight.shape(2);
+  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
+  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
+  require(co <= MAX_REDUCTION, "more than 2^20 output channels");
+  require(up == 1 || up == 2, "up must be 1 or 2");
+  check_weights(weight);
+  return {co, ci, k};
+}
+
 I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64& mult,
                     const I64& shift, int64_t up, int64_t lo, int64_t hi, int threads,
                     const std::string& impl) {
@@ -85,17 +103,12 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
   const Impl im = parse_impl(impl);
   require(impl_supported(im), "this CPU cannot run the '" + impl + "' kernel");
   require(a.ndim() == 4, "a must be [N, CI, h, w]");
-  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
-  const int64_t n = a.shape(0), ci = a.shape(1), h = a.shape(2), w = a.shape(3);
-  const int64_t co = weight.shape(0), k = weight.shape(2);
-  require(weight.shape(1) == ci, "weight input channels differ from a's channels");
-  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
-  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
-  require(up == 1 || up == 2, "up must be 1 or 2");
+  const auto [co, ci, k] = check_conv(weight, up);
+  const int64_t n = a.shape(0), h = a.shape(2), w = a.shape(3);
+  require(a.shape(1) == ci, "weight input channels differ from a's channels");
   check_requant(bias, mult, shift, co, lo, hi);
   check_plane(h, w, up);
   check_activations(a);
-  check_weights(weight);
   I32 out({n, co, h * up, w * up});
   int32_t* po = out.mutable_data();
   {
@@ -108,13 +121,7 @@ I32 conv_requant_py(const I32& a, const I32& weight, const I64& bias, const I64&
 
 std::shared_ptr<PreparedConv> prepare_conv_py(const I32& weight, int64_t up, int threads) {
   require(threads >= 0, "threads must be >= 0 (0: one per CPU)");
-  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
-  const int64_t co = weight.shape(0), ci = weight.shape(1), k = weight.shape(2);
-  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
-  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
-  require(co <= MAX_REDUCTION, "more than 2^20 output channels");
-  require(up == 1 || up == 2, "up must be 1 or 2");
-  check_weights(weight);
+  const auto [co, ci, k] = check_conv(weight, up);
   py::gil_scoped_release release;
   return prepare_conv(weight.data(), co, ci, k, up, threads);
 }
@@ -174,14 +181,8 @@ EntropyLayer entropy_layer_py(const py::tuple& t, int threads) {
   const auto weight = t[0].cast<I32>();
   const auto bias = t[1].cast<I64>(), mult = t[2].cast<I64>(), shift = t[3].cast<I64>();
   const auto up = t[4].cast<int64_t>(), lo = t[5].cast<int64_t>(), hi = t[6].cast<int64_t>();
-  require(weight.ndim() == 4, "weight must be [CO, CI, k, k]");
-  const int64_t co = weight.shape(0), ci = weight.shape(1), k = weight.shape(2);
-  require(weight.shape(3) == k && k % 2 == 1, "kernel must be square with odd size");
-  require(co >= 1 && ci >= 1 && ci * k * k <= MAX_REDUCTION, "reduction length CI*k*k outside [1, 2^20]");
-  require(co <= MAX_REDUCTION, "more than 2^20 output channels");
-  require(up == 1 || up == 2, "up must be 1 or 2");
+  const auto [co, ci, k] = check_conv(weight, up);
   check_requant(bias, mult, shift, co, lo, hi);
-  check_weights(weight);
   EntropyLayer L;
   {
     py::gil_scoped_release release;

@@ -15,6 +15,7 @@ import torch
 from cod_fast._ext import cpu_ext
 from cod_fast.int_params import backends
 from cod_fast.int_params.api import entropy_head
+from cod_fast.int_params.backends import cpu_impls
 from cod_fast.models.sodec.integer_params import (
     ACT_MAX,
     INT32_MAX,
@@ -32,7 +33,7 @@ IMPLS = ["portable", "avx2", "avx512", "amx"]
 
 
 def _impls() -> list[str]:
-    return [i for i in IMPLS if cpu_ext().sodec.impl_supported(i)]
+    return cpu_impls(tuple(IMPLS))
 
 
 def _layer(gen, ci, co, k, up, lo, hi, shift=(8, 24), bias_bits=20, weights=None):

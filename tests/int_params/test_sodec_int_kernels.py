@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cod_fast._ext import cpu_ext
+from cod_fast.int_params.backends import cpu_impls
 from cod_fast.models.sodec.integer_params import (
     ACT_MAX,
     INT32_MAX,
@@ -26,7 +27,7 @@ IMPLS = ["portable", "avx2", "avx512"]
 
 
 def _impls() -> list[str]:
-    return [i for i in IMPLS if cpu_ext().sodec.impl_supported(i)]
+    return cpu_impls(tuple(IMPLS))
 
 
 def _run(a: torch.Tensor, layer: IntegerConv, impl: str, threads: int = 0) -> torch.Tensor:
