@@ -120,3 +120,29 @@ def kodak_streams(args: argparse.Namespace) -> tuple[Any, list[bytes]]:
         raise SystemExit(f"no PNG images under {args.kodak}")
     codec = cod_fast.load_model()
     return codec, [codec.encode(f, quality=args.quality) for f in files]
+
+
+#: How to get the default model's release-2 files, which cod_fast 0.2.0 no longer ships.
+RELEASE2_HELP = ("folder of the default model's release-2 files (default.json, default.safetensors, "
+                 "default_int.safetensors: cod_fast 0.1.0's cod_fast/weights, e.g. `mkdir r2 && git archive "
+                 "9877f23 cod_fast/weights | tar -x -C r2 --strip-components=2`)")
+
+
+def release2_codecs(weights_dir: Path) -> tuple[Any, Any]:
+    """(release 1, release 2) ``DefaultCodec``s of a release-2 weights folder: the same float
+    weights; release 1 codes y with the float32 hyper synthesis' table indexes and means, release 2
+    with its fixed-point integers. Both registered (``cod_fast.decode`` finds them)."""
+    from safetensors.torch import load_file
+
+    from cod_fast import registry
+    from cod_fast.codecs.default import DefaultCodec, default_fingerprint, load_default_codec_from
+    from cod_fast.models.default import default_model_info
+
+    r2 = load_default_codec_from(weights_dir)
+    if r2.release != 2:
+        raise SystemExit(f"{weights_dir}: release {r2.release}, not release 2 ({RELEASE2_HELP})")
+    stored = load_file(str(Path(weights_dir) / "default.safetensors"))
+    r1 = DefaultCodec(r2.net, default_fingerprint(default_model_info(Path(weights_dir))["config"], stored))
+    r1._lock = r2._lock  # they share the model
+    registry.register(r1)
+    return r1, r2

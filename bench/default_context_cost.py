@@ -1,7 +1,7 @@
 """What the checkerboard context (release 3) costs and gives with the released weights and a
 fresh (zero) context, against release 2 of the same weights, on Kodak (issue 19).
 
-``python bench/default_context_cost.py [--data DIR] [--images kodim01.png ...] [--levels 0,2,4]
+``python bench/default_context_cost.py --weights R2DIR [--data DIR] [--images kodim01.png ...] [--levels 0,2,4]
 [--kernel 3] [--hidden 128] [--backend auto] [--repeats 2]``
 
 Builds the release-3 model in a temporary folder (``add_checkerboard_context`` on the shipped
@@ -12,6 +12,10 @@ release 2's symbols), and reports the container bpp of each (release 3 splits y 
 and a non-anchor rANS stream, plus one section header) and the best-of-``--repeats`` encode and
 decode wall times. The context's integer work does not depend on its weights' values, so the
 times are those of a trained context of the same shape; the bpp gain needs training.
+
+``--trained DIR`` compares a trained release 3 instead (a weights folder; ``installed``: the
+shipped ``cod_fast/weights``): other weights, so symbols differ; it reports both releases' bpp,
+PSNR and times (issue 19: decode no slower than 1.5x release 2 at the same image size).
 """
 from __future__ import annotations
 
@@ -27,14 +31,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import cpu_name, load_averages
+from bench_common import RELEASE2_HELP, cpu_name, load_averages, release2_codecs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
 
 
-def build_release3(folder: Path, kernel: int, hidden: int, backend: str):
-    """The release-3 codec of the shipped weights plus a zero context, written into ``folder``."""
+def build_release3(folder: Path, weights: Path, kernel: int, hidden: int, backend: str):
+    """The release-3 codec of release 2's weights (folder ``weights``) plus a zero context, written
+    into ``folder``."""
     import importlib.util
 
     from safetensors.torch import save_file
@@ -43,7 +48,7 @@ def build_release3(folder: Path, kernel: int, hidden: int, backend: str):
     from cod_fast.models.default import load_default_model
     from cod_fast.models.default.model import add_checkerboard_context
 
-    net = add_checkerboard_context(load_default_model(), kernel=kernel, hidden=hidden)
+    net = add_checkerboard_context(load_default_model(weights_dir=weights), kernel=kernel, hidden=hidden)
     (folder / "default.json").write_text(json.dumps({"config": net.cfg.to_dict()}))
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "default.safetensors"))
     spec = importlib.util.spec_from_file_location("export_default_int", REPO / "tools" / "export_default_int.py")
@@ -63,8 +68,8 @@ def best_time(fn, repeats: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cod_fast.codecs.default import load_default_codec
     from cod_fast.image_io import to_uint8_chw
+    from cod_fast.metrics import psnr
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -73,14 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--weights", type=Path, required=True, help=RELEASE2_HELP)
+    ap.add_argument("--trained", default=None, help="a trained release-3 weights folder, or 'installed'")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     levels = [int(v) for v in args.levels.split(",")]
     load_start = load_averages()
     with tempfile.TemporaryDirectory() as tmp:
-        r3 = build_release3(Path(tmp), args.kernel, args.hidden, args.backend)
-        r2 = load_default_codec(release=2)
+        if args.trained is None:
+            r3 = build_release3(Path(tmp), args.weights, args.kernel, args.hidden, args.backend)
+        else:
+            from cod_fast.codecs.default import WEIGHTS_DIR, load_default_codec_from
+
+            r3 = load_default_codec_from(WEIGHTS_DIR if args.trained == "installed" else args.trained,
+                                         entropy_backend=args.backend)
+        _, r2 = release2_codecs(args.weights)
         r2.entropy_backend = args.backend
         rows = []
         for name in args.images:
@@ -93,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           args.repeats)
                     row[f"{tag}_dec_s"], pix = best_time(lambda c=codec, d=data: c.decode(d), args.repeats)
                     row[f"{tag}_bpp"] = 8 * len(data) / pixels
+                    row[f"{tag}_psnr"] = psnr(img, pix)
                     row[f"_{tag}"] = (data, pix, codec.decode_symbols(data))
                 (_, p2, s2), (_, p3, s3) = row.pop("_r2"), row.pop("_r3")
                 row["same_symbols"] = torch.equal(s2[0], s3[0]) and torch.equal(s2[1], s3[1])
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     n = len(rows)
-    summary = {k: sum(r[k] for r in rows) / n for k in rows[0] if k.endswith(("_bpp", "_s"))}
+    summary = {k: sum(r[k] for r in rows) / n for k in rows[0] if k.endswith(("_bpp", "_psnr", "_s"))}
     summary.update({"rows": n, "same_symbols": sum(r["same_symbols"] for r in rows),
                     "same_pixels": sum(r["same_pixels"] for r in rows),
                     "bpp_delta_pct": 100 * (summary["r3_bpp"] / summary["r2_bpp"] - 1),
@@ -109,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu": cpu_name(), "load_start": load_start, "load_end": load_averages(),
                     "command": "python bench/default_context_cost.py " + " ".join(argv or sys.argv[1:])})
     print(json.dumps(summary, indent=1))
+    if args.trained is not None:
+        return 0
     return 0 if summary["same_symbols"] == n and summary["same_pixels"] == n else 1
 
 

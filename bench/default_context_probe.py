@@ -1,7 +1,7 @@
 """What a checkerboard context buys the released default model when only the context is trained
 (issue 19): a lower bound on the gain of joint training.
 
-``python bench/default_context_probe.py --data /work/train/data/crops.npy [--steps 300]
+``python bench/default_context_probe.py --weights R2DIR --data /work/train/data/crops.npy [--steps 300]
 [--batch 4] [--crop 256] [--lr 1e-3] [--kernel 3] [--hidden 128] [--seed 0]
 [--kodak DIR] [--images kodim01.png ...] [--levels 0,2,4] [--save DIR]``
 
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import cpu_name, load_averages
+from bench_common import RELEASE2_HELP, cpu_name, load_averages, release2_codecs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def train_context(net: torch.nn.Module, crops: np.ndarray, args: argparse.Namesp
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
-    from cod_fast.codecs.default import load_default_codec, load_default_codec_from
+    from cod_fast.codecs.default import load_default_codec_from
     from cod_fast.image_io import to_uint8_chw
     from cod_fast.metrics import psnr
     from cod_fast.models.default import load_default_model
@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", nargs="*", default=["kodim01.png", "kodim04.png", "kodim15.png", "kodim23.png"])
     ap.add_argument("--levels", default="0,2,4")
     ap.add_argument("--save", type=Path, default=None, help="keep the release-3 files here")
+    ap.add_argument("--weights", type=Path, required=True, help=RELEASE2_HELP)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load_start = load_averages()
     crops = np.load(args.data, mmap_mode="r")
-    net = add_checkerboard_context(load_default_model(), kernel=args.kernel, hidden=args.hidden, seed=args.seed)
+    net = add_checkerboard_context(load_default_model(weights_dir=args.weights), kernel=args.kernel, hidden=args.hidden, seed=args.seed)
     log = train_context(net, crops, args)
     net.eval()
     folder = args.save or Path(tempfile.mkdtemp())
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(["--weights", str(folder)])
-    r3, r2 = load_default_codec_from(folder), load_default_codec(release=2)
+    r3, (_, r2) = load_default_codec_from(folder), release2_codecs(args.weights)
     rows = []
     for name in args.images:
         img = to_uint8_chw(args.kodak / name)

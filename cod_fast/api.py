@@ -72,6 +72,10 @@ def find_model(fingerprint: bytes) -> Any:
     fingerprint when none matches."""
     codec = registry.find(fingerprint)
     if codec is None:
+        note = registry.retired(fingerprint)
+        if note is not None:
+            raise ModelMismatchError("", bytes(fingerprint).hex(),
+                                     f"stream was written by model {bytes(fingerprint).hex()}: {note}")
         raise ModelMismatchError(
             "", bytes(fingerprint).hex(),
             f"no loaded or named model has fingerprint {bytes(fingerprint).hex()}; load it "

@@ -5,8 +5,8 @@ and ``StreamDataset`` (a ``torch.utils.data.Dataset`` over stream files, decodin
 
 1. *prepare* (``workers`` threads of one torch thread each, side by side): read each stream, find
    its model, parse it and, for the default model, run the entropy half of ``decode``
-   (``DefaultCodec.decode_latents``: rANS z and y in C++, which releases the GIL, and release 2's
-   fixed-point entropy parameters, whose integers do not depend on the thread count);
+   (``DefaultCodec.decode_latents``: rANS z and y in C++, which releases the GIL, and the fixed-point
+   entropy parameters of release 2 and later, whose integers do not depend on the thread count);
 2. *synthesise*: the second half of ``decode`` (``DefaultCodec.synthesize``) image by image,
    at the caller's torch thread count T, so the pixels are **bitwise** those of ``decode`` (the
    CPU convolutions round differently at other thread counts or batch shapes, so the synthesis
@@ -23,8 +23,8 @@ T = 1, the side-by-side syntheses use the other core.
 
 ``forward_batch`` trades exactness for batched synthesis forwards (the default on CUDA; on the
 CPU in a channels-last copy of the synthesis, pixels within 1 level of ``decode``'s). Other codecs
-(SODEC, CoD, DiffC), release-1 default streams (their entropy parameters depend on the thread
-count) and calls with decode ``overrides`` are decoded stream by stream by ``decode`` in the
+(SODEC, CoD, DiffC), default-model streams with float entropy parameters (release 1, or a model
+loaded without integer files: they depend on the thread count) and calls with decode ``overrides`` are decoded stream by stream by ``decode`` in the
 calling thread.
 """
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _cpu_synthesis(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _prepare(index: int, stream: StreamLike, models: _Models, split: bool = True) -> _Prepared:
-    """Read, find the codec and (``split``: the default model's release-2 streams) run the entropy
+    """Read, find the codec and (``split``: the default model's fixed-point streams, release 2 and later) run the entropy
     half of ``decode`` on one stream (any thread, any torch thread count: same integers)."""
     item = _Prepared(index=index, name=str(stream) if isinstance(stream, (str, os.PathLike)) else None)
     try:
@@ -322,7 +322,7 @@ def _finish(chunk: list[_Prepared], forward_batch: int | None, overrides: dict[s
         if it.error is None:
             if it.image is not None:
                 res.image = it.image
-            else:  # not split: other codecs, release-1 default streams, decode overrides
+            else:  # not split: other codecs, float-entropy default streams, decode overrides
                 try:
                     res.image = it.codec.decode(it.data, **overrides)
                 except Exception as exc:  # noqa: BLE001 -- reported per item
@@ -545,7 +545,7 @@ class StreamDataset(torch.utils.data.Dataset):
     it once each), a preset name or path, or None (each stream's model by fingerprint, e.g. the
     bundled default model). ``threads``: torch threads in the decoding process (default: this
     process's count when the dataset is made; DataLoader workers otherwise run at 1: any count reads
-    current streams, while release-1 default-model streams decode only at their encoder's count,
+    current streams, while float-entropy default-model streams (release 1) decode only at their encoder's count,
     see ``EntropyParameterMismatchError``). Decoding errors are raised with the file name.
     """
 

@@ -38,6 +38,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import registry
 from .errors import BitstreamError, ModelMismatchError
 
 MAGIC = b"CODF"
@@ -194,8 +195,10 @@ def check_owner(
     """
     expected, found = bytes(fingerprint).hex(), c.fingerprint.hex()
     if c.fingerprint != bytes(fingerprint):
+        note = registry.retired(c.fingerprint)
         raise ModelMismatchError(
-            expected, found, f"stream was written by model {found}, but this decoder holds {model} {expected}")
+            expected, found, f"stream was written by model {found}, but this decoder holds {model} {expected}"
+            + ("" if note is None else f"; {found}: {note}"))
     if c.codec_id != codec_id:
         raise ModelMismatchError(
             expected, found, f"stream holds codec id {c.codec_id}, {model} decodes codec id {int(codec_id)}")

@@ -584,6 +584,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     (args.out / (stem + STREAM_SUFFIX)).write_bytes(data)
     save_image(rec, args.out / (stem + "_decoded.png"))
     save_image(torch.cat([img, rec], dim=2), args.out / (stem + "_side_by_side.png"))
+    print(f"model: {codec!r}")
     print(f"image: {src} ({w}x{h})")
     print(f"quality: {args.quality:g}  bytes: {len(data)}  bpp: {8 * len(data) / (h * w):.4f}")
     print(f"PSNR: {psnr(img, rec):.2f} dB  MS-SSIM: {ms_ssim(img, rec):.4f}")

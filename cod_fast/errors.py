@@ -15,7 +15,7 @@ class EntropyParameterMismatchError(BitstreamError):
     Raised before any y symbol is parsed when a stream carries the encoder's checksum of its
     parameters and the decoder's differ. The message names the model release and what differs:
     release 1 of the default model computes them with a float32 hyper synthesis, whose rounding
-    depends on the torch thread count, the CPU's kernels and the BLAS; release 2 with integers
+    depends on the torch thread count, the CPU's kernels and the BLAS; release 2 and later with integers
     only, so there the stream was altered or written by another implementation of the spec.
     Decoding on would only produce garbage.
     """

@@ -7,7 +7,10 @@ Two kinds of entries:
 * named models: ``register_named(name, loader, fingerprint=None)`` records how to load a model
   (a zero-argument callable returning a codec). ``find`` loads a named model only when its
   recorded fingerprint matches, or when its fingerprint is not yet known (then it is loaded once
-  and its fingerprint remembered).
+  and its fingerprint remembered);
+* retired models: ``retire(fingerprint, note)`` records a model this version no longer ships
+  (e.g. an earlier release of the default model) so that the error for one of its streams says
+  what wrote it and where it still decodes (``retired(fingerprint)``).
 
 This module names no model: each codec module registers its named models itself, with the
 ``named_model`` decorator (as CompressAI's model zoo does), when it is imported; ``cod_fast.api``
@@ -33,6 +36,20 @@ class _Named:
 
 
 _named: dict[str, _Named] = {}
+_retired: dict[bytes, str] = {}
+
+
+def retire(fingerprint: bytes, note: str) -> None:
+    """Record that ``fingerprint`` belongs to a model this version no longer ships; ``note`` says
+    what it was and where its streams still decode (it ends the error messages of its streams)."""
+    with _lock:
+        _retired[bytes(fingerprint)] = note
+
+
+def retired(fingerprint: bytes) -> str | None:
+    """The note of a retired model's fingerprint (``retire``), else None."""
+    with _lock:
+        return _retired.get(bytes(fingerprint))
 
 
 def register(codec: Any) -> None:
@@ -107,8 +124,7 @@ def find(fingerprint: bytes) -> Any | None:
             register(entry.instance)
         if entry.fingerprint == fp:
             return entry.instance
-        # A loader may register more codecs than the one it returns (the default model's loader
-        # registers release 1 and release 2): look at the loaded table again.
+        # A loader may register more codecs than the one it returns: look at the loaded table again.
         with _lock:
             codec = _loaded.get(fp)
         if codec is not None:

@@ -301,3 +301,42 @@ def small_default_net() -> Any:
             p.copy_(torch.randn_like(p) * 0.3)
         net.log_gain.copy_(torch.randn_like(net.log_gain) * 0.5)
     return net
+
+
+@functools.cache
+def shipped_plain_codecs() -> tuple[Any, Any]:
+    """(release 1, release 2) ``DefaultCodec``s of the shipped float weights with the checkerboard
+    context removed (``remove_checkerboard_context``): release 1 codes with the float32 hyper
+    synthesis, release 2 with integers exported as ``tools/export_default_int.py`` does (the same
+    calibration images). The shipped model is release 3; these keep the two context-free code paths
+    (``load_default_codec_from`` of a model without a context, old-release semantics) under test
+    at real widths. Registered (``cod_fast.decode`` finds them); cached for the session."""
+    import importlib.util
+
+    from cod_fast import registry
+    from cod_fast.codecs.default import DefaultCodec, default_fingerprint
+    from cod_fast.models.default import load_default_model
+    from cod_fast.models.default.integer_params import IntegerEntropyModel, export_integer_params
+    from cod_fast.models.default.model import remove_checkerboard_context
+
+    spec = importlib.util.spec_from_file_location("export_default_int",
+                                                  TESTS_DIR.parent / "tools" / "export_default_int.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    net = remove_checkerboard_context(load_default_model())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the export tool: the calibration picks power-of-two grids only
+    try:
+        integer = export_integer_params(net, tool.calibration_z(net))
+    finally:
+        torch.set_num_threads(threads)
+    config = net.cfg.to_dict()
+    stored = {k: v.to(torch.float16) for k, v in net.state_dict().items()}
+    r1 = DefaultCodec(net, default_fingerprint(config, stored))
+    r2 = DefaultCodec(net, default_fingerprint(config, stored, integer.state_dict()),
+                      integer=IntegerEntropyModel(integer))
+    r1._lock = r2._lock  # they share the model (and its lazily built release-1 tables)
+    for c in (r1, r2):
+        registry.register(c)
+    return r1, r2

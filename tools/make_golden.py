@@ -48,15 +48,12 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     # weight seed is the named model's own.
     "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
     "sodec_tiny_checkerboard": ({"model": "sodec", "named": "sodec-tiny-checkerboard"}, 7, (70, 33), {}),
-    # The shipped default model (cod_fast/weights): its release streams. New weights change the
-    # fingerprint, so these cases are regenerated with them (the old stream is then rejected with
-    # ModelMismatchError, never misdecoded). The seed is unused. "default_model" is release 1
-    # (float32 entropy parameters, kept as the old-release stream: it still decodes where its
-    # float maths rounds as the encoder's did, e.g. at one torch thread on x86-64);
-    # "default_model_r2" is release 2 (fixed-point entropy parameters: bytes and integers are the
-    # same at every thread count).
-    "default_model": ({"model": "default", "release": 1}, 0, (72, 100), {"quality": 2.0}),
-    "default_model_r2": ({"model": "default", "release": 2}, 0, (72, 100), {"quality": 2.0}),
+    # The shipped default model (cod_fast/weights): release 3 (fixed-point entropy parameters and
+    # the checkerboard context: bytes and integers are the same at every thread count). New weights
+    # change the fingerprint, so this case is regenerated with them; the streams of earlier
+    # shipped weights stay as RETIRED files, refused with ModelMismatchError naming their release.
+    # The seed is unused.
+    "default_model_r3": ({"model": "default"}, 0, (72, 100), {"quality": 2.0}),
 }
 
 
@@ -68,7 +65,7 @@ def golden_codec(name: str) -> Any:
     if config.get("model") == "default":
         from cod_fast.codecs.default import load_default_codec
 
-        return load_default_codec(release=int(config.get("release", 2)))
+        return load_default_codec()
     if config.get("model") == "sodec":
         from cod_fast.codecs.sodec import NAMED_MODELS
 
@@ -170,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     records: dict[str, Any] = {"format_version": FORMAT_VERSION, "cases": {}}
     ok = True
     old = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else None
+    if old is not None:  # the retired streams' records are kept as they are
+        records["retired"] = old.get("retired", {})
     if args.only and old is not None:
         records["cases"] = {k: v for k, v in old["cases"].items() if k in CASES}
     for name in args.only or CASES:

@@ -6,30 +6,33 @@ Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true imag
   u16 z cols (the z grid of the image padded to multiples of 64);
 * ``HYPERPRIOR_Y``: the rANS stream of the y symbols;
 * ``HYPERPRIOR_Z``: the rANS stream of the z symbols;
-* ``HYPERPRIOR_CHECK`` (4 bytes, optional; written since the unit-domain model): u32 CRC32 of
-  the y table indexes the encoder used. The decoder recomputes the indexes and raises
+* ``HYPERPRIOR_CHECK`` (4 bytes, optional, 8 with the checkerboard context; written since the
+  unit-domain model): u32 CRC32 of the y table indexes the encoder used. The decoder recomputes the indexes and raises
   ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
   garbage. Streams without the section decode unchecked;
 * ``HYPERPRIOR_Y_NONANCHOR`` (models with the checkerboard context only, release 3): the rANS
   stream of the non-anchor y symbols; ``HYPERPRIOR_Y`` then holds the anchors' (row + col even),
-  each in raster order, and the CHECK CRC covers all the indexes (checked before the non-anchors
-  are parsed).
+  each in raster order, and the CHECK section is 8 bytes: u32 CRC32 of all the indexes (raster
+  order; checked before the non-anchors are parsed), u32 CRC32 of the anchors' indexes (their
+  packed raster order; checked before the anchors are parsed).
 
 Releases (the model fingerprint tells them apart; the sections of releases 1 and 2 are the same):
 
-* **release 2** (current, ``load_default_codec()``): the z/y rANS tables, the y table indexes and
-  the y means come from integers only (``cod_fast.models.default.integer_params``, SODEC's
-  fixed-point spec), so a stream decodes identically whatever the torch thread count, process,
-  CPU kind or entropy backend; the fingerprint hashes the integer state too;
-* **release 1** (the same float weights, fingerprint ``RELEASE1_FINGERPRINT``): indexes and means
-  from the float32 hyper synthesis, whose rounding depends on the thread count, the CPU's kernels
-  and the BLAS. Its streams still decode (``load_default_codec(release=1)``, found by fingerprint)
-  where that float maths gives the encoder's bits; elsewhere the CHECK section refuses them with an
-  error naming release 1 and asking for a re-encode with release 2;
-* **release 3** (a model with ``context="checkerboard"``, e.g. built by
-  ``load_default_codec_from(weights_dir)``; not bundled yet): release 2's fixed point plus the
-  checkerboard context in integers (``integer_params``, "Checkerboard context"); the fingerprint
-  hashes ``"release": 3``, the config with its ``context`` keys and the context's integers.
+* **release 3** (current, shipped since cod_fast 0.2.0, ``load_default_codec()``): a model with
+  the checkerboard context (``context="checkerboard"``); the z/y rANS tables, the y table indexes
+  and the y means come from integers only (``cod_fast.models.default.integer_params``, SODEC's
+  fixed-point spec, plus the context in integers: "Checkerboard context"), so a stream decodes
+  identically whatever the torch thread count, process, CPU kind or entropy backend; the
+  fingerprint hashes ``"release": 3``, the config with its ``context`` keys and the integers;
+* **release 2** (cod_fast 0.1.0; other float weights, no context): the same fixed point without the
+  context. ``load_default_codec_from(dir)`` still builds release 2 from the files of a model
+  without a context;
+* **release 1** (cod_fast 0.1.0, release 2's float weights): indexes and means from the float32
+  hyper synthesis, whose rounding depends on the thread count, the CPU's kernels and the BLAS.
+
+The weights of releases 1 and 2 are no longer shipped: their fingerprints are registered as
+retired (``RETIRED_FINGERPRINTS``), so their streams are refused with ``ModelMismatchError``
+naming the release and the cod_fast version that decodes them, never misdecoded.
 
 The parser checks the quality range and that the z grid is the one the header's image size
 implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
@@ -77,14 +80,25 @@ CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
 
 _PARAMS = struct.Struct("<fHH")  # quality, z rows, z cols
 _CHECK = struct.Struct("<I")  # CRC32 of the y table indexes
+_CHECK_CONTEXT = struct.Struct("<II")  # release 3: CRC32 of all the y table indexes, then of the anchors'
 _SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z,
              SectionType.HYPERPRIOR_CHECK}
 #: The sections of a release with the checkerboard context (release 3).
 _CONTEXT_SECTIONS = _SECTIONS | {SectionType.HYPERPRIOR_Y_NONANCHOR}
 
 
-#: Fingerprint of release 1 (float32 entropy parameters) of the shipped weights.
-RELEASE1_FINGERPRINT = "ce5b5023c7ebb2f8f593d00b5141a4eb"
+#: Default-model weights shipped by earlier versions: fingerprint (hex) -> what wrote the stream.
+#: Registered as retired (``cod_fast.registry.retire``) so their streams get an error that names
+#: them and says where they still decode.
+RETIRED_FINGERPRINTS = {
+    "d14ced709defdfb3da4b726fd4c19b4f": "the default model's first weights (step 450, before cod_fast 0.1.0)",
+    "ce5b5023c7ebb2f8f593d00b5141a4eb": "release 1 of the default model (float32 entropy parameters, cod_fast 0.1.0)",
+    "7f22313cbcb4f2f69cc082fd4f109d80": "release 2 of the default model (cod_fast 0.1.0)",
+}
+_RETIRED_HINT = ("; this version ships release 3 and no longer the weights that wrote it: decode it with "
+                 "cod_fast 0.1.0, or encode the image again with the current default model")
+for _fp, _what in RETIRED_FINGERPRINTS.items():
+    registry.retire(bytes.fromhex(_fp), _what + _RETIRED_HINT)
 
 
 def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor],
@@ -121,7 +135,8 @@ class DefaultCodec(PortableCodec):
         SectionType.HYPERPRIOR_PARAMS: "f32 quality, u16 z rows, u16 z cols",
         SectionType.HYPERPRIOR_Y: "rANS stream of the y symbols",
         SectionType.HYPERPRIOR_Z: "rANS stream of the z symbols",
-        SectionType.HYPERPRIOR_CHECK: "u32 CRC32 of the y table indexes the encoder used (optional)",
+        SectionType.HYPERPRIOR_CHECK: ("u32 CRC32 of the y table indexes the encoder used (optional; release 3: "
+                                       "then u32 CRC32 of the anchors' indexes)"),
         SectionType.HYPERPRIOR_Y_NONANCHOR: "rANS stream of the non-anchor y symbols (release 3: checkerboard)",
     }
 
@@ -242,15 +257,17 @@ class DefaultCodec(PortableCodec):
             SectionType.HYPERPRIOR_PARAMS: _PARAMS.pack(q, zh, zw),
             SectionType.HYPERPRIOR_Y: bytes(y_bytes),
             SectionType.HYPERPRIOR_Z: bytes(z_bytes),
-            SectionType.HYPERPRIOR_CHECK: _CHECK.pack(out["index_crc"]),
+            SectionType.HYPERPRIOR_CHECK: (_CHECK_CONTEXT.pack(*out["index_crc"]) if self.release == 3
+                                           else _CHECK.pack(out["index_crc"])),
         }
         if self.release == 3:
             sections[SectionType.HYPERPRIOR_Y_NONANCHOR] = bytes(out["strings"][2])
         return write_container(Container(codec_id=self.codec_id, fingerprint=self.fingerprint,
                                          height=h, width=w, sections=sections))
 
-    def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int], int | None]:
-        """Parse and check a stream for this model: (container, quality, z shape, index CRC or None).
+    def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int], int | tuple[int, int] | None]:
+        """Parse and check a stream for this model: (container, quality, z shape, index CRC -- for
+        release 3 the pair (all the indexes', the anchors') -- or None).
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
@@ -267,12 +284,13 @@ class DefaultCodec(PortableCodec):
         if zh * zw > MAX_Z_POSITIONS:
             raise LimitExceededError(
                 f"image of {c.height}x{c.width} exceeds the default model's limit of {MAX_Z_POSITIONS} z positions")
-        crc = None
+        crc: int | tuple[int, int] | None = None
         if SectionType.HYPERPRIOR_CHECK in c.sections:
             check = c.section(SectionType.HYPERPRIOR_CHECK)
-            if len(check) != _CHECK.size:
-                raise BitstreamError(f"HYPERPRIOR_CHECK section must be {_CHECK.size} bytes, got {len(check)}")
-            (crc,) = _CHECK.unpack(check)
+            fmt = _CHECK_CONTEXT if self.release == 3 else _CHECK
+            if len(check) != fmt.size:
+                raise BitstreamError(f"HYPERPRIOR_CHECK section must be {fmt.size} bytes, got {len(check)}")
+            crc = fmt.unpack(check) if self.release == 3 else fmt.unpack(check)[0]
         return c, q, (zh, zw), crc
 
     @memory.allocation_guard
@@ -367,8 +385,8 @@ class DefaultCodec(PortableCodec):
                 f"indexes computed here differ from the encoder's{crcs}. That float maths rounds differently with "
                 "the torch thread count, the CPU's kernels and the BLAS, so release-1 streams decode only where it "
                 "rounds as the encoder's did (e.g. the same thread count on the same kind of CPU). Re-encode the "
-                "image with release 2 (the current default model, cod_fast.load_model()), whose streams decode "
-                "identically everywhere")
+                "image with a fixed-point release (release 2 or later; the current default model, "
+                "cod_fast.load_model()), whose streams decode identically everywhere")
         return EntropyParameterMismatchError(
             f"default model release {self.release} (fingerprint {self.fingerprint_hex}): {exc}")
 
@@ -380,36 +398,31 @@ class DefaultCodec(PortableCodec):
         return self.synthesize(*self.decode_latents(data, max_memory=max_memory))
 
 
-_cache: dict[tuple[str, int], DefaultCodec] = {}
+_cache: dict[str, DefaultCodec] = {}
 _cache_lock = threading.Lock()
 
 
-def load_default_codec(device: Union[str, torch.device] = "cpu", release: int = 2) -> DefaultCodec:
-    """The ``DefaultCodec`` with the shipped weights on ``device``: release 2 (fixed-point entropy
-    parameters, the default) or release 1 (float32; to read old streams). Both releases are built
-    once per device (sharing the float model), cached, and registered, so that
-    ``cod_fast.decode(data)`` finds either by fingerprint."""
-    if release not in (1, 2):
-        raise ValueError(f"the default model has releases 1 and 2, got {release!r}")
+def load_default_codec(device: Union[str, torch.device] = "cpu", release: int | None = None) -> DefaultCodec:
+    """The ``DefaultCodec`` with the shipped weights (``cod_fast/weights``, release 3) on
+    ``device``: built once per device, cached, and registered, so that ``cod_fast.decode(data)``
+    finds it by fingerprint. ``release``: None or the shipped release's number; an earlier
+    release's number raises ValueError (its weights are no longer shipped: cod_fast 0.1.0)."""
     key = str(torch.device(device))
     with _cache_lock:
-        if (key, release) not in _cache:
+        if key not in _cache:
             net = load_default_model(device=device)
-            info = default_model_info()
-            stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
             int_state = load_integer_state()
-            integer = IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state))
-            _cache[(key, 1)] = DefaultCodec(net, default_fingerprint(info["config"], stored))
-            _cache[(key, 2)] = DefaultCodec(net, default_fingerprint(info["config"], stored, int_state),
-                                            integer=integer)
-            # one lock for both: they share the model (and its lazily built release-1 tables)
-            _cache[(key, 1)]._lock = _cache[(key, 2)]._lock
-            # the shipped weights' fingerprints, now known: portable_reference needs no second hash
-            _bundled.update({1: bytes(_cache[(key, 1)].fingerprint), 2: bytes(_cache[(key, 2)].fingerprint)})
-        codecs = (_cache[(key, 1)], _cache[(key, 2)])
-    for codec in codecs:
-        registry.register(codec)
-    return codecs[release - 1]
+            fp = default_fingerprint(default_model_info()["config"], load_file(str(WEIGHTS_DIR / WEIGHTS_FILE)),
+                                     int_state)
+            _cache[key] = DefaultCodec(net, fp, integer=IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state)))
+            # the shipped weights' fingerprint, now known: portable_reference needs no second hash
+            _bundled.update({_cache[key].release: bytes(fp)})
+        codec = _cache[key]
+    if release is not None and release != codec.release:
+        raise ValueError(f"cod_fast ships release {codec.release} of the default model; the weights of release "
+                         f"{release!r} are not shipped (releases 1 and 2: cod_fast 0.1.0)")
+    registry.register(codec)
+    return codec
 
 
 _bundled: dict[int, bytes] = {}
@@ -419,10 +432,10 @@ def bundled_fingerprints() -> dict[int, bytes]:
     """Release -> fingerprint of the shipped weights (hashed from the files, without building)."""
     with _cache_lock:
         if not _bundled:
-            info = default_model_info()
-            stored = load_file(str(WEIGHTS_DIR / WEIGHTS_FILE))
-            _bundled[1] = default_fingerprint(info["config"], stored)
-            _bundled[2] = default_fingerprint(info["config"], stored, load_integer_state())
+            int_state = load_integer_state()
+            release = 3 if "context.meta" in int_state else 2
+            _bundled[release] = default_fingerprint(default_model_info()["config"],
+                                                    load_file(str(WEIGHTS_DIR / WEIGHTS_FILE)), int_state)
         return dict(_bundled)
 
 
@@ -454,7 +467,7 @@ def _load_reference(ref: ModelRef, device: Any, dtype: Any) -> DefaultCodec:
     the folder it was loaded from (``load_default_codec_from``), on ``device``."""
     if ref.name == "folder":
         return load_default_codec_from(ref.checkpoint, device)
-    return load_default_codec(device, release=1 if ref.name == "release1" else 2)
+    return load_default_codec(device, release=int(ref.name.removeprefix("release")))
 
 
 @registry.named_model("default")

@@ -27,8 +27,6 @@ def default_streams(default_codec) -> list[bytes]:
 
 def test_default_model_integers_identical_in_worker_threads(default_codec, default_streams) -> None:
     """The prepare stage (a worker thread) computes the same symbols and means as decode does."""
-    from cod_fast.bitstream import SectionType
-
     net = default_codec.net
     out: dict[int, torch.Tensor] = {}
 
@@ -42,7 +40,7 @@ def test_default_model_integers_identical_in_worker_threads(default_codec, defau
     t.join()
     for i, data in enumerate(default_streams):
         c, q, z_shape, crc = default_codec.parse(data)
-        strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
+        strings = default_codec._strings(c)  # [y, z] (+ the non-anchors' y with the context)
         y_sym, _, means = net._decode_symbols(strings, z_shape, torch.tensor([q]), None, crc,
                                               integer=default_codec.integer, backend=default_codec.entropy_backend)
         assert torch.equal(y_sym, default_codec.decode_symbols(data)[0])
@@ -160,10 +158,11 @@ def test_entropy_half_runs_side_by_side_without_the_lock(default_codec, default_
 def test_release1_streams_decode_in_the_calling_thread(default_codec, two_threads) -> None:
     """Release 1's entropy integers depend on the thread count: decode_many leaves those streams
     to ``decode`` in the calling thread (same pixels), never to its one-thread workers."""
-    from cod_fast.batch import _Models, _prepare
-    from cod_fast.codecs.default import load_default_codec
+    from tiny_models import shipped_plain_codecs
 
-    r1 = load_default_codec(release=1)
+    from cod_fast.batch import _Models, _prepare
+
+    r1 = shipped_plain_codecs()[0]
     assert r1.entropy_depends_on_threads
     streams = [r1.encode(make_image(40, 52, seed=i), quality=2.0) for i in range(2)]
     models = _Models(r1, None)

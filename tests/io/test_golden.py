@@ -61,7 +61,7 @@ def test_golden_stream(name: str, one_torch_thread: None) -> None:
 
 
 def test_pixel_tolerance_separates_rounding_from_errors() -> None:
-    ref = TOOL.reference_pixels("default_model")
+    ref = TOOL.reference_pixels("default_model_r3")
     one_off = ref.clone()
     one_off.view(-1)[:5] ^= 1  # five samples one level off: float rounding
     assert TOOL.pixels_within_tolerance(one_off, ref)
@@ -73,3 +73,25 @@ def test_pixel_tolerance_separates_rounding_from_errors() -> None:
     assert not TOOL.pixels_within_tolerance(many, ref)
     with pytest.raises(ValueError):
         TOOL.pixel_stats(ref[:, :-1], ref)
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS["retired"]))
+def test_retired_default_streams_refused_naming_their_release(name: str) -> None:
+    """Streams of default-model weights no longer shipped (releases 1 and 2, the step-450 weights)
+    keep their bytes and are refused, never misdecoded: ModelMismatchError naming the stream's
+    fingerprint, its release and where it still decodes, from the shipped codec and from
+    ``cod_fast.decode``."""
+    import cod_fast
+    from cod_fast.codecs.default import load_default_codec
+    from cod_fast.errors import ModelMismatchError
+
+    rec = RECORDS["retired"][name]
+    data = (GOLDEN / f"{name}.codf").read_bytes()
+    assert TOOL.sha256(data) == rec["stream_sha256"]
+    assert read_container(data).fingerprint.hex() == rec["fingerprint"]
+    codec = load_default_codec()
+    for decode in (codec.decode, cod_fast.decode):
+        with pytest.raises(ModelMismatchError) as info:
+            decode(data)
+        msg = str(info.value)
+        assert rec["fingerprint"] in msg and rec["release"].split(" (")[0] in msg and "cod_fast 0.1.0" in msg, msg

@@ -720,7 +720,9 @@ class DefaultCodecModel(nn.Module):
         del feats
         sym_n = self._integer_symbols(y_n, idx_n, m_n, p.mean_frac_bits, q, rdoq)
         y_tables, z_tables = self._rans_tables(integer)
-        crc = index_checksum(checkerboard_merge(idx_a, idx_n))
+        # (all the indexes in raster order, the anchors' alone): the decoder checks the second before
+        # it parses the anchors, the first before the non-anchors
+        crc = (index_checksum(checkerboard_merge(idx_a, idx_n)), index_checksum(idx_a))
         return self._pack(y_tables, z_tables, [(sym_a, idx_a), (sym_n, idx_n)], crc, z_sym, z_shape, image_size,
                           qf, threads)
 
@@ -738,14 +740,16 @@ class DefaultCodecModel(nn.Module):
         scales = self._y_tables().scale_table[idx.long()]
         return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
 
-    def _pack(self, y_tables: Any, z_tables: Any, y_parts: list[tuple[torch.Tensor, torch.Tensor]], index_crc: int,
+    def _pack(self, y_tables: Any, z_tables: Any, y_parts: list[tuple[torch.Tensor, torch.Tensor]],
+              index_crc: int | tuple[int, int],
               z_sym: torch.Tensor, z_shape: tuple[int, int], image_size: tuple[int, int], quality: float,
               threads: int | None) -> dict[str, Any]:
         """The rANS streams of y and z, and the fields ``compress`` returns; shared by the
         whole-tensor, banded and context paths. ``y_parts``: (symbols, table indexes) of each y
         stream, one (every position) or, with the checkerboard context, two (anchors, non-anchors,
         packed; each stream in raster order); the strings are then [y, z] or [y anchors, z, y
-        non-anchors]. ``index_crc``: the CRC of all the y table indexes in raster order."""
+        non-anchors]. ``index_crc``: the CRC of all the y table indexes in raster order, or with the
+        context the pair (that CRC, the CRC of the anchors' indexes in their packed raster order)."""
         z_bytes = z_tables.encode(z_sym.to(torch.int32).reshape(-1), self._z_indexes(z_shape), threads=threads)
         y_bytes = [bytes(y_tables.encode(sym.reshape(-1), idx.reshape(-1), threads=threads)) for sym, idx in y_parts]
         return {"strings": [y_bytes[0], bytes(z_bytes), *y_bytes[1:]], "shape": z_shape, "image_size": image_size,
@@ -758,7 +762,7 @@ class DefaultCodecModel(nn.Module):
         z_shape: tuple[int, int],
         quality: float = 3.0,
         threads: int | None = None,
-        index_crc: int | None = None,
+        index_crc: int | tuple[int, int] | None = None,
         integer: Any = None,
         backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -776,7 +780,7 @@ class DefaultCodecModel(nn.Module):
 
     def _decode_symbols(
         self, strings: list[bytes], z_shape: tuple[int, int], q: torch.Tensor, threads: int | None,
-        index_crc: int | None, integer: Any = None, backend: str = "reference",
+        index_crc: int | tuple[int, int] | None, integer: Any = None, backend: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(y symbols int32 (1, M, h, w), z symbols int32 (1, Nz, zh, zw), means float32 (1, M, h, w))."""
         self._check_release(integer)
@@ -808,7 +812,7 @@ class DefaultCodecModel(nn.Module):
 
     def _decode_context(
         self, strings: list[bytes], z_sym: torch.Tensor, q: torch.Tensor, threads: int | None,
-        index_crc: int | None, integer: Any, backend: str,
+        index_crc: int | tuple[int, int] | None, integer: Any, backend: str,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``_decode_symbols`` of the checkerboard context: the anchors (pass one's integer
         parameters), then the context on their y_hat, then the non-anchors (pass two's). The index
@@ -816,19 +820,22 @@ class DefaultCodecModel(nn.Module):
         p, qf = integer.params, float(q[0])
         feats = hyper_features(p, z_sym, backend)
         idx_a, m_a = head_codes(p, feats, qf, backend, part="anchors")
+        crc_all, crc_anchors = index_crc if isinstance(index_crc, tuple) else (index_crc, None)
+        self._check_index_crc(idx_a, crc_anchors, integer, "the anchors' ")
         sym_a = integer.y_tables.decode(bytes(strings[0]), idx_a.reshape(-1), threads=threads)
         sym_a = sym_a.to(torch.int32).reshape(idx_a.shape)
         idx_n, m_n = head_codes(p, feats, qf, backend, context_input(p, sym_a, m_a, qf), part="non_anchors")
         del feats
-        self._check_index_crc(checkerboard_merge(idx_a, idx_n), index_crc, integer)
+        self._check_index_crc(checkerboard_merge(idx_a, idx_n), crc_all, integer)
         sym_n = integer.y_tables.decode(bytes(strings[2]), idx_n.reshape(-1), threads=threads)
         y_sym = checkerboard_merge(sym_a, sym_n.to(torch.int32).reshape(idx_n.shape))
         m_q = checkerboard_merge(m_a, m_n)
         means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
         return y_sym, z_sym, means
 
-    def _check_index_crc(self, y_idx: torch.Tensor, index_crc: int | None, integer: Any) -> None:
-        """EntropyParameterMismatchError when the y table indexes' CRC differs from the encoder's."""
+    def _check_index_crc(self, y_idx: torch.Tensor, index_crc: int | None, integer: Any, which: str = "") -> None:
+        """EntropyParameterMismatchError when the y table indexes' CRC differs from the encoder's
+        (``which``: "anchors' " for the anchors' CRC of a model with the context)."""
         if index_crc is not None and index_checksum(y_idx) != int(index_crc):
             how = ("they come from a float32 hyper synthesis (release 1) whose rounding depends on the torch thread "
                    "count, the CPU's kernels and the BLAS, so they differ where that maths rounds otherwise than "
@@ -837,7 +844,7 @@ class DefaultCodecModel(nn.Module):
                    "they come from integers only (releases 2 and 3), so the stream was altered or written by another "
                    "implementation of the fixed-point spec")
             exc = EntropyParameterMismatchError(
-                f"the y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
+                f"the {which}y table indexes computed here (CRC32 {index_checksum(y_idx):08x}) differ from the "
                 f"encoder's ({int(index_crc):08x}): {how}; the y stream cannot be parsed")
             exc.computed_crc, exc.stream_crc = index_checksum(y_idx), int(index_crc)
             raise exc
@@ -850,7 +857,7 @@ class DefaultCodecModel(nn.Module):
         quality: float = 3.0,
         image_size: tuple[int, int] | None = None,
         threads: int | None = None,
-        index_crc: int | None = None,
+        index_crc: int | tuple[int, int] | None = None,
         integer: Any = None,
         backend: str = "reference",
         as_uint8: bool = False,
@@ -862,7 +869,9 @@ class DefaultCodecModel(nn.Module):
         bits).
 
         ``index_crc``: the encoder's ``index_checksum`` of the y table indexes (``compress``
-        returns it); when given, the decoder's indexes must match it before y is parsed, else
+        returns it; with the checkerboard context the pair (all indexes, the anchors' alone));
+        when given, the decoder's indexes must match it before y is parsed (with the context: the
+        anchors' before the anchors, all before the non-anchors), else
         ``EntropyParameterMismatchError``. ``integer``/``backend``: as in ``compress`` (the stream's
         release decides which)."""
         if not isinstance(strings, (list, tuple)) or len(strings) != self._n_strings or not all(
@@ -933,6 +942,21 @@ def add_checkerboard_context(net: DefaultCodecModel, kernel: int = 3, hidden: in
     missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
     if unexpected or any(not k.startswith("context.") for k in missing):
         raise RuntimeError(f"state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    p = next(net.parameters())
+    return out.to(device=p.device).train(net.training)
+
+
+def remove_checkerboard_context(net: DefaultCodecModel) -> DefaultCodecModel:
+    """A copy of ``net`` (with a context) without it: the same transforms and hyperprior, config
+    ``context="none"``, so every y symbol is coded with the hyperprior alone (the inverse of
+    ``add_checkerboard_context`` up to the context's weights). Returned on ``net``'s device, in
+    ``net``'s train/eval mode."""
+    if net.context is None:
+        raise ValueError("the model has no context")
+    cfg = dataclasses.replace(net.cfg, context="none")
+    out = DefaultCodecModel(cfg)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("context.")}
+    out.load_state_dict(state, strict=True)
     p = next(net.parameters())
     return out.to(device=p.device).train(net.training)
 

@@ -1,5 +1,5 @@
 """The default model's checkerboard context (``DefaultConfig.context``): config, the zero start
-(released weights + a fresh context = today's likelihoods), the two-pass dependency structure and
+(released transforms + a fresh context = their likelihoods without one), the two-pass dependency structure and
 the training gradients."""
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from cod_fast.int_params.reference import anchor_mask
-from cod_fast.models.default.model import DefaultCodecModel, DefaultConfig, add_checkerboard_context
+from cod_fast.models.default.model import (
+    DefaultCodecModel,
+    DefaultConfig,
+    add_checkerboard_context,
+    remove_checkerboard_context,
+)
 
 SMALL = DefaultConfig(enc=(8, 8, 8), latent=8, hyper=8, hyper_latent=4, dec=(8, 8, 8, 8), dec_blocks=(1, 1, 1, 1),
                       lambdas=(0.005, 0.01, 0.02), dct_base=False, unit_hyper=True,
@@ -35,6 +40,12 @@ def shipped():
 
 
 def test_released_weights_with_fresh_context_give_todays_likelihoods(shipped) -> None:
+    """The shipped transforms without their context (remove_checkerboard_context), then a fresh
+    one: the same likelihoods and pixels as without any."""
+    shipped = remove_checkerboard_context(shipped)
+    assert shipped.context is None and shipped.cfg.context == "none"
+    with pytest.raises(ValueError):
+        remove_checkerboard_context(shipped)
     net2 = add_checkerboard_context(shipped, seed=3)
     assert net2.cfg.context == "checkerboard" and not net2.training
     assert float(net2.context.conv1.weight.detach().abs().sum()) > 0  # only the output layer starts at zero

@@ -45,7 +45,7 @@ def small() -> tuple[DefaultCodecModel, DefaultIntegerParams]:
 def shipped():
     from cod_fast.codecs.default import load_default_codec
 
-    return load_default_codec(release=2)
+    return load_default_codec()
 
 
 def _round_shift(v: int, s: int) -> int:

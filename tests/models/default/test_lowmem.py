@@ -13,7 +13,7 @@ from cod_fast.models.default import integer_params, lowmem
 from cod_fast.models.default import model as model_mod
 
 ROOT = Path(__file__).resolve().parents[3]
-GOLDEN = ROOT / "tests" / "golden" / "default_model_r2.codf"
+GOLDEN = ROOT / "tests" / "golden" / "default_model_r3.codf"
 
 
 def _golden_tool():
@@ -61,9 +61,9 @@ def test_bands_cover_rows_without_short_tail() -> None:
 
 def test_golden_stream_unchanged_with_small_bands(codec, small_bands, one_torch_thread) -> None:
     """The banded encoder (analysis, entropy head, quantization, RDOQ in bands) writes the
-    committed release-2 golden bytes."""
+    committed release-3 golden bytes."""
     tool = _golden_tool()
-    cfg, _, (h, w), params = tool.CASES["default_model_r2"]
+    cfg, _, (h, w), params = tool.CASES["default_model_r3"]
     assert codec.encode(tool.golden_image(h, w), **params) == GOLDEN.read_bytes()
 
 
