@@ -680,23 +680,7 @@ class DefaultCodecModel(nn.Module):
         y_tables, z_tables = self._rans_tables(integer)
         p = integer.params
         idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
-        y_sym = torch.empty(y.shape, dtype=torch.int32)
-        if rdoq:
-            scale_table = self._y_tables().scale_table
-            inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
-            lam = self.rd_lambda(float(q[0]))
-        rows = max(1, SYMBOL_BAND_POSITIONS // int(y.shape[3]))
-        for r0 in range(0, int(y.shape[2]), rows):
-            band = (slice(None), slice(None), slice(r0, r0 + rows))
-            yb, mb = y[band], m_q[band]
-            if not rdoq:
-                y_sym[band] = quantize_y(yb, mb, p.mean_frac_bits)
-                continue
-            if not bool(torch.isfinite(yb).all()):  # quantize_y's check, which the RDOQ path skips
-                raise ValueError("y must be finite")
-            means = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
-            table_scales = scale_table[idx4[band].long()]
-            y_sym[band] = rdo_symbols(yb, means, table_scales, inv_gain, lam)
+        y_sym = self._integer_symbols(y, idx4, m_q, p.mean_frac_bits, q, rdoq)
         del m_q, y
         y_idx = idx4.reshape(-1)
         return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, image_size,
@@ -730,15 +714,37 @@ class DefaultCodecModel(nn.Module):
                          q: torch.Tensor, rdoq: bool) -> torch.Tensor:
         """int32 symbols of y (1, M, h, w') CPU float32 around the mean codes ``m_q`` (same shape):
         rounded (``quantize_y``) or, with ``rdoq``, chosen by ``rdo_symbols`` under the table scales
-        ``idx``. Per element, so a packed half of the grid gives the half of the whole grid's."""
-        if not rdoq:
-            return quantize_y(y, m_q, mean_frac_bits)
-        if not bool(torch.isfinite(y).all()):  # quantize_y's check, which the RDOQ path skips
-            raise ValueError("y must be finite")
-        means = dequantize_y(torch.zeros_like(m_q), m_q, mean_frac_bits)
-        inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
-        scales = self._y_tables().scale_table[idx.long()]
-        return rdo_symbols(y, means, scales, inv_gain, self.rd_lambda(float(q[0])))
+        ``idx``. Per element, so a packed half of the grid gives the half of the whole grid's, and
+        computed on row bands of ``SYMBOL_BAND_POSITIONS`` (RDOQ's float64 temporaries are several
+        times y's size): the same symbols as one whole-tensor call."""
+        out = torch.empty(y.shape, dtype=torch.int32)
+        if rdoq:
+            inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+            scale_table = self._y_tables().scale_table
+            lam = self.rd_lambda(float(q[0]))
+        rows = max(1, SYMBOL_BAND_POSITIONS // max(1, int(y.shape[3])))
+        for r0 in range(0, int(y.shape[2]), rows):
+            band = (slice(None), slice(None), slice(r0, r0 + rows))
+            yb, mb = y[band], m_q[band]
+            if not rdoq:
+                out[band] = quantize_y(yb, mb, mean_frac_bits)
+                continue
+            if not bool(torch.isfinite(yb).all()):  # quantize_y's check, which the RDOQ path skips
+                raise ValueError("y must be finite")
+            means = dequantize_y(torch.zeros_like(mb), mb, mean_frac_bits)
+            out[band] = rdo_symbols(yb, means, scale_table[idx[band].long()], inv_gain, lam)
+        return out
+
+    @staticmethod
+    def _dequantize_means(m_q: torch.Tensor, mean_frac_bits: int) -> torch.Tensor:
+        """The float32 means of the mean codes ``m_q`` (1, M, h, w) int32: ``dequantize_y(0, m_q)``
+        on row bands (its float64 temporaries are 4x y's size), the same values."""
+        means = torch.empty(m_q.shape, dtype=torch.float32)
+        rows = max(1, SYMBOL_BAND_POSITIONS // max(1, int(m_q.shape[3])))
+        for r0 in range(0, int(m_q.shape[2]), rows):
+            mb = m_q[:, :, r0: r0 + rows]
+            means[:, :, r0: r0 + rows] = dequantize_y(torch.zeros_like(mb), mb, mean_frac_bits)
+        return means
 
     def _pack(self, y_tables: Any, z_tables: Any, y_parts: list[tuple[torch.Tensor, torch.Tensor]],
               index_crc: int | tuple[int, int],
@@ -798,12 +804,7 @@ class DefaultCodecModel(nn.Module):
         else:  # release 2: fixed point
             p = integer.params
             idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32).reshape(1, c, zh, zw), float(q[0]), backend)
-            # dequantize_y(0, m_q) on row bands (its float64 temporaries are 4x y's size)
-            means = torch.empty(m_q.shape, dtype=torch.float32)
-            rows = max(1, SYMBOL_BAND_POSITIONS // int(m_q.shape[3]))
-            for r0 in range(0, int(m_q.shape[2]), rows):
-                mb = m_q[:, :, r0: r0 + rows]
-                means[:, :, r0: r0 + rows] = dequantize_y(torch.zeros_like(mb), mb, p.mean_frac_bits)
+            means = self._dequantize_means(m_q, p.mean_frac_bits)
             del m_q
             y_idx = idx4.reshape(-1)
         self._check_index_crc(y_idx, index_crc, integer)
@@ -829,9 +830,10 @@ class DefaultCodecModel(nn.Module):
         self._check_index_crc(checkerboard_merge(idx_a, idx_n), crc_all, integer)
         sym_n = integer.y_tables.decode(bytes(strings[2]), idx_n.reshape(-1), threads=threads)
         y_sym = checkerboard_merge(sym_a, sym_n.to(torch.int32).reshape(idx_n.shape))
+        del sym_a, sym_n, idx_a, idx_n
         m_q = checkerboard_merge(m_a, m_n)
-        means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
-        return y_sym, z_sym, means
+        del m_a, m_n
+        return y_sym, z_sym, self._dequantize_means(m_q, p.mean_frac_bits)
 
     def _check_index_crc(self, y_idx: torch.Tensor, index_crc: int | None, integer: Any, which: str = "") -> None:
         """EntropyParameterMismatchError when the y table indexes' CRC differs from the encoder's
