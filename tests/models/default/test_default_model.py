@@ -307,3 +307,25 @@ def test_shipped_weights_round_trip_quality() -> None:
 #: Measured (release 3 weights, run3 EMA at step 11,550, as this test calls compress): level 0
 #: 25.72 dB at 0.296 bpp, level 4 32.16 dB at 1.286 bpp (release 2: 25.04 / 0.311, 31.17 / 1.322).
 SHIPPED_FLOORS: list[tuple[float, float, float]] = [(0.0, 25.22, 0.369), (4.0, 31.66, 1.608)]
+
+
+def test_rdo_symbols_distortion_scale() -> None:
+    """RDOQ's distortion scale moves it between its most rate-greedy choice (small scales) and plain
+    rounding (very large ones), monotonically: a coefficient moved towards zero at scale 3 (the
+    default) is moved at scale 1 too."""
+    from cod_fast.models.default.model import RDOQ_DISTORTION_SCALE, rdo_symbols
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1, 8, 6, 5, generator=g) * 3
+    means = torch.randn(1, 8, 6, 5, generator=g) * 0.3
+    scales = torch.rand(1, 8, 6, 5, generator=g) * 4 + 0.2
+    inv_gain = torch.rand(1, 8, 1, 1, generator=g) + 0.5
+    plain = torch.round(y - means).to(torch.int32)
+    assert torch.equal(rdo_symbols(y, means, scales, inv_gain, 0.001, distortion_scale=1e12), plain)
+    s1 = rdo_symbols(y, means, scales, inv_gain, 0.001, distortion_scale=1.0)
+    s3 = rdo_symbols(y, means, scales, inv_gain, 0.001)
+    assert RDOQ_DISTORTION_SCALE == 3.0 and torch.equal(s3, rdo_symbols(y, means, scales, inv_gain, 0.001, 3.0))
+    moved1, moved3 = s1 != plain, s3 != plain
+    assert bool((moved1 | ~moved3).all())  # moved at 3 => moved at 1
+    assert int(moved1.sum()) > int(moved3.sum()) > 0
+    assert bool(((s1 - plain).abs() <= 1).all()) and bool((s1.abs() <= plain.abs()).all())
