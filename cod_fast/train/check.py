@@ -15,6 +15,11 @@ method 6) is bisected to the same byte count and its PSNR interpolated linearly 
 ``bench/eval_kodak.py`` does. Prints one line per checkpoint, image and level, then per
 checkpoint and level the means and the mean PSNR difference to WebP.
 
+Models with the checkerboard context (release 3 and its checkpoints) are refused with
+``NotImplementedError`` naming the route that measures them (export, then
+``bench/eval_kodak.py --weights DIR``): they code only with fixed-point parameters, which a
+checkpoint does not have until ``tools/export_default_int.py`` derives them.
+
 Default images: four Kodak images (kodim01, 05, 15, 23) from ``--data`` (default
 ``shared/data/kodak`` beside the checkout or beside a folder above it); about 10 s per image and level on one thread.
 """
@@ -115,6 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     summary = []
     for src in args.ckpt:
         model = load_checkpoint_model(src, half=not args.no_half)
+        if model.context is not None:
+            raise NotImplementedError(
+                f"{src}: a model with the checkerboard context (release 3, the shipped default) codes only with "
+                "its fixed-point parameters, which this float spot check does not build; export it "
+                "(python -m cod_fast.train.export --ckpt RUN/last.pt --ema --out DIR, then "
+                "python tools/export_default_int.py --weights DIR) and run python bench/eval_kodak.py --weights DIR "
+                "--levels 0,2,4 --anchors webp --no-msssim --no-plot")
         rows: dict[float, list[tuple[float, float, float | None]]] = {lv: [] for lv in levels}
         for name, img in images.items():
             pixels = img.shape[0] * img.shape[1]

@@ -202,6 +202,9 @@ def test_kodak_spot_check_runs_on_a_checkpoint(tmp_path: Path, capsys: pytest.Ca
         sizes.append(len(buf.getvalue()))
     p = webp_psnr_at(img, sum(sizes) // 2)
     assert p is not None and 10 < p < 60
+    # the shipped model has the checkerboard context: refused, naming the route that measures it
+    with pytest.raises(NotImplementedError, match="eval_kodak.py --weights DIR"):
+        main(["--ckpt", "default", "--images", str(tmp_path / "im.png"), "--levels", "0"])
 
 
 def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> None:
