@@ -29,11 +29,7 @@ from cod_fast.models.sodec.integer_params import (
 
 HAS_PLAN = cpu_ext() is not None and hasattr(cpu_ext(), "sodec") and hasattr(cpu_ext().sodec, "entropy_parameters")
 pytestmark = pytest.mark.skipif(not HAS_PLAN, reason="cod_fast._C built without the one-call SODEC entry point")
-IMPLS = ["portable", "avx2", "avx512", "amx"]
-
-
-def _impls() -> list[str]:
-    return cpu_impls(tuple(IMPLS))
+IMPLS = ("portable", "avx2", "avx512", "amx")
 
 
 def _layer(gen, ci, co, k, up, lo, hi, shift=(8, 24), bias_bits=20, weights=None):
@@ -64,7 +60,7 @@ def _plan(params):
 def _check(params, z, threads=(1, 3)):
     want_idx, want_means = entropy_parameters_reference(params, z)
     want_head = entropy_head(params, z, "reference")
-    for impl in _impls():
+    for impl in cpu_impls(IMPLS):
         for t in threads:
             idx, means = backends.entropy_parameters_cpp(params, z, impl=impl, threads=t)
             assert idx.dtype == torch.int32 and means.dtype == torch.int32
@@ -142,7 +138,7 @@ def test_empty_z_gives_empty_outputs(shape):
     params = _params(torch.Generator().manual_seed(6), 5, (6, 7), (3, 3, 3), (1, 2, 2), 4)
     z = torch.zeros(shape, dtype=torch.int32)
     n, _, h, w = shape
-    for impl in _impls():
+    for impl in cpu_impls(IMPLS):
         idx, means = backends.entropy_parameters_cpp(params, z, impl=impl)
         assert idx.shape == means.shape == (n, 4, 4 * h, 4 * w)
 
@@ -221,7 +217,7 @@ def test_full_config_shapes_against_the_layer_by_layer_path():
     z = torch.randint(-64, 65, (1, 192, 8, 8), generator=gen, dtype=torch.int32)
     want = entropy_parameters_reference(params, z)
     per_layer = entropy_head(params, z, "reference")
-    for impl in _impls():
+    for impl in cpu_impls(IMPLS):
         idx, means = backends.entropy_parameters_cpp(params, z, impl=impl, threads=2)
         assert torch.equal(idx, want[0]) and torch.equal(means, want[1]), impl
     a = z

@@ -23,11 +23,7 @@ from cod_fast.models.sodec.integer_params import (
 
 HAS_CPP = cpu_ext() is not None and hasattr(cpu_ext(), "sodec") and hasattr(cpu_ext().sodec, "impl_supported")
 pytestmark = pytest.mark.skipif(not HAS_CPP, reason="cod_fast._C built without the sodec kernels")
-IMPLS = ["portable", "avx2", "avx512"]
-
-
-def _impls() -> list[str]:
-    return cpu_impls(tuple(IMPLS))
+IMPLS = ("portable", "avx2", "avx512")
 
 
 def _run(a: torch.Tensor, layer: IntegerConv, impl: str, threads: int = 0) -> torch.Tensor:
@@ -63,7 +59,7 @@ def test_kernels_match_reference_on_random_values(case):
     for lo, hi, shift in ((INT32_MIN, INT32_MAX, (20, 40)), (0, ACT_MAX, (1, 63))):
         layer = _random_layer(gen, ci, co, k, up, lo, hi, shift)
         want = integer_conv_reference(a, layer).to(torch.int32)
-        for impl in _impls():
+        for impl in cpu_impls(IMPLS):
             for threads in (1, 3):
                 assert torch.equal(_run(a, layer, impl, threads), want), (impl, threads, lo, hi)
 
@@ -84,7 +80,7 @@ def test_kernels_exact_at_overflow_adjacent_magnitudes(sign, up):
                         up, INT32_MIN, INT32_MAX)
     want = integer_conv_reference(a, layer).to(torch.int32)
     assert want.abs().max() > 0
-    for impl in _impls():
+    for impl in cpu_impls(IMPLS):
         assert torch.equal(_run(a, layer, impl), want), impl
 
 
@@ -99,7 +95,7 @@ def test_simd_and_portable_agree_on_mixed_extremes():
                         torch.randint(-(1 << 40), (1 << 40) + 1, (co,), generator=gen),
                         torch.randint(1, 1 << 15, (co,), generator=gen),
                         torch.randint(1, 63, (co,), generator=gen), 2, INT32_MIN, INT32_MAX)
-    outs = {impl: _run(a, layer, impl, 2) for impl in _impls()}
+    outs = {impl: _run(a, layer, impl, 2) for impl in cpu_impls(IMPLS)}
     want = integer_conv_reference(a, layer).to(torch.int32)
     for impl, got in outs.items():
         assert torch.equal(got, want), impl
@@ -157,7 +153,7 @@ def test_empty_inputs_give_empty_outputs(shape):
     a = torch.zeros(shape, dtype=torch.int32)
     n, _, h, w = shape
     want = torch.zeros((n, 5, 2 * h, 2 * w), dtype=torch.int32)  # (the torch reference's unfold rejects 0-size planes)
-    for impl in _impls():
+    for impl in cpu_impls(IMPLS):
         assert torch.equal(_run(a, layer, impl), want)
 
 

@@ -644,16 +644,15 @@ class DefaultCodecModel(nn.Module):
             scales, means = self._hyper_params_cpu(z_sym, q)
             y_sym = torch.round(y_cpu - means).to(torch.int32)
             y_idx = self._y_tables().build_indexes(scales.reshape(-1))
-        else:  # release 2: fixed point (integer_params)
+            if rdoq:
+                table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
+                inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
+                y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
+        else:  # release 2: fixed point (integer_params), on row bands as the banded path
             p = integer.params
             idx4, m_q = entropy_parameters(p, z_sym.to(torch.int32), float(q[0]), backend)
-            means = dequantize_y(torch.zeros_like(m_q), m_q, p.mean_frac_bits)
-            y_sym = quantize_y(y_cpu, m_q, p.mean_frac_bits)
+            y_sym = self._integer_symbols(y_cpu, idx4, m_q, p.mean_frac_bits, q, rdoq)
             y_idx = idx4.reshape(-1)
-        if rdoq:
-            table_scales = self._y_tables().scale_table[y_idx.long()].reshape(y_sym.shape)
-            inv_gain = self._gain(self.log_inv_gain.detach().to("cpu", torch.float32), q.to("cpu"))
-            y_sym = rdo_symbols(y_cpu, means, table_scales, inv_gain, self.rd_lambda(float(q[0])))
         return self._pack(y_tables, z_tables, [(y_sym, y_idx)], index_checksum(y_idx), z_sym, z_shape, (h, w),
                           float(q[0]), threads)
 
