@@ -9,7 +9,9 @@ checkpoints without importing ``loading``, which sits above the codecs.
 * ``load_weights_strict``: copy weights into a network, ``ModelMismatchError`` on any mismatch;
 * ``parse_dtype``: ``torch.dtype`` from a dtype or a name such as ``"bf16"``;
 * ``check_build_size``: build a network on the meta device first and refuse it when it would hold
-  more than ``MAX_NET_ELEMENTS`` parameters and buffers, before anything is allocated.
+  more than ``MAX_NET_ELEMENTS`` parameters and buffers, before anything is allocated;
+* ``save_safetensors``: write a ``.safetensors`` file whose bytes depend only on its tensors and
+  metadata (shipped files are reproduced byte for byte from their training checkpoint).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ __all__ = [
     "load_weights_strict",
     "parse_dtype",
     "read_checkpoint",
+    "save_safetensors",
     "stored_config",
     "unwrap_state",
 ]
@@ -217,3 +220,29 @@ def check_build_size(build: Callable[[], torch.nn.Module], source: str, limit: i
         raise ModelFileError(f"{source}: the network this config describes holds {n} parameters and buffers, "
                              f"more than the {limit} allowed")
     return n
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: PathLike, metadata: Mapping[str, str]) -> None:
+    """Write ``state`` to ``path`` as safetensors with ``metadata``, the header's metadata keys in
+    sorted order.
+
+    ``safetensors.torch.save_file`` writes the metadata in its hash map's order, which changes
+    from one process to the next when there are two keys or more (safetensors 0.8), so the same
+    weights gave files with other bytes and another sha256. The tensors' own order is already
+    fixed by the library; only the ``__metadata__`` object is re-serialised here. Reordering keys
+    keeps the header's length, so the data offsets and the padding stay valid."""
+    import struct
+
+    from safetensors.torch import save  # local: import time
+
+    blob = save(dict(state), metadata=dict(metadata))
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    text = json.dumps({**ordered, **header}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Invariant: the same keys and values re-serialised compactly are no longer than the original
+    # (safetensors writes compact JSON and pads with spaces to 8 bytes); pad back to n.
+    if len(text) > n:
+        raise RuntimeError("safetensors header grew when its metadata keys were sorted")
+    Path(path).write_bytes(blob[:8] + text + b" " * (n - len(text)) + blob[8 + n :])

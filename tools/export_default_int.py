@@ -72,8 +72,9 @@ def export(weights_dir: Path | None = None) -> dict[str, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from cod_fast.checkpoints import save_safetensors
     from cod_fast.models.default import INT_WEIGHTS_FILE, WEIGHTS_DIR
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         same = set(old) == set(sd) and all(torch.equal(old[k], sd[k]) for k in sd)
         print("identical" if same else "DIFFERENT")
         return 0 if same else 1
-    release = "3" if "context.meta" in sd else "2"
-    save_file(sd, str(path), metadata={"model": "cod_fast.default", "release": release})
+    layout = "3" if "context.meta" in sd else "2"  # the stream layout (DefaultCodec.layout)
+    save_safetensors(sd, path, metadata={"model": "cod_fast.default", "release": layout})
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 

@@ -95,8 +95,10 @@ RETIRED_FINGERPRINTS = {
     "ce5b5023c7ebb2f8f593d00b5141a4eb": "release 1 of the default model (float32 entropy parameters, cod_fast 0.1.0)",
     "7f22313cbcb4f2f69cc082fd4f109d80": "release 2 of the default model (cod_fast 0.1.0)",
 }
-_RETIRED_HINT = ("; this version ships release 3 and no longer the weights that wrote it: decode it with "
-                 "cod_fast 0.1.0, or encode the image again with the current default model")
+_RETIRED_HINT = ("; this version no longer ships the weights that wrote it: decode it with the cod_fast version "
+                 "named, or encode the image again with the current default model (cod_fast.load_model())")
+#: Where the weights of earlier releases still load (for ``load_default_codec(release=...)``'s error).
+_EARLIER_RELEASES = "releases 1 and 2: cod_fast 0.1.0"
 for _fp, _what in RETIRED_FINGERPRINTS.items():
     registry.retire(bytes.fromhex(_fp), _what + _RETIRED_HINT)
 
@@ -108,12 +110,14 @@ def default_fingerprint(config: dict[str, Any], stored: dict[str, torch.Tensor],
 
     ``integer``: the stored integer entropy state, hashed under ``integer.`` with ``"release": 2``
     in the hashed config, or ``"release": 3`` when it holds a checkerboard context
-    (``context.*`` entries); None gives release 1's fingerprint."""
+    (``context.*`` entries); None gives release 1's fingerprint. The hashed ``"release"`` is the
+    stream layout (``DefaultCodec.layout``), not the weights' release number: releases 3 and 4
+    share layout 3 and differ by their tensors."""
     if integer is None:
         return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False}, stored)
     tensors = {**stored, **{f"integer.{k}": v for k, v in integer.items()}}
-    release = 3 if "context.meta" in integer else 2
-    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False, "release": release},
+    layout = 3 if "context.meta" in integer else 2
+    return compute_fingerprint({"class_path": CLASS_PATH, "init_args": config, "latent": False, "release": layout},
                                tensors)
 
 
@@ -122,10 +126,14 @@ class DefaultCodec(PortableCodec):
 
     Attributes: ``net`` (the model, eval mode), ``fingerprint`` (16 bytes), ``device``,
     ``levels`` (number of rate levels; quality lies in [0, levels - 1]), ``stride`` (64),
-    ``integer`` (release 2's or 3's ``IntegerEntropyModel``, or None for release 1's float32 entropy
-    parameters), ``release`` (1, 2, or 3 for a model with the checkerboard context), ``entropy_backend`` ("auto", the default: C++ when built, else the
-    reference; "reference", "cpp" or "triton": where release 2's fixed-point convolutions run;
-    every backend gives the same integers).
+    ``integer`` (layout 2's or 3's ``IntegerEntropyModel``, or None for layout 1's float32 entropy
+    parameters), ``layout`` (how streams are laid out and parsed: 1 float32 entropy parameters,
+    2 fixed point, 3 fixed point with the checkerboard context; derived from ``net`` and
+    ``integer``), ``release`` (the weights' release number: the ``release`` argument, e.g. 4
+    for the shipped weights, else the layout, which was the release number of releases 1-3),
+    ``entropy_backend`` ("auto", the default: C++ when built, else the reference; "reference",
+    "cpp" or "triton": where the fixed-point convolutions run; every backend gives the same
+    integers).
     """
 
     codec_id = CodecId.DEFAULT_HYPERPRIOR
@@ -151,7 +159,7 @@ class DefaultCodec(PortableCodec):
                                       "index_check": SectionType.HYPERPRIOR_CHECK in c.sections}}
 
     def __init__(self, net: torch.nn.Module, fingerprint: bytes, threads: int | None = None,
-                 integer: Any = None, entropy_backend: str = "auto") -> None:
+                 integer: Any = None, entropy_backend: str = "auto", release: int | None = None) -> None:
         if len(fingerprint) != 16:
             raise ValueError("fingerprint must be 16 bytes")
         entropy = [*net.entropy_parameters(), net.log_gain, net.log_inv_gain]
@@ -171,7 +179,8 @@ class DefaultCodec(PortableCodec):
         if has_context != (getattr(net, "context", None) is not None):
             raise ValueError("the model and its integer entropy parameters disagree on the checkerboard context")
         self.integer = integer
-        self.release = 1 if integer is None else 3 if has_context else 2
+        self.layout = 1 if integer is None else 3 if has_context else 2
+        self.release = self.layout if release is None else int(release)
         self._sections = _CONTEXT_SECTIONS if has_context else _SECTIONS
         self.entropy_backend = entropy_backend
         self._lock = threading.Lock()  # the model caches its entropy tables lazily
@@ -206,7 +215,7 @@ class DefaultCodec(PortableCodec):
         # the two passes' halves: measured on kodim01 (768x512, fresh processes, rise of the peak RSS
         # above a warmed-up codec) decode 60-69 MB and encode 73-81 MB, release 2 58-69 / 81-108 MB;
         # 16 B/px of margin for the context's input
-        extra = 16 * p if self.release == 3 else 0
+        extra = 16 * p if self.layout == 3 else 0
         if phase == "decode":
             return extra + (40 << 20) + p * 104
         return extra + min((16 << 20) + p * 400, (96 << 20) + p * 92)
@@ -257,10 +266,10 @@ class DefaultCodec(PortableCodec):
             SectionType.HYPERPRIOR_PARAMS: _PARAMS.pack(q, zh, zw),
             SectionType.HYPERPRIOR_Y: bytes(y_bytes),
             SectionType.HYPERPRIOR_Z: bytes(z_bytes),
-            SectionType.HYPERPRIOR_CHECK: (_CHECK_CONTEXT.pack(*out["index_crc"]) if self.release == 3
+            SectionType.HYPERPRIOR_CHECK: (_CHECK_CONTEXT.pack(*out["index_crc"]) if self.layout == 3
                                            else _CHECK.pack(out["index_crc"])),
         }
-        if self.release == 3:
+        if self.layout == 3:
             sections[SectionType.HYPERPRIOR_Y_NONANCHOR] = bytes(out["strings"][2])
         return write_container(Container(codec_id=self.codec_id, fingerprint=self.fingerprint,
                                          height=h, width=w, sections=sections))
@@ -287,10 +296,10 @@ class DefaultCodec(PortableCodec):
         crc: int | tuple[int, int] | None = None
         if SectionType.HYPERPRIOR_CHECK in c.sections:
             check = c.section(SectionType.HYPERPRIOR_CHECK)
-            fmt = _CHECK_CONTEXT if self.release == 3 else _CHECK
+            fmt = _CHECK_CONTEXT if self.layout == 3 else _CHECK
             if len(check) != fmt.size:
                 raise BitstreamError(f"HYPERPRIOR_CHECK section must be {fmt.size} bytes, got {len(check)}")
-            crc = fmt.unpack(check) if self.release == 3 else fmt.unpack(check)[0]
+            crc = fmt.unpack(check) if self.layout == 3 else fmt.unpack(check)[0]
         return c, q, (zh, zw), crc
 
     @memory.allocation_guard
@@ -298,7 +307,7 @@ class DefaultCodec(PortableCodec):
         """The model's byte strings from a parsed container: [y, z], or with the checkerboard
         context [y anchors, z, y non-anchors] (BitstreamError when a section is missing)."""
         strings = [c.section(SectionType.HYPERPRIOR_Y), c.section(SectionType.HYPERPRIOR_Z)]
-        if self.release == 3:
+        if self.layout == 3:
             strings.append(c.section(SectionType.HYPERPRIOR_Y_NONANCHOR))
         return strings
 
@@ -378,7 +387,7 @@ class DefaultCodec(PortableCodec):
         crcs = ""
         if hasattr(exc, "computed_crc"):
             crcs = f" (CRC32 {exc.computed_crc:08x} here, {exc.stream_crc:08x} in the stream)"
-        if self.release == 1:
+        if self.layout == 1:
             return EntropyParameterMismatchError(
                 f"cannot parse this stream: it was written by release 1 of the default model (fingerprint "
                 f"{self.fingerprint_hex}), whose y table indexes come from a float32 hyper synthesis, and the "
@@ -414,13 +423,14 @@ def load_default_codec(device: Union[str, torch.device] = "cpu", release: int | 
             int_state = load_integer_state()
             fp = default_fingerprint(default_model_info()["config"], load_file(str(WEIGHTS_DIR / WEIGHTS_FILE)),
                                      int_state)
-            _cache[key] = DefaultCodec(net, fp, integer=IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state)))
+            _cache[key] = DefaultCodec(net, fp, integer=IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state)),
+                                       release=default_model_info().get("release"))
             # the shipped weights' fingerprint, now known: portable_reference needs no second hash
             _bundled.update({_cache[key].release: bytes(fp)})
         codec = _cache[key]
     if release is not None and release != codec.release:
         raise ValueError(f"cod_fast ships release {codec.release} of the default model; the weights of release "
-                         f"{release!r} are not shipped (releases 1 and 2: cod_fast 0.1.0)")
+                         f"{release!r} are not shipped ({_EARLIER_RELEASES})")
     registry.register(codec)
     return codec
 
@@ -433,8 +443,8 @@ def bundled_fingerprints() -> dict[int, bytes]:
     with _cache_lock:
         if not _bundled:
             int_state = load_integer_state()
-            release = 3 if "context.meta" in int_state else 2
-            _bundled[release] = default_fingerprint(default_model_info()["config"],
+            release = default_model_info().get("release", 3 if "context.meta" in int_state else 2)
+            _bundled[int(release)] = default_fingerprint(default_model_info()["config"],
                                                     load_file(str(WEIGHTS_DIR / WEIGHTS_FILE)), int_state)
         return dict(_bundled)
 
@@ -455,7 +465,7 @@ def load_default_codec_from(weights_dir: Union[str, Path], device: Union[str, to
     int_state = load_file(str(int_path))
     integer = IntegerEntropyModel(DefaultIntegerParams.from_state_dict(int_state))
     codec = DefaultCodec(net, default_fingerprint(info["config"], stored, int_state), integer=integer,
-                         entropy_backend=entropy_backend)
+                         entropy_backend=entropy_backend, release=info.get("release"))
     codec._source_dir = str(d.resolve())  # its portable reference: pickles rebuild it from the folder
     registry.register(codec)
     return codec

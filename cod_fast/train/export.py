@@ -4,7 +4,9 @@
 ``default.safetensors`` (every tensor of the state dict as float16, about half the size of
 float32; the loader converts back to float32) and ``default.json`` (the ``DefaultConfig``, the
 training step and arguments, and the sha256 of the safetensors file). ``--ema`` exports the
-checkpoint's moving average of the weights (``python -m cod_fast.train --ema``) instead.
+checkpoint's moving average of the weights (``python -m cod_fast.train --ema``) instead;
+``--release N`` records ``"release": N`` in ``default.json`` (the number ``DefaultCodec.release``
+reports for weights that are shipped; trained folders without it report their stream layout).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from cod_fast.checkpoints import save_safetensors
 
 
 def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None, average: bool = False) -> dict:
@@ -27,7 +30,7 @@ def export(ckpt_path: Path, out_dir: Path, extra: dict | None = None, average: b
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in weights.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "default.safetensors"
-    save_file(state, str(weights), metadata={"format": "pt", "model": "cod_fast.default"})
+    save_safetensors(state, weights, metadata={"format": "pt", "model": "cod_fast.default"})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     meta = {
         "model": "cod_fast.default",
@@ -50,8 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ema", action="store_true", help="export the moving average of the weights")
+    ap.add_argument(
+        "--release", type=int, default=None,
+        help="record this release number in default.json (shipped weights only; DefaultCodec.release)",
+    )
     args = ap.parse_args(argv)
-    meta = export(args.ckpt, args.out, average=args.ema)
+    if args.release is not None and args.release < 1:
+        ap.error("--release must be a positive release number")
+    meta = export(args.ckpt, args.out, extra=None if args.release is None else {"release": args.release},
+                  average=args.ema)
     size = (args.out / "default.safetensors").stat().st_size
     print(f"wrote {args.out}/default.safetensors ({size / 1e6:.2f} MB, {meta['parameters']} parameters, step {meta['step']})")
 

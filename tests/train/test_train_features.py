@@ -226,6 +226,14 @@ def test_weight_average_resumes_exactly_and_is_snapshotted(tmp_path: Path) -> No
     from cod_fast.train.export import export
 
     meta = export(tmp_path / "a" / "last.pt", tmp_path / "w", average=True)
+    assert "release" not in meta
+    from cod_fast.train.export import main as export_main
+
+    export_main(["--ckpt", str(tmp_path / "a" / "last.pt"), "--out", str(tmp_path / "w4"), "--ema", "--release", "4"])
+    meta4 = json.loads((tmp_path / "w4" / "default.json").read_text())
+    assert meta4["release"] == 4 and meta4["sha256"] == meta["sha256"]
+    with pytest.raises(SystemExit):
+        export_main(["--ckpt", str(tmp_path / "a" / "last.pt"), "--out", str(tmp_path / "w0"), "--release", "0"])
     _, exported = trainer.init_source(str(tmp_path / "w"))
     assert meta["weights"] == "moving average" and torch.equal(exported[k], ca["ema"][k].half().float())
     _, avg = trainer.init_source(str(tmp_path / "a" / "last.pt") + "@ema")

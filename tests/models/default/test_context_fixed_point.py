@@ -214,6 +214,12 @@ def test_container_release_3(nets, live_int, tmp_path: Path) -> None:
 
     copy = pickle.loads(pickle.dumps(codec))  # rebuilt from the folder (cod_fast.portable)
     assert copy.release == 3 and copy.fingerprint == codec.fingerprint and torch.equal(copy.decode(data), out)
+    # a release number in default.json names the weights; the layout (what parses) and the
+    # fingerprint (what the stream names) stay those of the tensors
+    (tmp_path / "default.json").write_text(json.dumps({"config": live.cfg.to_dict(), "release": 9}))
+    numbered = load_default_codec_from(tmp_path, entropy_backend="reference")
+    assert (numbered.release, numbered.layout, numbered.fingerprint) == (9, 3, codec.fingerprint)
+    assert repr(numbered).startswith("DefaultCodec(release=9, ") and torch.equal(numbered.decode(data), out)
     ys, _ = codec.decode_symbols(data)
     want, _ = live.decode_symbols([c.sections[5], c.sections[6], c.sections[10]], (2, 3), Q, integer=live_int)
     assert torch.equal(ys, want)
