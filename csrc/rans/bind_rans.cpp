@@ -112,11 +112,9 @@ void init_rans(py::module_ m) {
             if (table < 0 || table >= t.n_tables()) throw py::index_error("table out of range");
             // The decoder's symbol search (bucket + steps) for every slot, for the tests.
             std::vector<int32_t> out(kTotal);
-            const TableView tv = t.view();
-            const Tables::Info& inf = t.info(table);
+            const Tables::DecInfo& d = t.dec_info()[table];
             for (uint32_t slot = 0; slot < kTotal; ++slot) {
-              const uint32_t* row;
-              out[slot] = static_cast<int32_t>(tv.find(inf, slot, &row));
+              out[slot] = static_cast<int32_t>(dec_find(d, slot));
             }
             return out;
           },

@@ -81,8 +81,8 @@ void compat_decode(const Tables& tables, const uint8_t* data, size_t size, const
     check_index(tables, t, i);
     const auto& inf = tables.info(t);
     const uint32_t slot = static_cast<uint32_t>(x) & (kTotal - 1);
-    const uint32_t* c;
-    const uint32_t s = tables.find(t, slot, &c);
+    const uint32_t s = dec_find(tables.dec_info()[t], slot);
+    const uint32_t* c = tables.cdf(t);
     const uint32_t start = c[s];
     const uint32_t freq = c[s + 1] - start;
     x = freq * (x >> kPrecision) + slot - start;

@@ -82,25 +82,33 @@ class Tables {
     uint32_t bucket_shift : 6;  // slot >> bucket_shift = bucket within the table
   };
 
+  // The decoder's per-table facts: everything one symbol's search needs behind one pointer, so
+  // the decode loop keeps a single table base in a register (with separate CDF and bucket
+  // bases the 4-lane loop ran out of registers and spilled its rANS states to the stack).
+  // Invariant: the pointers point into this object's cum_ and bucket_, which are never resized
+  // after construction; copying is deleted so that no copy keeps pointers into another object.
+  struct DecInfo {
+    const uint32_t* cdf;      // the table's CDF (cum_ + base)
+    const uint16_t* bucket;   // the table's buckets (bucket_ + bucket_base)
+    int32_t offset;           // value = symbol - offset
+    int32_t max_value;        // index of the escape symbol
+    uint32_t bucket_shift;    // slot >> bucket_shift = bucket
+    uint32_t unused;
+  };
+
+  Tables(const Tables&) = delete;
+  Tables& operator=(const Tables&) = delete;
+
   int32_t n_tables() const { return static_cast<int32_t>(info_.size()); }
+  const DecInfo* dec_info() const { return dec_.data(); }
   const Info& info(int32_t t) const { return info_[t]; }
   int32_t offset(int32_t t) const { return info_[t].offset; }
   int32_t max_value(int32_t t) const { return info_[t].max_value; }
   // cdf entries of table t (length max_value + 2), as uint32.
   const uint32_t* cdf(int32_t t) const { return cum_.data() + info_[t].base; }
   const EncSym* enc(int32_t t) const { return enc_.data() + info_[t].base; }
-  // Symbol s of table t such that cdf[s] <= slot < cdf[s+1] (slot < 65536); its cdf row in *c.
-  inline uint32_t find(int32_t t, uint32_t slot, const uint32_t** row) const {
-    const Info& inf = info_[t];
-    const uint32_t* c = cum_.data() + inf.base;
-    uint32_t s = bucket_[inf.bucket_base + (slot >> inf.bucket_shift)];
-    // Invariant: cdf[s] <= slot, and cdf[len-1] = 65536 > slot, so the scan stops in range.
-    while (c[s + 1] <= slot) ++s;
-    *row = c;
-    return s;
-  }
 
- // Raw pointers for the hot loops (locals the compiler keeps in registers).
+  // Raw pointers for the encoder's hot loop (locals the compiler keeps in registers).
   TableView view() const;
 
  private:
@@ -108,33 +116,31 @@ class Tables {
   std::vector<uint32_t> cum_;        // concatenated CDFs
   std::vector<EncSym> enc_;          // one per CDF entry (the last entry of a table is unused)
   std::vector<uint16_t> bucket_;     // first symbol of every bucket, tables back to back
+  std::vector<DecInfo> dec_;         // per table, pointing into cum_ and bucket_
 };
 
-// Raw-pointer view of a Tables object; valid while the Tables object lives.
+// Symbol s of table `d` with cdf[s] <= slot < cdf[s+1] (slot < 65536).
+inline uint32_t dec_find(const Tables::DecInfo& d, uint32_t slot) {
+  const uint32_t* c = d.cdf;
+  uint32_t s = d.bucket[slot >> d.bucket_shift];
+  // First step branch-free (a bucket usually holds at most one symbol boundary, so this step
+  // alone finishes the search, and a mispredicted branch here cost more than the whole lookup);
+  // the loop then almost never runs. Invariant: cdf[s] <= slot (the bucket's symbol owns the
+  // bucket's first slot) and cdf[len-1] = 65536 > slot, so the scan stops at s <= len - 2.
+  s += c[s + 1] <= slot;
+  while (__builtin_expect(c[s + 1] <= slot, 0)) ++s;
+  return s;
+}
+
+// Raw-pointer view of a Tables object for the encoder; valid while the Tables object lives.
 struct TableView {
   const Tables::Info* info;
-  const uint32_t* cum;
-  const uint16_t* bucket;
   const EncSym* enc;
   uint32_t n_tables;
-
-  // Same contract as Tables::find.
-  inline uint32_t find(const Tables::Info& inf, uint32_t slot, const uint32_t** row) const {
-    const uint32_t* c = cum + inf.base;
-    uint32_t s = bucket[inf.bucket_base + (slot >> inf.bucket_shift)];
-    // First step branch-free (a bucket usually holds at most one symbol boundary, so this step
-    // alone finishes the search, and a mispredicted branch here cost more than the whole lookup);
-    // the loop then almost never runs (stops at s <= max_value, see Tables::find).
-    s += c[s + 1] <= slot;
-    while (__builtin_expect(c[s + 1] <= slot, 0)) ++s;
-    *row = c;
-    return s;
-  }
 };
 
 inline TableView Tables::view() const {
-  return TableView{info_.data(), cum_.data(), bucket_.data(), enc_.data(),
-                   static_cast<uint32_t>(info_.size())};
+  return TableView{info_.data(), enc_.data(), static_cast<uint32_t>(info_.size())};
 }
 
 // ---- compat (CompressAI) format ----

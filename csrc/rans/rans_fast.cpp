@@ -114,29 +114,30 @@ uint32_t* encode_segment(const Tables& tables, const int32_t* symbols, const int
 }
 
 // Rare path: the escape payload of a decoded escape symbol. State and read position travel by
-// value, so that the hot loop keeps them in registers (no address of theirs escapes).
+// value, so that the hot loop keeps them in registers (no address of theirs escapes). Inlined:
+// as a call, every lane's state was live across it and the 4-lane loop kept them on the stack
+// (a call leaves only 6 callee-saved registers), which cost more than the larger loop body.
 struct Escaped {
   uint64_t x;
   size_t pos;
   int32_t symbol;
 };
-__attribute__((noinline, cold)) Escaped dec_escape(uint64_t x, const uint8_t* data, size_t n_words,
-                                                   size_t pos, const Tables::Info& inf) {
+__attribute__((always_inline)) inline Escaped dec_escape(uint64_t x, const uint8_t* data,
+                                                         size_t n_words, size_t pos,
+                                                         const Tables::DecInfo& inf) {
   WordReader rd{data, n_words, pos};  // pos > n_words (an earlier over-read) throws on next()
   const int32_t symbol = checked_symbol(dec_escape_payload(x, rd, inf.max_value), inf.offset);
   return Escaped{x, rd.pos, symbol};
 }
 
-// One symbol on one lane (decoder side); i is its position, for error messages. Always inlined
-// into the 4-lane loop so that the lanes' independent lookups overlap.
-__attribute__((always_inline)) inline int32_t dec_one(const TableView& tv, uint64_t& x, size_t& pos,
-                                                      const uint8_t* data, size_t n_words,
-                                                      int32_t t, int64_t i) {
-  if (__builtin_expect(static_cast<uint32_t>(t) >= tv.n_tables, 0)) bad_index(tv.n_tables, t, i);
-  const auto& inf = tv.info[t];
+// One symbol on one lane (decoder side), table `inf` (its index was checked by check_indexes).
+// Always inlined into the 4-lane loop so that the lanes' independent lookups overlap.
+__attribute__((always_inline)) inline int32_t dec_one(const Tables::DecInfo& inf, uint64_t& x,
+                                                      size_t& pos, const uint8_t* data,
+                                                      size_t n_words) {
   const uint32_t slot = static_cast<uint32_t>(x) & (kTotal - 1);
-  const uint32_t* c;
-  const uint32_t s = tv.find(inf, slot, &c);
+  const uint32_t s = dec_find(inf, slot);
+  const uint32_t* c = inf.cdf;
   const uint32_t start = c[s];
   const uint32_t freq = c[s + 1] - start;
   x = freq * (x >> kPrecision) + slot - start;
@@ -159,9 +160,23 @@ __attribute__((always_inline)) inline int32_t dec_one(const TableView& tv, uint6
   return static_cast<int32_t>(s) + inf.offset;
 }
 
+// ArgError for the first of indexes[begin, begin + m) outside [0, n_tables). One pass before a
+// segment's decode (branch-free maximum, vectorised), so that the decode loop needs neither
+// the table count nor the position in registers.
+void check_indexes(const int32_t* indexes, int64_t begin, int64_t m, uint32_t n_tables) {
+  const int32_t* ix = indexes + begin;
+  uint32_t largest = 0;
+  for (int64_t j = 0; j < m; ++j) largest = std::max(largest, static_cast<uint32_t>(ix[j]));
+  if (largest < n_tables) return;
+  for (int64_t j = 0; j < m; ++j) {
+    if (static_cast<uint32_t>(ix[j]) >= n_tables) bad_index(n_tables, ix[j], begin + j);
+  }
+}
+
 void decode_segment(const Tables& tables, const uint8_t* data, size_t size, const int32_t* indexes,
                     int64_t begin, int64_t m, int32_t* out) {
-  const TableView tv = tables.view();
+  check_indexes(indexes, begin, m, static_cast<uint32_t>(tables.n_tables()));
+  const Tables::DecInfo* dec = tables.dec_info();
   // size >= kStateBytes and size % 4 == 0 were checked by the header parser.
   const size_t n_words = size / 4;
   uint64_t x[kLanes];
@@ -181,11 +196,10 @@ void decode_segment(const Tables& tables, const uint8_t* data, size_t size, cons
     // All loads of a group before its stores: an int32 store may alias the tables, and the
     // compiler would otherwise reload them between lanes.
     const int32_t t0 = ix[g], t1 = ix[g + 1], t2 = ix[g + 2], t3 = ix[g + 3];
-    const int64_t i = begin + g;
-    const int32_t s0 = dec_one(tv, x0, pos, data, n_words, t0, i);
-    const int32_t s1 = dec_one(tv, x1, pos, data, n_words, t1, i + 1);
-    const int32_t s2 = dec_one(tv, x2, pos, data, n_words, t2, i + 2);
-    const int32_t s3 = dec_one(tv, x3, pos, data, n_words, t3, i + 3);
+    const int32_t s0 = dec_one(dec[t0], x0, pos, data, n_words);
+    const int32_t s1 = dec_one(dec[t1], x1, pos, data, n_words);
+    const int32_t s2 = dec_one(dec[t2], x2, pos, data, n_words);
+    const int32_t s3 = dec_one(dec[t3], x3, pos, data, n_words);
     o[g] = s0;
     o[g + 1] = s1;
     o[g + 2] = s2;
@@ -193,7 +207,7 @@ void decode_segment(const Tables& tables, const uint8_t* data, size_t size, cons
   }
   x[0] = x0, x[1] = x1, x[2] = x2, x[3] = x3;
   for (int64_t j = full; j < m; ++j) {
-    o[j] = dec_one(tv, x[j % kLanes], pos, data, n_words, ix[j], begin + j);
+    o[j] = dec_one(dec[ix[j]], x[j % kLanes], pos, data, n_words);
   }
   if (pos > n_words) throw StreamError("rANS stream truncated: a segment needs more words");
   if (pos < n_words) throw StreamError("rANS segment has trailing words");

@@ -68,6 +68,7 @@ Tables::Tables(const int32_t* cdfs, int64_t n_tables, int64_t stride, const int3
   cum_.resize(total);
   enc_.resize(total);
   bucket_.resize(total_buckets);
+  dec_.resize(n_tables);
 
   for (int64_t t = 0; t < n_tables; ++t) {
     const int32_t* row = cdfs + t * stride;
@@ -92,6 +93,7 @@ Tables::Tables(const int32_t* cdfs, int64_t n_tables, int64_t stride, const int3
     // slot. Symbols with frequency 0 own no slot and are skipped automatically.
     uint16_t* bk = bucket_.data() + info_[t].bucket_base;
     const int shift = static_cast<int>(info_[t].bucket_shift);
+    dec_[t] = DecInfo{c, bk, info_[t].offset, info_[t].max_value, info_[t].bucket_shift, 0};
     uint32_t s = 0;
     for (uint32_t b = 0; b < (1u << (kPrecision - shift)); ++b) {
       const uint32_t pos = b << shift;

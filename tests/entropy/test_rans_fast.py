@@ -90,6 +90,21 @@ def test_errors(tables):
         tables.decode("not bytes", idx)
 
 
+def test_bad_indexes_named_by_their_first_position(tables):
+    """The decoder checks each segment's indexes before decoding it: the error names the first
+    out-of-range position (in a segment's whole groups, its tail, or a later segment) at any
+    thread count, and a table number past the end is refused like a negative one."""
+    sym, idx = _data(tables, 1001, 3)
+    data = tables.encode(sym, idx, segment_symbols=256)
+    for pos, value in ((0, 64), (255, -1), (999, 1 << 30), (1000, 64), (600, -2**31)):
+        bad = idx.clone()
+        bad[pos] = value
+        bad[pos + 1 :: 97] = 64  # later bad entries do not hide the first one
+        for threads in (1, 2, 3):
+            with pytest.raises(ValueError, match=rf"indexes\[{pos}\] = {value} outside \[0, 64\)"):
+                tables.decode(data, bad, threads=threads)
+
+
 def _header(n, segs):
     out = b"CFRS" + bytes([1, 4, 0, 0]) + struct.pack("<QI", n, len(segs))
     return out + b"".join(struct.pack("<II", m, b) for m, b in segs)
