@@ -308,7 +308,7 @@ def shipped_plain_codecs() -> tuple[Any, Any]:
     """(release 1, release 2) ``DefaultCodec``s of the shipped float weights with the checkerboard
     context removed (``remove_checkerboard_context``): release 1 codes with the float32 hyper
     synthesis, release 2 with integers exported as ``tools/export_default_int.py`` does (the same
-    calibration images). The shipped model is release 3; these keep the two context-free code paths
+    calibration images). The shipped model is release 4 (layout 3); these keep the two context-free code paths
     (``load_default_codec_from`` of a model without a context, old-release semantics) under test
     at real widths. Registered (``cod_fast.decode`` finds them); cached for the session."""
     import importlib.util

@@ -1,6 +1,6 @@
 """Determinism matrix at real sizes (issue 13 item 3): torch threads x processes x backends.
 
-For every codec with integers that the encoder or decoder decides -- the default model (release 3)
+For every codec with integers that the encoder or decoder decides -- the default model (release 4)
 and sodec-tiny on Kodak crops of 768x512, the tiny CoD codecs (pixel, one-step, Lite) at 256x256
 and tiny DiffC at 128x128 -- this
 

@@ -48,12 +48,12 @@ CASES: dict[str, tuple[dict[str, Any], int, tuple[int, int], dict[str, Any]]] = 
     # weight seed is the named model's own.
     "sodec_tiny": ({"model": "sodec", "named": "sodec-tiny"}, 6, (40, 52), {}),
     "sodec_tiny_checkerboard": ({"model": "sodec", "named": "sodec-tiny-checkerboard"}, 7, (70, 33), {}),
-    # The shipped default model (cod_fast/weights): release 3 (fixed-point entropy parameters and
-    # the checkerboard context: bytes and integers are the same at every thread count). New weights
-    # change the fingerprint, so this case is regenerated with them; the streams of earlier
-    # shipped weights stay as RETIRED files, refused with ModelMismatchError naming their release.
-    # The seed is unused.
-    "default_model_r3": ({"model": "default"}, 0, (72, 100), {"quality": 2.0}),
+    # The shipped default model (cod_fast/weights): release 4 (layout 3: fixed-point entropy
+    # parameters and the checkerboard context; bytes and integers are the same at every thread
+    # count). New weights change the fingerprint, so this case is regenerated with them; the
+    # streams of earlier shipped weights stay as RETIRED files, refused with ModelMismatchError
+    # naming their release. The seed is unused.
+    "default_model_r4": ({"model": "default"}, 0, (72, 100), {"quality": 2.0}),
 }
 
 

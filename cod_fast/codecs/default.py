@@ -10,29 +10,32 @@ Stream contents (codec id ``DEFAULT_HYPERPRIOR``): the header with the true imag
   unit-domain model): u32 CRC32 of the y table indexes the encoder used. The decoder recomputes the indexes and raises
   ``EntropyParameterMismatchError`` before parsing y if they differ, instead of decoding
   garbage. Streams without the section decode unchecked;
-* ``HYPERPRIOR_Y_NONANCHOR`` (models with the checkerboard context only, release 3): the rANS
+* ``HYPERPRIOR_Y_NONANCHOR`` (models with the checkerboard context only, layout 3): the rANS
   stream of the non-anchor y symbols; ``HYPERPRIOR_Y`` then holds the anchors' (row + col even),
   each in raster order, and the CHECK section is 8 bytes: u32 CRC32 of all the indexes (raster
   order; checked before the non-anchors are parsed), u32 CRC32 of the anchors' indexes (their
   packed raster order; checked before the anchors are parsed).
 
-Releases (the model fingerprint tells them apart; the sections of releases 1 and 2 are the same):
+Layouts (``DefaultCodec.layout``: how a stream is parsed; the model fingerprint tells weights
+apart) and the releases of the shipped weights (``DefaultCodec.release``):
 
-* **release 3** (current, shipped since cod_fast 0.2.0, ``load_default_codec()``): a model with
-  the checkerboard context (``context="checkerboard"``); the z/y rANS tables, the y table indexes
-  and the y means come from integers only (``cod_fast.models.default.integer_params``, SODEC's
-  fixed-point spec, plus the context in integers: "Checkerboard context"), so a stream decodes
-  identically whatever the torch thread count, process, CPU kind or entropy backend; the
-  fingerprint hashes ``"release": 3``, the config with its ``context`` keys and the integers;
-* **release 2** (cod_fast 0.1.0; other float weights, no context): the same fixed point without the
-  context. ``load_default_codec_from(dir)`` still builds release 2 from the files of a model
-  without a context;
-* **release 1** (cod_fast 0.1.0, release 2's float weights): indexes and means from the float32
-  hyper synthesis, whose rounding depends on the thread count, the CPU's kernels and the BLAS.
+* **layout 3** -- **release 4** (current, shipped since cod_fast 0.3.0, ``load_default_codec()``)
+  and release 3 (cod_fast 0.2.0, other weights): a model with the checkerboard context
+  (``context="checkerboard"``); the z/y rANS tables, the y table indexes and the y means come
+  from integers only (``cod_fast.models.default.integer_params``, SODEC's fixed-point spec, plus
+  the context in integers: "Checkerboard context"), so a stream decodes identically whatever the
+  torch thread count, process, CPU kind or entropy backend; the fingerprint hashes
+  ``"release": 3`` (the layout), the config with its ``context`` keys and the integers;
+* **layout 2** -- release 2 (cod_fast 0.1.0; other float weights, no context): the same fixed
+  point without the context. ``load_default_codec_from(dir)`` still builds layout 2 from the
+  files of a model without a context;
+* **layout 1** -- release 1 (cod_fast 0.1.0, release 2's float weights): indexes and means from
+  the float32 hyper synthesis, whose rounding depends on the thread count, the CPU's kernels and
+  the BLAS.
 
-The weights of releases 1 and 2 are no longer shipped: their fingerprints are registered as
-retired (``RETIRED_FINGERPRINTS``), so their streams are refused with ``ModelMismatchError``
-naming the release and the cod_fast version that decodes them, never misdecoded.
+The weights of releases 1-3 are no longer shipped: their fingerprints are registered as retired
+(``RETIRED_FINGERPRINTS``), so their streams are refused with ``ModelMismatchError`` naming the
+release and the cod_fast version that decodes them, never misdecoded.
 
 The parser checks the quality range and that the z grid is the one the header's image size
 implies before any symbol is decoded, so a hostile stream cannot ask for a large allocation.
@@ -80,10 +83,10 @@ CLASS_PATH = "cod_fast.models.default.DefaultCodecModel"
 
 _PARAMS = struct.Struct("<fHH")  # quality, z rows, z cols
 _CHECK = struct.Struct("<I")  # CRC32 of the y table indexes
-_CHECK_CONTEXT = struct.Struct("<II")  # release 3: CRC32 of all the y table indexes, then of the anchors'
+_CHECK_CONTEXT = struct.Struct("<II")  # layout 3: CRC32 of all the y table indexes, then of the anchors'
 _SECTIONS = {SectionType.HYPERPRIOR_PARAMS, SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z,
              SectionType.HYPERPRIOR_CHECK}
-#: The sections of a release with the checkerboard context (release 3).
+#: The sections of a release with the checkerboard context (layout 3).
 _CONTEXT_SECTIONS = _SECTIONS | {SectionType.HYPERPRIOR_Y_NONANCHOR}
 
 
@@ -94,11 +97,12 @@ RETIRED_FINGERPRINTS = {
     "d14ced709defdfb3da4b726fd4c19b4f": "the default model's first weights (step 450, before cod_fast 0.1.0)",
     "ce5b5023c7ebb2f8f593d00b5141a4eb": "release 1 of the default model (float32 entropy parameters, cod_fast 0.1.0)",
     "7f22313cbcb4f2f69cc082fd4f109d80": "release 2 of the default model (cod_fast 0.1.0)",
+    "7e4941766918a9cf102b74873c38c3c7": "release 3 of the default model (cod_fast 0.2.0)",
 }
 _RETIRED_HINT = ("; this version no longer ships the weights that wrote it: decode it with the cod_fast version "
                  "named, or encode the image again with the current default model (cod_fast.load_model())")
 #: Where the weights of earlier releases still load (for ``load_default_codec(release=...)``'s error).
-_EARLIER_RELEASES = "releases 1 and 2: cod_fast 0.1.0"
+_EARLIER_RELEASES = "releases 1 and 2: cod_fast 0.1.0; release 3: cod_fast 0.2.0"
 for _fp, _what in RETIRED_FINGERPRINTS.items():
     registry.retire(bytes.fromhex(_fp), _what + _RETIRED_HINT)
 
@@ -143,9 +147,9 @@ class DefaultCodec(PortableCodec):
         SectionType.HYPERPRIOR_PARAMS: "f32 quality, u16 z rows, u16 z cols",
         SectionType.HYPERPRIOR_Y: "rANS stream of the y symbols",
         SectionType.HYPERPRIOR_Z: "rANS stream of the z symbols",
-        SectionType.HYPERPRIOR_CHECK: ("u32 CRC32 of the y table indexes the encoder used (optional; release 3: "
+        SectionType.HYPERPRIOR_CHECK: ("u32 CRC32 of the y table indexes the encoder used (optional; layout 3: "
                                        "then u32 CRC32 of the anchors' indexes)"),
-        SectionType.HYPERPRIOR_Y_NONANCHOR: "rANS stream of the non-anchor y symbols (release 3: checkerboard)",
+        SectionType.HYPERPRIOR_Y_NONANCHOR: "rANS stream of the non-anchor y symbols (layout 3: checkerboard)",
     }
 
     @staticmethod
@@ -211,7 +215,7 @@ class DefaultCodec(PortableCodec):
         and 2048x3072; with the kernel's exact high-water mark (tests/test_memory.py), encode 31-33
         and 77-99 MiB at 256x256 and 384x512."""
         p = memory.pad(height, STRIDE) * memory.pad(width, STRIDE)
-        # release 3 also holds the context's input (int32, three y coefficients per pixel) and packs
+        # layout 3 also holds the context's input (int32, three y coefficients per pixel) and packs
         # the two passes' halves: measured on kodim01 (768x512, fresh processes, rise of the peak RSS
         # above a warmed-up codec) decode 60-69 MB and encode 73-81 MB, release 2 58-69 / 81-108 MB;
         # 16 B/px of margin for the context's input
@@ -276,7 +280,7 @@ class DefaultCodec(PortableCodec):
 
     def parse(self, data: bytes) -> tuple[Container, float, tuple[int, int], int | tuple[int, int] | None]:
         """Parse and check a stream for this model: (container, quality, z shape, index CRC -- for
-        release 3 the pair (all the indexes', the anchors') -- or None).
+        layout 3 the pair (all the indexes', the anchors') -- or None).
 
         BitstreamError for malformed streams, ModelMismatchError for another model or codec.
         """
@@ -325,9 +329,9 @@ class DefaultCodec(PortableCodec):
         of ``decode`` (parse, memory budget, entropy decoding; y_hat = y symbols + means, before the
         inverse gain). ``synthesize`` is the second half. Same errors and memory budget as ``decode``.
 
-        Thread safety: releases 2 and 3 compute their entropy parameters in integers, so this runs without the
+        Thread safety: layouts 2 and 3 compute their entropy parameters in integers, so this runs without the
         codec's lock, from any thread and at any torch thread count (``cod_fast.decode_many``
-        decodes several streams side by side); release 1's float32 hyper synthesis takes the lock
+        decodes several streams side by side); layout 1's float32 hyper synthesis takes the lock
         and depends on the thread count (``entropy_depends_on_threads``)."""
         parsed = self.parse(data)
         c = parsed[0]
@@ -353,8 +357,8 @@ class DefaultCodec(PortableCodec):
 
     @property
     def entropy_depends_on_threads(self) -> bool:
-        """Whether the entropy stage's integers depend on the torch thread count: True for release
-        1 (float32 hyper synthesis), False for releases 2 and 3 (fixed point)."""
+        """Whether the entropy stage's integers depend on the torch thread count: True for layout
+        1 (float32 hyper synthesis), False for layouts 2 and 3 (fixed point)."""
         return self.integer is None
 
     def _entropy_decode(self, data: bytes, parsed: tuple | None = None
@@ -363,7 +367,7 @@ class DefaultCodec(PortableCodec):
         ``parsed``: ``parse(data)`` when the caller has it."""
         c, q, z_shape, crc = self.parse(data) if parsed is None else parsed
         strings = self._strings(c)
-        # release 1 builds its tables lazily in the model: one thread at a time; releases 2 and 3
+        # layout 1 builds its tables lazily in the model: one thread at a time; layouts 2 and 3
         # read only immutable integer state
         lock = self._lock if self.integer is None else contextlib.nullcontext()
         try:
@@ -412,10 +416,10 @@ _cache_lock = threading.Lock()
 
 
 def load_default_codec(device: Union[str, torch.device] = "cpu", release: int | None = None) -> DefaultCodec:
-    """The ``DefaultCodec`` with the shipped weights (``cod_fast/weights``, release 3) on
+    """The ``DefaultCodec`` with the shipped weights (``cod_fast/weights``, release 4) on
     ``device``: built once per device, cached, and registered, so that ``cod_fast.decode(data)``
     finds it by fingerprint. ``release``: None or the shipped release's number; an earlier
-    release's number raises ValueError (its weights are no longer shipped: cod_fast 0.1.0)."""
+    release's number raises ValueError (its weights are no longer shipped: ``_EARLIER_RELEASES``)."""
     key = str(torch.device(device))
     with _cache_lock:
         if key not in _cache:
@@ -453,7 +457,7 @@ def load_default_codec_from(weights_dir: Union[str, Path], device: Union[str, to
                             entropy_backend: str = "auto") -> DefaultCodec:
     """A ``DefaultCodec`` of default-model files in ``weights_dir`` (``default.json``,
     ``default.safetensors``, ``default_int.safetensors``, as ``tools/export_default_int.py`` and
-    the trainer write them): release 2, or release 3 when the model has the checkerboard context.
+    the trainer write them): layout 2, or layout 3 when the model has the checkerboard context.
     Registered, so ``cod_fast.decode`` finds it by fingerprint. Not cached."""
     d = Path(weights_dir)
     net = load_default_model(device=device, weights_dir=d)

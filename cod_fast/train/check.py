@@ -15,7 +15,7 @@ method 6) is bisected to the same byte count and its PSNR interpolated linearly 
 ``bench/eval_kodak.py`` does. Prints one line per checkpoint, image and level, then per
 checkpoint and level the means and the mean PSNR difference to WebP.
 
-Models with the checkerboard context (release 3 and its checkpoints) are refused with
+Models with the checkerboard context (releases 3 and 4 and their checkpoints) are refused with
 ``NotImplementedError`` naming the route that measures them (export, then
 ``bench/eval_kodak.py --weights DIR``): they code only with fixed-point parameters, which a
 checkpoint does not have until ``tools/export_default_int.py`` derives them.
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_checkpoint_model(src, half=not args.no_half)
         if model.context is not None:
             raise NotImplementedError(
-                f"{src}: a model with the checkerboard context (release 3, the shipped default) codes only with "
+                f"{src}: a model with the checkerboard context (layout 3: releases 3 and 4, the shipped default) codes only with "
                 "its fixed-point parameters, which this float spot check does not build; export it "
                 "(python -m cod_fast.train.export --ckpt RUN/last.pt --ema --out DIR, then "
                 "python tools/export_default_int.py --weights DIR) and run python bench/eval_kodak.py --weights DIR "

@@ -47,7 +47,7 @@ def test_round_trip(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> 
     assert c.codec_id == CodecId.DEFAULT_HYPERPRIOR
     assert (c.height, c.width) == (70, 100)
     assert set(c.sections) == {SectionType.HYPERPRIOR_Y, SectionType.HYPERPRIOR_Z, SectionType.HYPERPRIOR_PARAMS,
-                               SectionType.HYPERPRIOR_CHECK, SectionType.HYPERPRIOR_Y_NONANCHOR}  # release 3
+                               SectionType.HYPERPRIOR_CHECK, SectionType.HYPERPRIOR_Y_NONANCHOR}  # layout 3
     out = codec.decode(stream)
     assert out.dtype == torch.uint8 and out.shape == (3, 70, 100)
     assert torch.equal(codec.decode(stream), out)  # exact symbols: decoding is deterministic
@@ -92,7 +92,7 @@ def test_corrupted_and_truncated_streams(codec: DefaultCodec, stream: bytes) -> 
 
 def test_rdoq_lowers_the_rate_distortion_cost(codec: DefaultCodec, image: torch.Tensor) -> None:
     """RDOQ (the default) is an encoder decision: the same decoder reads both streams, and for the
-    shipped model (release 3) the real-bytes cost lambda * 255^2 * MSE + bpp goes down against
+    shipped model (release 4) the real-bytes cost lambda * 255^2 * MSE + bpp goes down against
     plain rounding at every level; with its context the non-anchors' indexes follow the anchors
     RDOQ chose. The context-removed view (release 2 layout, same transforms) keeps the decoder-side
     contract only: the y table indexes, and so the CHECK section, are unchanged by RDOQ. Its cost is
@@ -121,12 +121,12 @@ def test_rdoq_lowers_the_rate_distortion_cost(codec: DefaultCodec, image: torch.
 
 def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, stream: bytes) -> None:
     """The CHECK section guards parsing: a decoder whose entropy parameters differ (simulated by
-    nudging a bias: release 1's float h_s, release 3's integer head) or a stream with another
+    nudging a bias: release 1's float h_s, release 4's integer head) or a stream with another
     checksum stops before y is parsed, with an error naming the release and never blaming a
     platform; a stream without the section (older writers) still decodes."""
     from tiny_models import shipped_plain_codecs
 
-    assert codec.release == 3
+    assert (codec.release, codec.layout) == (4, 3)
     ref = codec.decode(stream)
     crc, crc_anchors = struct.unpack("<II", read_container(stream).sections[SectionType.HYPERPRIOR_CHECK])
     for bad in ((crc ^ 1, crc_anchors), (crc, crc_anchors ^ 1)):  # all the indexes', the anchors'
@@ -138,12 +138,12 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
     del sections[SectionType.HYPERPRIOR_CHECK]
     assert torch.equal(codec.decode(write_container(Container(codec_id=CodecId.DEFAULT_HYPERPRIOR, fingerprint=codec.fingerprint, height=70, width=100,
                                                       sections=sections))), ref)
-    # release 3: the integer head's bias moved -> refused, naming release 3
+    # release 4 (layout 3): the integer head's bias moved -> refused, naming release 4
     ibias = codec.integer.params.layers[-1].bias
     isaved = ibias.clone()
     try:
         ibias[: codec.net.cfg.latent] += 1 << 12  # every scale code moves: indexes change
-        with pytest.raises(EntropyParameterMismatchError, match="release 3") as info:
+        with pytest.raises(EntropyParameterMismatchError, match="release 4") as info:
             codec.decode(stream)  # refused before the anchors are parsed (their CRC)
         assert "platform" not in str(info.value) and "anchors' y table indexes" in str(info.value)
     finally:
@@ -163,7 +163,7 @@ def test_entropy_parameter_check(codec: DefaultCodec, image: torch.Tensor, strea
             old.decode(old_stream)
         assert "re-encode" in str(info.value).lower() and "release 2" in str(info.value)
         assert "platform" not in str(info.value)
-        assert torch.equal(codec.decode(stream), ref)  # release 3 does not use that float h_s
+        assert torch.equal(codec.decode(stream), ref)  # release 4 does not use that float h_s
     finally:
         with torch.no_grad():
             bias.copy_(saved)
@@ -191,11 +191,11 @@ def test_cli_demo_and_compress(tmp_path, capsys) -> None:
     assert rec.shape == (3, 384, 512) and side.shape == (3, 384, 1024)
     assert torch.equal(side[:, :, 512:], rec)
     assert torch.equal(cod_fast.decode((out / f"{stem}.codf").read_bytes()), rec)
-    # the demo writes release 3 (fixed-point entropy parameters, checkerboard context)
+    # the demo writes release 4 (layout 3: fixed-point entropy parameters, checkerboard context)
     current = cod_fast.load_model()
-    assert current.release == 3
+    assert (current.release, current.layout) == (4, 3)
     assert read_container((out / f"{stem}.codf").read_bytes()).fingerprint == current.fingerprint
-    assert f"model: DefaultCodec(release=3, fingerprint={current.fingerprint.hex()}" in printed
+    assert f"model: DefaultCodec(release=4, fingerprint={current.fingerprint.hex()}" in printed
     # compress without --model uses the default model; decompress finds it by fingerprint
     small = tmp_path / "small.png"
     from PIL import Image

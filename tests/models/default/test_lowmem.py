@@ -13,7 +13,7 @@ from cod_fast.models.default import integer_params, lowmem
 from cod_fast.models.default import model as model_mod
 
 ROOT = Path(__file__).resolve().parents[3]
-GOLDEN = ROOT / "tests" / "golden" / "default_model_r3.codf"
+GOLDEN = ROOT / "tests" / "golden" / "default_model_r4.codf"
 
 
 def _golden_tool():
@@ -63,7 +63,7 @@ def test_golden_stream_unchanged_with_small_bands(codec, small_bands, one_torch_
     """The banded encoder (analysis, entropy head, quantization, RDOQ in bands) writes the
     committed release-3 golden bytes."""
     tool = _golden_tool()
-    cfg, _, (h, w), params = tool.CASES["default_model_r3"]
+    cfg, _, (h, w), params = tool.CASES["default_model_r4"]
     assert codec.encode(tool.golden_image(h, w), **params) == GOLDEN.read_bytes()
 
 
