@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
@@ -231,8 +232,6 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: PathLike, metadata
     weights gave files with other bytes and another sha256. The tensors' own order is already
     fixed by the library; only the ``__metadata__`` object is re-serialised here. Reordering keys
     keeps the header's length, so the data offsets and the padding stay valid."""
-    import struct
-
     from safetensors.torch import save  # local: import time
 
     blob = save(dict(state), metadata=dict(metadata))

@@ -11,7 +11,9 @@ gives release 3's integers; its context grids are calibrated on the gain-free y 
 Deterministic: float64 on the CPU (``cod_fast.models.default.integer_params.export_integer_params``)
 from the float weights and a fixed calibration set -- the z of the bundled demo photo
 (``cod_fast/data``) and of the golden image (``tools/make_golden.py``), at one torch thread --
-which only picks the power-of-two grids of the activations. The committed integers are the model
+which only picks the power-of-two grids of the activations. One exception: z's CDF comes from the
+float32 factorized density, whose vector kernels round differently on AMD and Intel CPUs (a few
+entries by up to 22/65536 between the two); ``--check`` names what differs. The committed integers are the model
 (they are hashed into release 2's fingerprint); ``--check`` re-derives them and compares instead of
 writing. A change of the float weights needs a new export (and a new release).
 """
@@ -85,9 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     path = (args.weights or WEIGHTS_DIR) / INT_WEIGHTS_FILE
     if args.check:
         old = load_file(str(path))
-        same = set(old) == set(sd) and all(torch.equal(old[k], sd[k]) for k in sd)
-        print("identical" if same else "DIFFERENT")
-        return 0 if same else 1
+        if set(old) != set(sd):
+            print(f"DIFFERENT keys: {sorted(set(old) ^ set(sd))}")
+            return 1
+        diff = [k for k in sd if not torch.equal(old[k], sd[k])]
+        for k in diff:  # z's CDF may differ by a few /65536 on another CPU kind (see the docstring)
+            d = (old[k].long() - sd[k].long()).abs() if old[k].shape == sd[k].shape else None
+            print(f"DIFFERENT {k}: " + ("shape" if d is None else f"{int((d != 0).sum())} entries, max {int(d.max())}"))
+        print("identical" if not diff else "DIFFERENT")
+        return 0 if not diff else 1
     layout = "3" if "context.meta" in sd else "2"  # the stream layout (DefaultCodec.layout)
     save_safetensors(sd, path, metadata={"model": "cod_fast.default", "release": layout})
     print(f"wrote {path} ({path.stat().st_size} bytes)")

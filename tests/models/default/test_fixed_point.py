@@ -142,16 +142,35 @@ def test_reference_equals_plain_python_oracle(small, quality: float) -> None:
     assert idx[0].tolist() == o_idx and means[0].tolist() == o_means
 
 
-def _follows(net, p, z: torch.Tensor, qualities, max_flips: float, max_mean_err: float) -> None:
+def _index_pairs(net, p, z: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(integer indexes, float indexes, integer means, float means) of the hyper path at ``q``."""
     from cod_fast.entropy import GaussianConditionalTables
 
-    tables = GaussianConditionalTables()
+    idx, mq = entropy_parameters(p, z.to(torch.int32), q)
+    with torch.no_grad():
+        scales, means = net._hyper_params_cpu(z.float(), torch.tensor([q]))
+    return idx, GaussianConditionalTables().build_indexes(scales), mq, means
+
+
+def _follows(net, p, z: torch.Tensor, qualities, max_flips: float, max_mean_err: float,
+             floor_to_one: bool = False) -> None:
+    """Under ``max_flips`` of the table indexes move, by one table; the means by little.
+
+    ``floor_to_one``: scales at the 0.11 lower bound (float index 0) are left out of the count
+    and must have integer index 1. Table 0 is unreachable in the integer path: the bound's code
+    rounds up (0.11 * 2**16 = 7208.96 -> 7209) while the thresholds are floored (7208), so a
+    scale at the bound is always above table 0's edge; in float32 ``0.11 + tiny == 0.11`` stays
+    on it. Both tables put all but about 2**-16 of the mass on 0 (cost measured in
+    ``test_shipped_integer_indexes_cost_no_rate``)."""
     for q in qualities:
-        idx, mq = entropy_parameters(p, z.to(torch.int32), q)
-        with torch.no_grad():
-            scales, means = net._hyper_params_cpu(z.float(), torch.tensor([q]))
-        fidx = tables.build_indexes(scales)
-        assert float((idx != fidx).float().mean()) < max_flips and int((idx - fidx).abs().max()) <= 1
+        idx, fidx, mq, means = _index_pairs(net, p, z, q)
+        counted = torch.ones_like(idx, dtype=torch.bool)
+        if floor_to_one:
+            counted = fidx != 0
+            assert bool((idx[~counted] == 1).all())
+        flips = (idx != fidx) & counted
+        assert float(flips.float().sum()) < max_flips * float(counted.sum())
+        assert int((idx - fidx).abs().max()) <= 1
         err = (mq.double() / 2**p.mean_frac_bits - means.double()).abs()
         assert float(err.max()) < max_mean_err * max(1.0, float(means.abs().max()))
 
@@ -165,9 +184,41 @@ def test_integer_path_follows_the_float_model(small) -> None:
 
 
 def test_shipped_integer_path_follows_the_float_model(shipped) -> None:
-    """... and the shipped model on a real z: under 1 % of the table indexes move, by one table."""
+    """... and the shipped model on a real z: under 2 % of the table indexes off the scale bound
+    move, by one table (release 4: 0.7-1.1 % on this image, 0.4-0.7 % of Kodak's anchors)."""
     _, z = shipped.decode_symbols(shipped.encode(_image(), quality=2.0))
-    _follows(shipped.net, shipped.integer.params, z, (0.0, 2.0, 3.5, 4.0), 0.01, 0.01)
+    _follows(shipped.net, shipped.integer.params, z, (0.0, 2.0, 3.5, 4.0), 0.02, 0.01, floor_to_one=True)
+
+
+def _gaussian_bits(symbols: torch.Tensor, idx: torch.Tensor, scale_table: torch.Tensor) -> float:
+    """Ideal code length (bits) of integer ``symbols`` under zero-mean Gaussians of the tables'
+    scales, each symbol's probability floored at 2**-16 as the 16-bit CDFs do."""
+    sigma = scale_table.double()[idx.long()]
+    a = symbols.double().abs()
+    n = torch.distributions.Normal(0.0, 1.0)
+    pr = n.cdf((a + 0.5) / sigma) - n.cdf((a - 0.5) / sigma)
+    return float(-torch.log2(pr.clamp_min(2.0**-16)).sum())
+
+
+def test_shipped_integer_indexes_cost_no_rate(shipped) -> None:
+    """What the moved indexes cost: the anchors' y symbols (pass one, coded with the hyper path
+    alone) under the integer path's tables against the float path's, within 0.5 % on this small
+    image (0.2 % here; on the 24 Kodak images +0.020 / +0.008 / +0.002 % at levels 0 / 2 / 4,
+    ``bench/default_index_cost.py``, release 4). A systematic error in the export costs percents."""
+    from cod_fast.entropy import GaussianConditionalTables
+    from cod_fast.int_params.reference import anchor_mask
+
+    table = GaussianConditionalTables().scale_table
+    for q in (0.0, 4.0):
+        y, z = shipped.decode_symbols(shipped.encode(_image(), quality=q))
+        idx, fidx, _, _ = _index_pairs(shipped.net, shipped.integer.params, z, q)
+        # the anchors: coded with the hyper path's parameters alone (pass one)
+        a = anchor_mask(y.shape[-2], y.shape[-1]).expand_as(y)
+        b_int, b_float = _gaussian_bits(y[a], idx[a], table), _gaussian_bits(y[a], fidx[a], table)
+        assert abs(b_int / b_float - 1.0) < 5e-3, (q, b_int, b_float)
+        # the measure tells wrong parameters apart: the indexes of the other end of the range
+        wrong = _index_pairs(shipped.net, shipped.integer.params, z, 4.0 - q)[0]
+        assert _gaussian_bits(y[a], wrong[a], table) > 1.1 * b_float
 
 
 def test_gain_codes_and_quality_code(small) -> None:
@@ -253,7 +304,12 @@ def test_triton_backend_identical() -> None:
 
 def test_shipped_integers_match_their_export() -> None:
     """The committed default_int.safetensors is what tools/export_default_int.py derives from the
-    committed float weights (the export is deterministic)."""
+    committed float weights: every tensor bit-exact but z's CDF, which is the CDF of the float32
+    factorized density (``DensityZ.pmf_table``). Its logits' tanh and softplus go through the
+    CPU's vector kernels, which round differently on AMD (AVX2) and Intel (AVX-512) hosts: on an
+    AMD EPYC, 34 of z_cdf's 8,160 entries came out up to 22/65536 away from the Intel export.
+    Decoders never re-derive it (the committed integers are the model, hashed into the
+    fingerprint), so streams do not depend on the host; the export's own output does, that far."""
     import importlib.util
 
     from cod_fast.models.default import load_integer_state
@@ -267,7 +323,11 @@ def test_shipped_integers_match_their_export() -> None:
     finally:
         torch.set_num_threads(n)
     stored = load_integer_state()
-    assert set(fresh) == set(stored) and all(torch.equal(fresh[k], stored[k]) for k in stored)
+    assert set(fresh) == set(stored)
+    assert all(torch.equal(fresh[k], stored[k]) for k in stored if k != "tables.z_cdf")
+    a, b = fresh["tables.z_cdf"].long(), stored["tables.z_cdf"].long()
+    assert a.shape == b.shape and int((a - b).abs().max()) <= 64
+    assert int((a != b).sum()) <= 0.01 * a.numel()
 
 
 # ---- execution conditions --------------------------------------------------------------------
