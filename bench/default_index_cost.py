@@ -8,7 +8,7 @@ this is an estimate, not real bytes: per image and level, one torch thread, the 
 (RDOQ on), and the anchors' y symbols (checkerboard pass one, coded with the hyper path's
 parameters alone) are costed as ideal code lengths under zero-mean Gaussians of the table
 scales, each symbol's probability floored at 2**-16 like the 16-bit CDFs
-(``tests/models/default/test_fixed_point.py::_gaussian_bits``): once with the integer path's
+(as ``tests/models/default/test_fixed_point.py`` does): once with the integer path's
 indexes (what the stream uses) and once with ``GaussianConditionalTables.build_indexes`` of the
 float32 hyper synthesis' scales. Also reported: the share of anchors whose float scale sits at
 the 0.11 bound (float index 0; the integer path gives them index 1, see
@@ -18,24 +18,27 @@ index moved (by one table).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from cod_fast.codecs.default import load_default_codec
+from cod_fast.entropy import GaussianConditionalTables
+from cod_fast.int_params.reference import anchor_mask
+from cod_fast.models.default.entropy_models import gaussian_likelihood
+from cod_fast.models.default.integer_params import entropy_parameters
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "models" / "default"))
-sys.path.insert(0, str(REPO / "tests"))
-
-from test_fixed_point import _gaussian_bits, _index_pairs  # noqa: E402
-
-from cod_fast.codecs.default import load_default_codec  # noqa: E402
-from cod_fast.entropy import GaussianConditionalTables  # noqa: E402
-from cod_fast.int_params.reference import anchor_mask  # noqa: E402
-
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
+
+
+def anchor_bits(y: torch.Tensor, idx: torch.Tensor, anchors: torch.Tensor, table: torch.Tensor) -> float:
+    """Ideal bits of the anchor symbols ``y[anchors]`` under the tables ``idx[anchors]``."""
+    sigma = table.double()[idx[anchors].long()]
+    pr = gaussian_likelihood(y[anchors].double(), torch.zeros((), dtype=torch.float64), sigma)
+    return float(-torch.log2(pr.clamp_min(2.0**-16)).sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     codec = load_default_codec()
     params = codec.integer.params
-    table = GaussianConditionalTables().scale_table
+    tables = GaussianConditionalTables()
+    table = tables.scale_table
     levels = [float(v) for v in args.levels.split(",")]
     files = [args.data / n for n in args.images] if args.images else sorted(args.data.glob("*.png"))
     totals = {q: [0.0, 0.0, 0, 0, 0, 0] for q in levels}  # bits int, bits float, floor, moved, counted, all
@@ -57,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         row = []
         for q in levels:
             y, z = codec.decode_symbols(codec.encode(img, quality=q))
-            idx, fidx, _, _ = _index_pairs(codec.net, params, z, q)
+            idx, _ = entropy_parameters(params, z, q)
+            with torch.no_grad():
+                fidx = tables.build_indexes(codec.net._hyper_params_cpu(z.float(), torch.tensor([q]))[0])
             a = anchor_mask(y.shape[-2], y.shape[-1]).expand_as(y)
-            b_int, b_float = _gaussian_bits(y[a], idx[a], table), _gaussian_bits(y[a], fidx[a], table)
+            b_int, b_float = anchor_bits(y, idx, a, table), anchor_bits(y, fidx, a, table)
             floor = fidx[a] == 0
             moved = (idx[a] != fidx[a]) & ~floor
             t = totals[q]

@@ -13,9 +13,9 @@ from the float weights and a fixed calibration set -- the z of the bundled demo 
 (``cod_fast/data``) and of the golden image (``tools/make_golden.py``), at one torch thread --
 which only picks the power-of-two grids of the activations. One exception: z's CDF comes from the
 float32 factorized density, whose vector kernels round differently on AMD and Intel CPUs (a few
-entries by up to 22/65536 between the two); ``--check`` names what differs. The committed integers are the model
-(they are hashed into release 2's fingerprint); ``--check`` re-derives them and compares instead of
-writing. A change of the float weights needs a new export (and a new release).
+entries by up to 22/65536 between the two). The committed integers are the model (they are hashed
+into release 2's fingerprint); ``--check`` re-derives them, compares instead of writing, and names
+what differs. A change of the float weights needs a new export (and a new release).
 """
 from __future__ import annotations
 

@@ -193,10 +193,9 @@ def test_shipped_integer_path_follows_the_float_model(shipped) -> None:
 def _gaussian_bits(symbols: torch.Tensor, idx: torch.Tensor, scale_table: torch.Tensor) -> float:
     """Ideal code length (bits) of integer ``symbols`` under zero-mean Gaussians of the tables'
     scales, each symbol's probability floored at 2**-16 as the 16-bit CDFs do."""
-    sigma = scale_table.double()[idx.long()]
-    a = symbols.double().abs()
-    n = torch.distributions.Normal(0.0, 1.0)
-    pr = n.cdf((a + 0.5) / sigma) - n.cdf((a - 0.5) / sigma)
+    from cod_fast.models.default.entropy_models import gaussian_likelihood
+
+    pr = gaussian_likelihood(symbols.double(), torch.zeros((), dtype=torch.float64), scale_table.double()[idx.long()])
     return float(-torch.log2(pr.clamp_min(2.0**-16)).sum())
 
 
