@@ -121,6 +121,15 @@ class Job:
     anchors: tuple[PillowCodec, ...]
     msssim: bool
     rdoq: bool
+    refine: int = 0  # steps of encoder-side latent refinement (``DefaultCodec.encode(refine=...)``)
+
+    def encode_kwargs(self) -> Optional[dict[str, Any]]:
+        """What ``codec.encode`` gets besides the quality: refinement (the encoder then picks its
+        own rounding) and ``rdoq=False`` when asked."""
+        kw: dict[str, Any] = {"refine": self.refine} if self.refine else {}
+        if not self.rdoq:
+            kw["rdoq"] = False
+        return kw or None
 
 
 _codec: Any = None
@@ -158,4 +167,4 @@ def run_job(job: Job, log: Optional[Callable[[str], None]] = None) -> ImageResul
     with torch.inference_mode():
         return evaluate_image_full(_codec, Path(job.path).name, load_rgb(Path(job.path)), job.levels, job.anchors,
                                    log=log or (lambda s: None), msssim=job.msssim,
-                                   encode_kwargs=None if job.rdoq else {"rdoq": False})
+                                   encode_kwargs=job.encode_kwargs())

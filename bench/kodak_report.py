@@ -232,7 +232,8 @@ def markdown_report(summary: dict[str, Any], meta: dict[str, Any], png_name: Opt
         "## Method",
         "",
         f"- Model: {model_src}, "
-        f"`encode(image, quality=level{', rdoq=False' if meta.get('rdoq') is False else ''})`; "
+        f"`encode(image, quality=level{', rdoq=False' if meta.get('rdoq') is False else ''}"
+        f"{', refine=' + str(meta['refine']) if meta.get('refine') else ''})`; "
         "bpp = 8 × (bytes of the container file, header and CRCs included) / (H × W); decoded with "
         "`decode`. Container overhead (file minus section payloads): "
         f"{meta['overhead_bytes']} bytes per file.",

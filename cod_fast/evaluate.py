@@ -185,9 +185,12 @@ def image_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 def evaluate(inputs: Sequence[str | os.PathLike] | str | os.PathLike, model: Any = None, *,
              levels: Sequence[float] | None = None, msssim: bool = True, threads: int | None = None,
-             name: str | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
+             name: str | None = None, log: Callable[[str], None] | None = None, refine: int = 0) -> EvalResult:
     """Evaluate ``model`` (a codec or what ``cod_fast.encode`` takes; None: the bundled default
     model) on image files / folders ``inputs`` at each rate point (``rate_points``).
+
+    ``refine``: steps of the default model's encoder-side latent refinement
+    (``DefaultCodec.encode(refine=...)``; 0: none); ValueError for a codec that does not take it.
 
     ``threads``: torch threads for the run (restored after; the published figures use 1);
     ``log``: called with one line per image and point. Returns an :class:`EvalResult`.
@@ -203,6 +206,10 @@ def evaluate(inputs: Sequence[str | os.PathLike] | str | os.PathLike, model: Any
     files = image_files(inputs)
     codec = resolve_model(model) if model is not None else load_model()
     points_params = rate_points(codec, levels)
+    if refine:
+        if "refine" not in getattr(codec, "encode_settings", ()):
+            raise ValueError(f"{type(codec).__name__} has no latent refinement: --refine is for the default model")
+        points_params = [{**pp, "refine": int(refine)} for pp in points_params]
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -247,6 +254,8 @@ def add_parser(sub: Any, model_args: Callable[[argparse.ArgumentParser, bool], N
     e.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (the slow metric)")
     e.add_argument("--threads", type=int, help="torch threads (docs/kodak_default.md uses 1)")
     e.add_argument("--name", help="curve name in the JSON / plot")
+    e.add_argument("--refine", type=int, default=0,
+                   help="default model: steps of encoder-side latent refinement (default 0: none)")
     e.add_argument("-q", "--quiet", action="store_true", help="no per-image lines")
 
 
@@ -260,7 +269,7 @@ def run_cli(args: argparse.Namespace, codec: Any) -> int:
             raise ValueError(f"--levels must be comma-separated numbers, got {args.levels!r}") from None
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     res = evaluate(args.inputs, codec, levels=levels, msssim=not args.no_msssim, threads=args.threads,
-                   name=args.name, log=log)
+                   name=args.name, log=log, refine=args.refine)
     print(res.summary())
     print(f"{res.meta['images']} image(s), {len(res.levels)} point(s), {res.meta['wall_s']:.1f} s, "
           f"{res.meta['threads']} thread(s), fingerprint {res.meta['fingerprint']}")

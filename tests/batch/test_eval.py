@@ -72,3 +72,14 @@ def test_rate_points_and_errors(one_step_codec, default_codec, tmp_path) -> None
         evaluate(tmp_path)
     assert main(["eval", str(tmp_path / "missing")]) == 1
     assert main(["eval", str(tmp_path), "--levels", "a,b"]) == 1
+
+
+def test_eval_refine_encodes_with_latent_refinement(folder, one_step_codec, default_codec) -> None:
+    """``refine`` reaches the default model's encode (the figures are those of ``encode(refine=2)``);
+    a one-rate codec refuses it."""
+    res = evaluate(folder, default_codec, levels=[1], msssim=False, refine=2)
+    for name, curves in res.to_json()["per_image"].items():
+        img = torch.from_numpy(np.array(Image.open(folder / name).convert("RGB"))).permute(2, 0, 1)
+        assert curves["bpp"][0] == 8 * len(default_codec.encode(img, quality=1.0, refine=2)) / (img.shape[1] * img.shape[2])
+    with pytest.raises(ValueError, match="refine"):
+        evaluate(folder, one_step_codec, refine=2)

@@ -82,10 +82,10 @@ def test_codec_for_applies_the_diffc_view() -> None:
 
 
 def test_settings_and_labels_replace_class_switches() -> None:
-    flags = {"steps", "cfg", "sampler", "seed", "quality", "entropy_backend"}
+    flags = {"steps", "cfg", "sampler", "seed", "quality", "refine", "entropy_backend"}
     for cls in set(CODECS.values()):
         assert isinstance(cls.label, str) and cls.label
         for role in (cls.encode_settings, cls.decode_settings):
             assert isinstance(role, frozenset) and role <= flags, cls.__name__
-    assert CODECS[CodecId.DEFAULT_HYPERPRIOR].encode_settings == {"quality"}
+    assert CODECS[CodecId.DEFAULT_HYPERPRIOR].encode_settings == {"quality", "refine"}
     assert CODECS[CodecId.SODEC].decode_settings == {"entropy_backend"}

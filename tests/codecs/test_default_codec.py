@@ -185,6 +185,7 @@ def test_cli_demo_and_compress(tmp_path, capsys) -> None:
     assert cli.main(["demo", "--out", str(out), "--quality", "1"]) == 0
     printed = capsys.readouterr().out
     assert "bpp" in printed and "PSNR" in printed and "MS-SSIM" in printed
+    assert f"refine: {cli.DEMO_REFINE_STEPS}" in printed  # the demo shows the refined encoder
     stem = cli.DEMO_IMAGE.stem
     rec = to_uint8_chw(out / f"{stem}_decoded.png")
     side = to_uint8_chw(out / f"{stem}_side_by_side.png")

@@ -603,7 +603,7 @@ class DefaultCodecModel(nn.Module):
     @torch.no_grad()
     def compress(
         self, x: torch.Tensor, quality: float = 3.0, threads: int | None = None, rdoq: bool = False,
-        integer: Any = None, backend: str = "reference",
+        integer: Any = None, backend: str = "reference", y_unit: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """Entropy-code one image.
 
@@ -614,7 +614,9 @@ class DefaultCodecModel(nn.Module):
         decision, the stream format and decoder are the same. ``integer``: release 2's
         ``integer_params.IntegerEntropyModel`` (entropy parameters and tables in fixed point,
         computed on ``backend``: "reference", "cpp" or "triton", identical integers); None:
-        release 1's float32 hyper synthesis. Returns ``{"strings": [y_bytes,
+        release 1's float32 hyper synthesis. ``y_unit``: the gain-free analysis output to code
+        instead of ``g_a``'s, float32 (1, M, H'/16, W'/16) of the padded image (e.g.
+        ``refine.refine_latents``'); x then only gives the size. Returns ``{"strings": [y_bytes,
         z_bytes], "shape": (H/64, W/64) of z (padded), "image_size": (H, W), "quality": q}``.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
@@ -628,12 +630,19 @@ class DefaultCodecModel(nn.Module):
         dev = next(self.parameters()).device
         q = self._check_levels(quality, 1, dev)
         xp = pad_to_stride(x.to(device=dev, dtype=next(self.g_a.parameters()).dtype))
-        if lowmem.usable(self.g_a, xp) and integer is not None:
+        if y_unit is not None:
+            grid = (1, self.cfg.latent, int(xp.shape[2]) // 16, int(xp.shape[3]) // 16)
+            if tuple(y_unit.shape) != grid:
+                raise ValueError(f"y_unit must be {grid} for a {h}x{w} image, got {tuple(y_unit.shape)}")
+            if not bool(torch.isfinite(y_unit).all()):
+                raise ValueError("y_unit must be finite")
+            y_given = y_unit.to(device=dev, dtype=torch.float32)
+        elif lowmem.usable(self.g_a, xp) and integer is not None:
             # Bounded memory (``lowmem``): bitwise the same y, z and symbols as below.
             y_unit = lowmem.analysis(self.g_a, xp)
             del xp
             return self._compress_banded(y_unit, q, (h, w), threads, rdoq, integer, backend)
-        y, z, _ = self._analyse(self.g_a(xp), q)
+        y, z, _ = self._analyse(self.g_a(xp) if y_unit is None else y_given, q)
         z_sym = torch.round(z).to("cpu", torch.float32)
         y_cpu = y.to("cpu", torch.float32)
         z_shape = (int(z.shape[2]), int(z.shape[3]))
