@@ -584,7 +584,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     codec = load_model(device=args.device)
     t1 = time.perf_counter()
-    data = codec.encode(img, quality=args.quality, **({"refine": args.refine} if args.refine else {}))
+    data = codec.encode(img, quality=args.quality, refine=args.refine)
     t2 = time.perf_counter()
     rec = codec.decode(data)
     t3 = time.perf_counter()

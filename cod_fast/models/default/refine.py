@@ -27,7 +27,7 @@ over-fit the proxies (60 steps: -1.0 % where 20 gave -1.9 %; lr 0.05: +40 %), th
 straight-through rate proxy gives 0.3-1.3 points less, and RDOQ on top of a refined latent costs
 1.5 points (its distortion weight was fitted to unrefined latents), so a refined encode rounds
 plainly (``DefaultCodec.encode``'s ``rdoq=None``). Cost: one forward and backward pass of the
-whole model per step (about 0.7 s at 768x512 on two cores) and its autograd memory
+whole model per step (about 0.75 s at 768x512 on two cores, ``bench/default_refine_cost.py``) and its autograd memory
 (``REFINE_BYTES_PER_PIXEL``).
 """
 from __future__ import annotations
@@ -49,8 +49,9 @@ REFINE_LR = 0.005
 REFINE_SEED = 0
 
 #: Peak bytes per padded pixel the search holds on top of a plain encode (the autograd graph of
-#: one forward pass of the float32 model, Adam's two moments of y): measured 1.24 GB of peak RSS
-#: above a plain encode's at 768x512 (393,216 px: 3,150 B/px), with about 40 % margin.
+#: one forward pass of the float32 model, Adam's two moments of y): measured at most 1.24 GB of
+#: peak RSS above a plain encode's at 768x512 (393,216 px: 3,150 B/px; 1.07-1.15 GB in
+#: ``bench/default_refine_cost.py``), with about 40 % margin.
 REFINE_BYTES_PER_PIXEL = 4500
 
 
@@ -59,13 +60,12 @@ def refine_latents(net: DefaultCodecModel, x: torch.Tensor, quality: float, step
     """The refined gain-free analysis output for one image.
 
     x: (1, 3, H, W) float32 in [0, 1], any H, W (padded to multiples of 64 as ``compress``
-    pads); quality: rate level in [0, levels - 1]; steps >= 0 (0 returns ``g_a``'s output).
+    pads); quality: rate level in [0, levels - 1]; steps in [0, ``MAX_REFINE_STEPS``] (0 returns ``g_a``'s output; TypeError / ValueError otherwise).
     Returns y_unit float32 (1, M, H'/16, W'/16) on the model's device, detached: what
     ``net.g_a(pad_to_stride(x))`` returns, after the search. The loss compares the synthesis with
     the unpadded image only. The model's parameters get no gradient and keep their values.
     """
-    if steps < 0:
-        raise ValueError(f"refinement steps must be >= 0, got {steps}")
+    check_refine_steps(steps)
     # a caller inside torch.inference_mode (cod_fast.evaluate, the benches) still gets the search:
     # autograd needs ordinary tensors, so x is copied outside inference mode
     with torch.inference_mode(False), torch.enable_grad():

@@ -113,3 +113,30 @@ def test_api_and_cli_pass_refine(codec: DefaultCodec, image: torch.Tensor, tmp_p
     assert written == codec.encode(image, quality=2.0, refine=2)
     assert cli.main(["demo", "--image", str(src), "--out", str(tmp_path / "demo"), "--refine", "2"]) == 0
     assert "refine: 2" in capsys.readouterr().out
+
+
+def test_refined_stream_decodes_to_the_same_integers_everywhere(codec: DefaultCodec, image: torch.Tensor) -> None:
+    """What decides a symbol is unchanged by refinement: a refined stream parses to the same y and
+    z integers at 1 and 2 torch threads and on the reference and C++ entropy backends (the
+    Triton backend's integers are checked against the reference in ``test_fixed_point.py``)."""
+    data = codec.encode(image, quality=2.0, refine=3)
+    backends = ["reference"]
+    try:
+        import cod_fast._C  # noqa: F401
+        backends.append("cpp")
+    except ImportError:
+        pass
+    seen = []
+    old = torch.get_num_threads()
+    try:
+        for backend in backends:
+            c = DefaultCodec(codec.net, codec.fingerprint, integer=codec.integer, entropy_backend=backend,
+                             release=codec.release)
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                seen.append(c.decode_symbols(data))
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(y, seen[0][0]) and torch.equal(z, seen[0][1]) for y, z in seen)
+    plain_y, _ = codec.decode_symbols(codec.encode(image, quality=2.0))
+    assert not torch.equal(plain_y, seen[0][0])  # the refined stream carries other symbols
